@@ -1,0 +1,3 @@
+"""`resfit-ros <verb>`: placeholder replaced below."""
+def main(argv=None):
+    return 0

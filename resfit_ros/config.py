@@ -1,0 +1,131 @@
+"""Config is data: one dataclass per component, filled from a ROS parameter YAML and validated once.
+
+A parameter file looks like the ones `ros2 run ... --ros-args --params-file` takes:
+
+    /**:                       # or the node name, e.g. residual_policy:
+      ros__parameters:
+        control_rate_hz: 20.0
+
+`load_config(Cls, path, section)` reads the `ros__parameters` of `section` (falling back to `/**`),
+rejects unknown keys and wrong types with a message naming the file, key and value, and lets the
+dataclass's own `__post_init__` check ranges. No rclpy here: nodes pass their parameter dict to
+`config_from_dict`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Validation helper for __post_init__: raise ConfigError(message) unless condition holds."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def read_parameters(path: str | Path, section: str = "/**") -> dict[str, Any]:
+    """The `ros__parameters` mapping of `section` in a ROS parameter YAML (merged over `/**`)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of node names at the top level")
+    merged: dict[str, Any] = {}
+    for key in ("/**", section):
+        block = doc.get(key)
+        if block is None:
+            continue
+        if not isinstance(block, dict) or not isinstance(block.get("ros__parameters", {}), dict):
+            raise ConfigError(f"{path}: '{key}' must hold a 'ros__parameters' mapping")
+        merged.update(block.get("ros__parameters", {}) or {})
+    return merged
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        items = [_check_type(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def config_from_dict(cls: type[T], values: Mapping[str, Any], source: str = "config") -> T:
+    """Build dataclass `cls` from `values`; unknown keys and wrong types raise ConfigError."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"known keys: {', '.join(sorted(fields))}")
+    kwargs = {k: _check_type(v, hints[k], f"{source}: {k}") for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_config(cls: type[T], path: str | Path, section: str = "/**") -> T:
+    """Read `section` of the parameter YAML at `path` into dataclass `cls`, validated."""
+    return config_from_dict(cls, read_parameters(path, section), source=f"{path} [{section}]")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The plain-data form of a config dataclass (for checkpoints and ROS parameter declaration)."""
+    return dataclasses.asdict(config)
