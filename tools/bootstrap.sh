@@ -16,6 +16,18 @@ newer_than() {  # newer_than STAMP FILE...: true when STAMP exists and is newer 
   return 0
 }
 
+# Headless software rendering for MuJoCo (EGL through Mesa llvmpipe); present on these machines,
+# installed here when missing and we may (root with apt).
+if ! ldconfig -p 2>/dev/null | grep -q 'libEGL_mesa'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "[bootstrap] installing Mesa EGL (software rendering for the simulated cameras)"
+    (apt-get update -qq && apt-get install -y -qq libegl-mesa0 libgl1-mesa-dri libegl1 >/dev/null) \
+      || echo "[bootstrap] WARNING: could not install Mesa EGL; camera rendering will fail"
+  else
+    echo "[bootstrap] WARNING: Mesa EGL (libegl-mesa0, libgl1-mesa-dri) not found; camera rendering will fail"
+  fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[bootstrap] creating $VENV"
   "$PY" -m venv "$VENV"

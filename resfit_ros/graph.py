@@ -1,0 +1,182 @@
+"""The node graphs, described once as data.
+
+Both consumers read this module:
+  - launch/*.launch.py turn a GraphSpec into launch_ros `Node` actions (resfit_ros/launch_bridge.py)
+    on a machine with a ROS 2 install (`ros2 launch resfit_ros train_real.launch.py`);
+  - `resfit-ros launch <graph> [key:=value ...]` (resfit_ros/runner.py) starts the same processes
+    without the ros2 CLI, on machines where launch_ros is not installable.
+
+Values may refer to launch arguments as "$(arg NAME)"; both consumers substitute them the same way.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# Every node executable of the package (CMakeLists.txt installs one launcher per name).
+NODE_EXECUTABLES = (
+    "sim_robot", "synchronizer", "base_chunk_server", "residual_policy", "episode_manager",
+    "recorder", "learner", "judge", "echo_observation",
+)
+
+_ARG = re.compile(r"\$\(arg ([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+@dataclass(frozen=True)
+class LaunchArg:
+    name: str
+    default: str
+    description: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str                          # ROS node name
+    executable: str                    # one of NODE_EXECUTABLES
+    params_file: str = ""              # ROS parameter YAML (may use $(arg ...)); "" = none
+    parameters: dict[str, str] = field(default_factory=dict)   # overrides, values may use $(arg ...)
+    remappings: tuple[tuple[str, str], ...] = ()
+    respawn: bool = False              # restart when it dies (robot runs last hours)
+    respawn_delay_s: float = 1.0
+    required: bool = False             # when it exits, the whole graph shuts down
+    enabled_if: str = ""               # launch argument that must be "true" for the node to start
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    description: str
+    args: tuple[LaunchArg, ...]
+    nodes: tuple[NodeSpec, ...]
+
+    def arg_defaults(self) -> dict[str, str]:
+        return {a.name: a.default for a in self.args}
+
+
+def substitute(value: str, args: dict[str, str]) -> str:
+    """Replace every $(arg NAME) in `value`; an unknown NAME is an error naming it."""
+    def repl(m: re.Match) -> str:
+        if m.group(1) not in args:
+            raise KeyError(f"launch argument '{m.group(1)}' is not declared (known: {', '.join(sorted(args))})")
+        return args[m.group(1)]
+    return _ARG.sub(repl, value)
+
+
+def resolve_args(graph: GraphSpec, overrides: dict[str, str], package_config_dir: str = "") -> dict[str, str]:
+    """Launch argument values: defaults overridden by `key:=value` pairs; unknown keys are errors.
+
+    An empty `config_dir` means the package's own config directory, `package_config_dir`.
+    """
+    known = graph.arg_defaults()
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise KeyError(f"graph '{graph.name}' has no launch argument(s) {', '.join(unknown)}; "
+                       f"known: {', '.join(sorted(known))}")
+    values = dict(known)
+    values.update(overrides)
+    if "config_dir" in values and not values["config_dir"]:
+        values["config_dir"] = package_config_dir
+    # defaults may refer to other arguments (for example a path under output_dir)
+    for _ in range(3):
+        values = {k: substitute(v, values) for k, v in values.items()}
+    return values
+
+
+# --- the graphs -------------------------------------------------------------------------------
+
+_COMMON_ARGS = (
+    LaunchArg("config", "$(arg config_dir)/sim.yaml", "ROS parameter YAML for every node of the graph"),
+    LaunchArg("config_dir", "", "directory of the config files ('' = the package's own config/)"),
+    LaunchArg("robot", "$(arg config_dir)/robots/g1_sim.yaml", "robot description YAML (joints, limits, controllers, cameras)"),
+    LaunchArg("base_artifact", "outputs/base/g1_pick_lift_state.bc", "frozen BC base policy artifact (or TorchScript .pt)"),
+    LaunchArg("output_dir", "outputs/run", "where episode bags, checkpoints and metrics go"),
+    LaunchArg("demos_dir", "outputs/demos/g1_pick_lift", "demonstration episode bags for the replay buffer"),
+    LaunchArg("use_sim_time", "false", "use /clock (simulated time) instead of the wall clock"),
+)
+
+
+def _node(name: str, executable: str | None = None, **kw) -> NodeSpec:
+    params = {"robot_description": "$(arg robot)", "use_sim_time": "$(arg use_sim_time)"}
+    params.update(kw.pop("parameters", {}))
+    return NodeSpec(name=name, executable=executable or name, params_file="$(arg config)", parameters=params, **kw)
+
+
+def _training_nodes(explore: str) -> tuple[NodeSpec, ...]:
+    return (
+        _node("synchronizer", respawn=True),
+        _node("base_chunk_server", parameters={"base_artifact": "$(arg base_artifact)"}, respawn=True),
+        _node("residual_policy", parameters={"explore": explore}, respawn=True),
+        _node("episode_manager", respawn=True),
+        _node("recorder", parameters={"output_dir": "$(arg output_dir)/episodes"}, respawn=True),
+    )
+
+
+GRAPHS: dict[str, GraphSpec] = {}
+
+
+def _register(graph: GraphSpec) -> GraphSpec:
+    GRAPHS[graph.name] = graph
+    return graph
+
+
+_register(GraphSpec(
+    name="train_real",
+    description="Residual RL on the real robot: no simulator, the operator labels and resets.",
+    args=_COMMON_ARGS[1:] + (
+        LaunchArg("config", "$(arg config_dir)/real.yaml", "ROS parameter YAML for every node of the graph"),),
+    nodes=_training_nodes("true") + (
+        _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
+                                     "episodes_dir": "$(arg output_dir)/episodes"}, respawn=True),
+    ),
+))
+
+_register(GraphSpec(
+    name="train_sim",
+    description="Residual RL on the simulated 29-DoF humanoid; a judge node labels episodes.",
+    args=_COMMON_ARGS + (
+        LaunchArg("task", "g1_pick_lift", "simulated task (g1_pick_lift or g1_handover)"),
+        LaunchArg("episodes", "0", "stop after this many training episodes (0 = run until Ctrl-C)"),
+    ),
+    nodes=(
+        _node("sim_robot", parameters={"task": "$(arg task)"}, required=True),
+        _node("judge", parameters={"max_episodes": "$(arg episodes)"}, required=True),
+    ) + _training_nodes("true") + (
+        _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
+                                     "episodes_dir": "$(arg output_dir)/episodes"}),
+    ),
+))
+
+_register(GraphSpec(
+    name="eval",
+    description="Evaluation: base + residual without exploration and without learner.",
+    args=_COMMON_ARGS + (
+        LaunchArg("use_sim", "true", "start the simulated robot and the judge (false on the real robot)"),
+        LaunchArg("task", "g1_pick_lift", "simulated task when use_sim is true"),
+        LaunchArg("episodes", "0", "stop after this many episodes (0 = run until Ctrl-C)"),
+        LaunchArg("residual_checkpoint", "none", "residual checkpoint to evaluate (none = base policy only)"),
+    ),
+    nodes=(
+        _node("sim_robot", parameters={"task": "$(arg task)"}, enabled_if="use_sim", required=True),
+        _node("judge", parameters={"max_episodes": "$(arg episodes)"}, enabled_if="use_sim", required=True),
+        _node("synchronizer"),
+        _node("base_chunk_server", parameters={"base_artifact": "$(arg base_artifact)"}),
+        _node("residual_policy", parameters={"explore": "false",
+                                             "residual_checkpoint": "$(arg residual_checkpoint)"}),
+        _node("episode_manager"),
+        _node("recorder", parameters={"output_dir": "$(arg output_dir)/eval_episodes"}),
+    ),
+))
+
+# A two-node graph for testing the runner and the launch bridge: one echo node relays
+# observations to another over DDS. It needs no model and starts in about a second.
+_register(GraphSpec(
+    name="echo_pair",
+    description="Test graph: two echo nodes relaying resfit_ros/Observation messages.",
+    args=(LaunchArg("prefix", "/echo_test", "topic prefix"),),
+    nodes=(
+        NodeSpec(name="echo_a", executable="echo_observation", respawn=True, respawn_delay_s=0.2,
+                 remappings=(("~/in", "$(arg prefix)/in"), ("~/out", "$(arg prefix)/mid"))),
+        NodeSpec(name="echo_b", executable="echo_observation",
+                 remappings=(("~/in", "$(arg prefix)/mid"), ("~/out", "$(arg prefix)/out"))),
+    ),
+))

@@ -1,0 +1,203 @@
+"""`resfit-ros launch <graph> [key:=value ...]`: run a node graph of resfit_ros/graph.py without ros2 CLI.
+
+It starts the same processes `ros2 launch` would (one per NodeSpec, with the same --ros-args:
+node name, parameter file, parameter overrides, remappings), prefixes their output with the node
+name, restarts nodes marked `respawn`, shuts the whole graph down when a `required` node exits,
+and forwards Ctrl-C: SIGINT to every node, then SIGTERM, then SIGKILL, so shutdown is bounded
+(rclpy processes sometimes ignore the first signal; see the project's notes).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from resfit_ros.graph import GRAPHS, GraphSpec, NodeSpec, resolve_args, substitute
+
+
+def parse_launch_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if ":=" not in item:
+            raise ValueError(f"launch arguments are key:=value, got '{item}'")
+        key, value = item.split(":=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def _param_value(value: str) -> str:
+    """A -p value as rcl parses it (YAML); an empty string must stay a string."""
+    return value if value != "" else "''"
+
+
+def node_command(node: NodeSpec, args: dict[str, str], python: str = sys.executable) -> list[str]:
+    """The command line that runs `node` like `ros2 run resfit_ros <executable> --ros-args ...`."""
+    cmd = [python, "-m", "resfit_ros.nodes", node.executable, "--ros-args", "-r", f"__node:={node.name}"]
+    if node.params_file:
+        cmd += ["--params-file", substitute(node.params_file, args)]
+    for key, value in node.parameters.items():
+        cmd += ["-p", f"{key}:={_param_value(substitute(value, args))}"]
+    for src, dst in node.remappings:
+        cmd += ["-r", f"{substitute(src, args)}:={substitute(dst, args)}"]
+    return cmd
+
+
+def enabled_nodes(graph: GraphSpec, args: dict[str, str]) -> list[NodeSpec]:
+    return [n for n in graph.nodes if not n.enabled_if or args.get(n.enabled_if, "").lower() == "true"]
+
+
+@dataclass
+class _Running:
+    spec: NodeSpec
+    command: list[str]
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    exit_codes: list[int] = field(default_factory=list)
+
+
+class GraphRunner:
+    """Starts, supervises and stops the processes of one graph."""
+
+    def __init__(self, graph: GraphSpec, overrides: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None, output=None, max_restarts: int = 5):
+        from resfit_ros.robot import config_dir
+
+        try:
+            pkg_config = str(config_dir())
+        except FileNotFoundError:
+            pkg_config = ""
+        self.graph = graph
+        self.args = resolve_args(graph, overrides or {}, package_config_dir=pkg_config)
+        self.env = dict(os.environ if env is None else env)
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.output = output or sys.stdout
+        self.max_restarts = max_restarts
+        self.nodes = [_Running(n, node_command(n, self.args)) for n in enabled_nodes(graph, self.args)]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.exit_reason = ""
+
+    # -- process handling ------------------------------------------------------------------
+    def _start(self, node: _Running) -> None:
+        node.process = subprocess.Popen(node.command, env=self.env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                        start_new_session=True)  # our own Ctrl-C handling decides
+        threading.Thread(target=self._pump, args=(node, node.process), daemon=True).start()
+        self._say(f"started {node.spec.name} (pid {node.process.pid})")
+
+    def _pump(self, node: _Running, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._lock:
+                self.output.write(f"[{node.spec.name}] {line}" if line.endswith("\n") else f"[{node.spec.name}] {line}\n")
+                self.output.flush()
+
+    def _say(self, text: str) -> None:
+        with self._lock:
+            self.output.write(f"[launch] {text}\n")
+            self.output.flush()
+
+    def start(self) -> None:
+        for node in self.nodes:
+            self._start(node)
+
+    def poll(self) -> bool:
+        """Supervise once: respawn or stop as the specs say. False when the graph should stop."""
+        for node in self.nodes:
+            proc = node.process
+            if proc is None or proc.poll() is None:
+                continue
+            code = proc.returncode
+            node.exit_codes.append(code)
+            node.process = None
+            self._say(f"{node.spec.name} exited with code {code}")
+            if node.spec.required:
+                self.exit_reason = f"required node {node.spec.name} exited ({code})"
+                return False
+            if node.spec.respawn and not self._stop.is_set():
+                if node.restarts >= self.max_restarts:
+                    self.exit_reason = f"{node.spec.name} died {node.restarts + 1} times; giving up"
+                    return False
+                node.restarts += 1
+                time.sleep(node.spec.respawn_delay_s)
+                self._say(f"respawning {node.spec.name} (restart {node.restarts})")
+                self._start(node)
+        if all(n.process is None for n in self.nodes):
+            self.exit_reason = self.exit_reason or "all nodes exited"
+            return False
+        return True
+
+    def shutdown(self, grace_s: float = 4.0, term_s: float = 2.0) -> None:
+        """SIGINT everything, then SIGTERM, then SIGKILL: bounded by grace_s + term_s (+ kill)."""
+        self._stop.set()
+        live = [n.process for n in self.nodes if n.process is not None and n.process.poll() is None]
+        for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, term_s), (signal.SIGKILL, 2.0)):
+            for p in live:
+                if p.poll() is None:
+                    try:
+                        os.killpg(p.pid, sig)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and any(p.poll() is None for p in live):
+                time.sleep(0.05)
+            live = [p for p in live if p.poll() is None]
+            if not live:
+                break
+        for n in self.nodes:
+            if n.process is not None:
+                n.exit_codes.append(n.process.wait())
+                n.process = None
+
+    def run(self) -> int:
+        """Run until Ctrl-C/SIGTERM or a required node exits; 0 on a clean stop."""
+        interrupted = threading.Event()
+
+        def on_signal(signum, _frame):
+            interrupted.set()
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            while not interrupted.is_set() and self.poll():
+                time.sleep(0.1)
+            if interrupted.is_set():
+                self.exit_reason = "interrupted"
+        finally:
+            self._say(f"shutting down: {self.exit_reason}")
+            self.shutdown()
+            for s, h in old.items():
+                signal.signal(s, h)
+        failed = [n.spec.name for n in self.nodes
+                  if n.spec.required and n.exit_codes and n.exit_codes[-1] not in (0, -2, -15)]
+        return 1 if failed else 0
+
+
+# -- CLI verb ------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("graph", help=f"graph to run: {', '.join(GRAPHS)}")
+    parser.add_argument("overrides", nargs="*", metavar="key:=value", help="launch arguments")
+    parser.add_argument("--show", action="store_true", help="print the launch arguments and commands, run nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.graph not in GRAPHS:
+        print(f"error: unknown graph '{args.graph}'; known: {', '.join(GRAPHS)}", file=sys.stderr)
+        return 2
+    try:
+        runner = GraphRunner(GRAPHS[args.graph], parse_launch_overrides(args.overrides))
+    except (KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    if args.show:
+        for a in runner.graph.args:
+            print(f"{a.name}:={runner.args[a.name]}    # {a.description}")
+        for n in runner.nodes:
+            print(" ".join(n.command))
+        return 0
+    return runner.run()
