@@ -49,8 +49,11 @@ def make_node(name: str, **kw) -> Node:
                 allow_undeclared_parameters=True, **kw)
 
 
-def run(build: Callable[[], Node], argv: list[str] | None, threads: int = 2) -> int:
+def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2) -> int:
     """Init rclpy with `argv` (--ros-args ...), build the node, spin until Ctrl-C/SIGTERM, clean up.
+
+    `build()` returns the node's adapter object: it has `.node` (an rclpy Node) and may have
+    `.finished` (stop spinning when true), `.exit_code` and `close()` (called once at shutdown).
 
     The spin loop uses spin_once with a timeout rather than rclpy.spin: a process blocked in
     spin() sometimes ignores SIGTERM (see ros2-without-a-ros-install notes); this never hangs.
@@ -59,26 +62,28 @@ def run(build: Callable[[], Node], argv: list[str] | None, threads: int = 2) -> 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    node = None
+    app = node = None
     code = 0
     try:
-        node = build()
+        app = build()
+        node = app.node
         executor = MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
-        while rclpy.ok() and not stop.is_set() and not getattr(node, "finished", False):
+        while rclpy.ok() and not stop.is_set() and not getattr(app, "finished", False):
             executor.spin_once(timeout_sec=0.1)
-        code = int(getattr(node, "exit_code", 0))
+        code = int(getattr(app, "exit_code", 0))
     except ConfigError as exc:
         print(f"[FATAL] configuration error: {exc}", file=sys.stderr, flush=True)
         code = 2
     finally:
-        if node is not None:
-            close = getattr(node, "close", None)
+        if app is not None:
+            close = getattr(app, "close", None)
             if callable(close):
                 try:
                     close()
                 except Exception as exc:  # shutting down anyway; say what went wrong
                     print(f"[ERROR] while closing: {exc}", file=sys.stderr, flush=True)
+        if node is not None:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()

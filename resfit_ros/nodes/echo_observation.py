@@ -23,4 +23,4 @@ class EchoObservation:
 
 
 def main(argv=None) -> int:
-    return run(lambda: EchoObservation().node, argv)
+    return run(EchoObservation, argv)
