@@ -20,8 +20,9 @@ from resfit_ros.config import ConfigError, config_from_dict
 
 T = TypeVar("T")
 
-# Parameters the graphs pass to every node; a node's config may use them or not.
-COMMON_PARAMETERS = {"use_sim_time", "robot_description"}
+# Parameters the graphs pass to every node, and those rclpy declares itself; a node's config may
+# use them or not.
+COMMON_PARAMETERS = {"use_sim_time", "robot_description", "start_type_description_service"}
 
 # Latched topics (episode status, policy weights, e-stop): late joiners get the last message.
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -38,7 +39,8 @@ def node_config(node: Node, cls: type[T]) -> T:
     """
     values: dict[str, Any] = {}
     for name, param in node.get_parameters_by_prefix("").items():
-        if name in COMMON_PARAMETERS and name not in getattr(cls, "__dataclass_fields__", {}):
+        if (name in COMMON_PARAMETERS or name.startswith("qos_overrides.")) \
+                and name not in getattr(cls, "__dataclass_fields__", {}):
             continue
         values[name] = param.value
     return config_from_dict(cls, values, source=f"node '{node.get_name()}' parameters")
