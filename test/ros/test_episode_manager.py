@@ -90,3 +90,25 @@ def test_label_start_step_label_reset_estop(ros_context, manager):
     assert r.success
     r = ros_context.call(start, StartEpisode.Request(explore=False))
     assert r.success and r.episode_id == 2
+
+
+def test_operator_console_drives_the_services(manager, ros_domain, tmp_path):
+    """`resfit-ros operator` keys -> service calls on the real episode manager process."""
+    import os
+    import subprocess
+    import sys
+
+    keys = "s" + " " + " " + "a" + "e" + " " + "e" + "x" + "q"
+    r = subprocess.run([sys.executable, "-m", "resfit_ros.cli", "operator"], input=keys, text=True,
+                       capture_output=True, timeout=60, env=dict(os.environ, ROS_DOMAIN_ID=str(ros_domain)))
+    out = r.stdout
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in out.splitlines() if line.startswith("[") and not line.startswith("[status]")]
+    assert lines[0].startswith("[label] REFUSED") and "no episode is running" in lines[0]
+    assert lines[1].startswith("[start] OK")
+    assert lines[2].startswith("[start] REFUSED")
+    assert lines[3].startswith("[abort] OK")
+    assert lines[4].startswith("[estop] OK") and "E-STOP" in lines[4]
+    assert lines[5].startswith("[start] REFUSED") and "e-stop" in lines[5].lower()
+    assert lines[6].startswith("[estop] OK") and "cleared" in lines[6]
+    assert "unknown key 'x'" in out

@@ -1,0 +1,120 @@
+"""`resfit-ros operator`: a keyboard console for the person next to the robot.
+
+    space  start an episode (training; `t` toggles training/evaluation)
+    s / f  label the running episode success / failure
+    r      reset (robot home; scene reset in simulation)
+    a      abort the running episode (no label, excluded from training)
+    e      e-stop on/off
+    q      quit
+
+Each key is one call of the episode manager's services; the answer (accepted or the reason it was
+refused) and every status change are printed. Single keys from a terminal (raw mode); from a pipe
+it reads characters, so the console can be scripted and tested.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import sys
+import termios
+import tty
+
+HELP = "keys: [space] start  [s] success  [f] failure  [r] reset  [a] abort  [e] e-stop  [t] train/eval  [q] quit"
+STATE_NAMES = {0: "IDLE", 1: "RUNNING", 2: "RESETTING", 3: "ESTOPPED"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a service answer")
+    parser.add_argument("--eval", action="store_true", help="start evaluation episodes (no exploration)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        print("error: --timeout must be > 0", file=sys.stderr)
+        return 2
+    import rclpy
+    from std_srvs.srv import SetBool, Trigger
+
+    from resfit_ros import names
+    from resfit_ros.msg import EpisodeStatus
+    from resfit_ros.nodes.common import LATCHED
+    from resfit_ros.srv import LabelEpisode, StartEpisode
+
+    rclpy.init()
+    node = rclpy.create_node("operator_console")
+    clients = {
+        "start": node.create_client(StartEpisode, names.START_EPISODE),
+        "label": node.create_client(LabelEpisode, names.LABEL_EPISODE),
+        "reset": node.create_client(Trigger, names.RESET),
+        "abort": node.create_client(Trigger, names.ABORT_EPISODE),
+        "estop": node.create_client(SetBool, names.SET_ESTOP),
+    }
+    status: list[EpisodeStatus] = []
+
+    def on_status(msg: EpisodeStatus) -> None:
+        status[:] = [msg]
+        print(f"[status] {STATE_NAMES.get(msg.state, msg.state)} episode {msg.episode_id} steps {msg.steps} "
+              f"| {msg.successes}/{msg.episodes_completed} successes | {msg.message}", flush=True)
+
+    node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, on_status, LATCHED)
+    explore = not args.eval
+
+    def call(name: str, request) -> None:
+        client = clients[name]
+        if not client.wait_for_service(timeout_sec=args.timeout):
+            print(f"[{name}] service {client.srv_name} not available (is the episode manager running?)", flush=True)
+            return
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
+        if not future.done():
+            print(f"[{name}] no answer within {args.timeout} s", flush=True)
+            return
+        r = future.result()
+        ok = getattr(r, "success", getattr(r, "accepted", False))
+        print(f"[{name}] {'OK' if ok else 'REFUSED'}: {r.message}", flush=True)
+
+    interactive = sys.stdin.isatty()
+    old = termios.tcgetattr(sys.stdin) if interactive else None
+    print(HELP, flush=True)
+    try:
+        if interactive:
+            tty.setcbreak(sys.stdin.fileno())
+        while rclpy.ok():
+            rclpy.spin_once(node, timeout_sec=0.05)
+            ready, _, _ = select.select([sys.stdin], [], [], 0.05)
+            if not ready:
+                continue
+            key = os.read(sys.stdin.fileno(), 1).decode(errors="ignore")
+            if key == "":  # end of input (pipe closed)
+                break
+            if key == " ":
+                call("start", StartEpisode.Request(explore=explore, note="operator"))
+            elif key in "sf":
+                call("label", LabelEpisode.Request(success=key == "s", note="operator"))
+            elif key == "r":
+                call("reset", Trigger.Request())
+            elif key == "a":
+                call("abort", Trigger.Request())
+            elif key == "e":
+                engaged = bool(status) and status[0].state == EpisodeStatus.ESTOPPED
+                call("estop", SetBool.Request(data=not engaged))
+            elif key == "t":
+                explore = not explore
+                print(f"[mode] {'training' if explore else 'evaluation'} episodes", flush=True)
+            elif key == "q":
+                break
+            elif key in "\r\n":
+                continue
+            else:
+                print(f"unknown key {key!r}; {HELP}", flush=True)
+        # let the last status arrive before leaving
+        for _ in range(10):
+            rclpy.spin_once(node, timeout_sec=0.02)
+    finally:
+        if old is not None:
+            termios.tcsetattr(sys.stdin, termios.TCSADRAIN, old)
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
