@@ -11,7 +11,7 @@ import threading
 from typing import Any, Callable, TypeVar
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -69,7 +69,9 @@ def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2) -> i
     try:
         app = build()
         node = app.node
-        executor = MultiThreadedExecutor(num_threads=threads)
+        # threads=1: callbacks run in this (main) thread, which OpenGL contexts (the simulated
+        # cameras) require; more threads let slow callbacks run beside fast ones.
+        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         while rclpy.ok() and not stop.is_set() and not getattr(app, "finished", False):
             executor.spin_once(timeout_sec=0.1)
