@@ -88,7 +88,7 @@ _COMMON_ARGS = (
     LaunchArg("config", "$(arg config_dir)/sim.yaml", "ROS parameter YAML for every node of the graph"),
     LaunchArg("config_dir", "", "directory of the config files ('' = the package's own config/)"),
     LaunchArg("robot", "$(arg config_dir)/robots/g1_sim.yaml", "robot description YAML (joints, limits, controllers, cameras)"),
-    LaunchArg("base_artifact", "outputs/base/g1_pick_lift_state.bc", "frozen BC base policy artifact (or TorchScript .pt)"),
+    LaunchArg("base_artifact", "outputs/base/g1_pick_lift_state.safetensors", "frozen BC base policy artifact (or TorchScript .pt)"),
     LaunchArg("output_dir", "outputs/run", "where episode bags, checkpoints and metrics go"),
     LaunchArg("demos_dir", "outputs/demos/g1_pick_lift", "demonstration episode bags for the replay buffer"),
     LaunchArg("use_sim_time", "false", "use /clock (simulated time) instead of the wall clock"),

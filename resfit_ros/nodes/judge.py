@@ -6,6 +6,7 @@ person makes on the real robot. All service calls are asynchronous: nothing bloc
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from std_msgs.msg import Bool
@@ -25,6 +26,7 @@ class JudgeConfig:
     explore: bool = True           # start training episodes (exploration on) or evaluation ones
     eval_every: int = 0            # every N-th episode is an evaluation episode (0 = never)
     success_topic: str = "/sim_robot/success"  # std_msgs/Bool from the simulator
+    stall_timeout_s: float = 30.0  # abort a running episode whose step count does not move for this long
 
     def __post_init__(self):
         require(self.max_episodes >= 0, f"max_episodes must be >= 0, got {self.max_episodes}")
@@ -45,6 +47,8 @@ class Judge:
         self.start_client = self.node.create_client(StartEpisode, names.START_EPISODE)
         self.label_client = self.node.create_client(LabelEpisode, names.LABEL_EPISODE)
         self.reset_client = self.node.create_client(Trigger, names.RESET)
+        self.abort_client = self.node.create_client(Trigger, names.ABORT_EPISODE)
+        self.progress = (-1, -1, time.monotonic())   # (episode, steps, wall time it last changed)
         self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
         self.node.create_subscription(Bool, self.cfg.success_topic, self.on_success, STREAM)
         self.node.create_timer(0.02, self.tick)
@@ -78,6 +82,14 @@ class Judge:
         if s is None:
             return
         if s.state == EpisodeStatus.RUNNING:
+            if (s.episode_id, s.steps) != self.progress[:2]:
+                self.progress = (s.episode_id, s.steps, time.monotonic())
+            elif time.monotonic() - self.progress[2] > self.cfg.stall_timeout_s:
+                self.node.get_logger().error(
+                    f"episode {s.episode_id} made no step for {self.cfg.stall_timeout_s} s: aborting it")
+                self.progress = (s.episode_id, s.steps, time.monotonic())
+                self._call(self.abort_client, Trigger.Request(), "abort")
+                return
             if self.success_seen or s.steps >= self.cfg.max_steps:
                 self._call(self.label_client, LabelEpisode.Request(
                     success=self.success_seen, note="judge: simulator success signal"

@@ -7,8 +7,9 @@ group, in the group's joint order) exactly like the robot's controllers; offers 
 
 Lockstep (default): the simulator advances one control period as soon as every controller group
 has sent a command for the current step, so training runs faster than real time and the learner
-can pace it; when no commands come (no episode running), it advances on its own every
-`idle_period_s` with the last targets held, so time never stops.
+can pace it. While an episode runs it waits for those commands (the episode's steps are exactly
+the policy's steps); otherwise it advances on its own every `idle_period_s` with the last targets
+held, so time never stops (resets, homing).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from std_srvs.srv import Trigger
 
 from resfit_ros import names
 from resfit_ros.config import require
-from resfit_ros.nodes.common import STREAM, make_node, node_config, ns_to_stamp, run
+from resfit_ros.msg import EpisodeStatus
+from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, ns_to_stamp, run
 
 
 @dataclass
@@ -82,6 +84,8 @@ class SimRobotNode:
                 Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=controller),
                 lambda msg, g=group: self.on_command(g, msg), STREAM)
         self.node.create_service(Trigger, "~/reset_scene", self.on_reset_scene)
+        self.episode_running = False
+        self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
         period = self.cfg.idle_period_s if self.cfg.lockstep else 1.0 / self.cfg.control_rate_hz
         self.node.create_timer(min(period, 0.01) if self.cfg.lockstep else period, self.on_timer)
         self.publish()
@@ -105,8 +109,13 @@ class SimRobotNode:
         if self.cfg.lockstep and len(self.fresh) == len(self.groups):
             self.step()
 
+    def on_status(self, msg: EpisodeStatus) -> None:
+        self.episode_running = msg.state == EpisodeStatus.RUNNING
+
     def on_timer(self) -> None:
-        if not self.cfg.lockstep or time.monotonic() - self.last_step_wall >= self.cfg.idle_period_s:
+        if not self.cfg.lockstep:
+            self.step()
+        elif not self.episode_running and time.monotonic() - self.last_step_wall >= self.cfg.idle_period_s:
             self.step()
 
     def on_reset_scene(self, request, response):

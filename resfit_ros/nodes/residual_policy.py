@@ -1,0 +1,323 @@
+"""residual_policy: one control tick per observation, command = clip(base + residual), to the controllers.
+
+Per tick (only while an episode runs and the e-stop is clear):
+  base     = the base action for this tick from the current chunk (chunks requested ahead of time
+             from the base chunk server; resfit_ros/core/chunks.py)
+  residual = actor(observation, base) (+ exploration noise in training episodes; uniform warm-up
+             noise for the first `warmup_random_steps` training steps); 0 until weights arrive
+  command  = compose_command(...): joint limits, per-step change limit, residual bound
+             (resfit_ros/core/command.py: finite and within limits for ANY input)
+and a StepRecord for the recorder. Weights from the learner are validated and loaded between
+ticks (same mutually exclusive callback group), never mid-tick. Observations older than
+`watchdog_timeout_s` are not acted on: the node stops commanding (hold) or runs the base chunk
+open loop for a short while (base_only) and says so on /diagnostics.
+
+In simulation `pace_utd` > 0 makes training ticks wait until the learner has made `pace_utd`
+critic updates per training step, so the achieved UTD equals the configured one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Bool
+
+from resfit_ros import names
+from resfit_ros.config import ConfigError, require
+from resfit_ros.core.chunks import ChunkScheduler
+from resfit_ros.core.command import CommandLimits, Watchdog, WatchdogAction, compose_command
+from resfit_ros.core.policy_spec import PolicySpec
+from resfit_ros.core.weights import WeightsRejected, unpack_weights, validate_update
+from resfit_ros.msg import EpisodeStatus, LearnerMetrics, Observation, PolicyWeights, StepRecord
+from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, ns_to_stamp, run
+from resfit_ros.nodes.controllers import INTERFACES, ControllerOutput
+from resfit_ros.nodes.convert import ObservationError, msg_to_observation
+from resfit_ros.robot import RobotDescription
+from resfit_ros.srv import GetActionChunk
+
+
+@dataclass
+class ResidualPolicyConfig:
+    robot_description: str = "robots/g1_sim.yaml"  # robot YAML (joints, limits, controllers)
+    control_rate_hz: float = 20.0        # per-step change limit = max_velocity / control_rate_hz
+    residual_bound: list[float] = field(default_factory=lambda: [0.2])  # |residual| <= this, rad (1 or dof values)
+    command_interface: str = "forward"   # forward (Float64MultiArray per group) or trajectory
+    explore: bool = True                 # exploration allowed at all (false in the eval graph)
+    warmup_random_steps: int = 0         # first N training steps use a uniform random residual
+    warmup_noise_scale: float = 0.05     # ... in [-scale, scale] normalised units
+    watchdog_timeout_s: float = 0.1      # observations older than this are not acted on
+    watchdog_mode: str = "hold"          # hold (stop commanding) or base_only (base chunk open loop)
+    base_only_max_s: float = 0.5         # base_only: hold after this much longer
+    chunk_length: int = 20               # base policy chunk length k (checked against the answers)
+    prefetch_steps: int = 2              # ask for the next chunk this many ticks before it runs out
+    pace_utd: float = 0.0                # simulation: wait for the learner (critic updates per step); 0 = off
+    pace_free_steps: int = 0             # training steps before pacing starts
+    residual_checkpoint: str = "none"    # learner checkpoint to load at start ('none' = wait for the learner)
+    seed: int = 0                        # exploration noise
+    diagnostics_period_s: float = 1.0
+
+    def __post_init__(self):
+        require(self.control_rate_hz > 0, f"control_rate_hz must be > 0, got {self.control_rate_hz}")
+        require(self.command_interface in INTERFACES, f"command_interface must be one of {INTERFACES}, "
+                f"got '{self.command_interface}'")
+        require(self.warmup_random_steps >= 0, f"warmup_random_steps must be >= 0, got {self.warmup_random_steps}")
+        require(self.pace_utd >= 0, f"pace_utd must be >= 0, got {self.pace_utd}")
+        require(self.chunk_length >= 1, f"chunk_length must be >= 1, got {self.chunk_length}")
+
+
+class ResidualPolicyNode:
+    def __init__(self):
+        self.node = make_node("residual_policy")
+        cfg = self.cfg = node_config(self.node, ResidualPolicyConfig)
+        self.robot = RobotDescription.load(cfg.robot_description)
+        self.limits = CommandLimits.from_robot(self.robot, cfg.control_rate_hz, cfg.residual_bound)
+        self.watchdog = Watchdog(cfg.watchdog_timeout_s, cfg.watchdog_mode, cfg.base_only_max_s)
+        self.output = ControllerOutput(self.node, self.robot, cfg.command_interface, cfg.control_rate_hz)
+        self.chunks = ChunkScheduler(cfg.chunk_length, cfg.prefetch_steps)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.policy = None                 # ResidualPolicy once weights arrived
+        self.spec: PolicySpec | None = None
+        self.weights_version = 0
+        self.status: EpisodeStatus | None = None
+        self.episode_id = 0
+        self.step = 0
+        self.estopped = False
+        self.pending = None                # (Observation msg, ObservationData) not yet acted on
+        self.last_obs_stamp: int | None = None
+        self.prev_command: np.ndarray | None = None
+        self.last_position: np.ndarray | None = None
+        self.train_steps = 0
+        self.learner_updates = 0
+        self.learner_seen_wall = 0.0
+        self.latencies = np.zeros(1000)
+        self.n_latency = 0
+        self.counts = {k: 0 for k in ("ticks", "malformed_observations", "stale_observations", "chunk_underruns",
+                                      "chunk_errors", "weights_loaded", "weights_rejected", "paced_waits")}
+        self.watchdog_reason = "ok"
+
+        self.pub_step = self.node.create_publisher(StepRecord, names.STEP_RECORD, STREAM)
+        self.pub_diag = self.node.create_publisher(DiagnosticArray, names.DIAGNOSTICS, 10)
+        self.chunk_client = self.node.create_client(GetActionChunk, names.GET_ACTION_CHUNK)
+        # All callbacks share the node's default mutually exclusive group: a weights update can
+        # never interleave with a tick.
+        self.node.create_subscription(Observation, names.OBSERVATION, self.on_observation, STREAM)
+        self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
+        self.node.create_subscription(Bool, names.ESTOP, self.on_estop, LATCHED)
+        self.node.create_subscription(PolicyWeights, names.POLICY_WEIGHTS, self.on_weights, LATCHED)
+        self.node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, self.on_metrics, STREAM)
+        steady = rclpy.clock.Clock(clock_type=rclpy.clock.ClockType.STEADY_TIME)
+        self.node.create_timer(1.0 / cfg.control_rate_hz, self.on_watchdog, clock=steady)
+        self.node.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics, clock=steady)
+        if cfg.residual_checkpoint not in ("", "none"):
+            self.load_checkpoint(cfg.residual_checkpoint)
+        self.node.get_logger().info(
+            f"residual policy for {self.robot.dof} joints at {cfg.control_rate_hz} Hz, "
+            f"exploration {'on' if cfg.explore else 'off'}, pacing UTD {cfg.pace_utd or 'off'}")
+
+    # -- weights ---------------------------------------------------------------------------------
+    def install_weights(self, spec: PolicySpec, weights: dict, version: int) -> None:
+        """Validate and load; raises WeightsRejected/ValueError and keeps the old weights on failure."""
+        from resfit_ros.learning.config import AgentConfig
+        from resfit_ros.learning.policy import ResidualPolicy
+
+        if spec.action_dim != self.robot.dof:
+            raise WeightsRejected(f"weights are for {spec.action_dim} joints, robot has {self.robot.dof}")
+        if self.policy is not None and spec == self.spec:
+            validate_update(weights, self.policy.get_weights(), version, self.weights_version)
+            self.policy.load_weights(weights)
+        else:
+            if version <= self.weights_version:
+                raise WeightsRejected(f"version {version} is not newer than {self.weights_version}")
+            policy = ResidualPolicy(AgentConfig(**spec.agent_config), spec.state_dim, spec.action_dim,
+                                    list(spec.camera_names), tuple(spec.image_size), spec.feature_dim)
+            policy.load_weights(weights)
+            self.policy, self.spec = policy, spec
+        self.weights_version = version
+        self.counts["weights_loaded"] += 1
+
+    def on_weights(self, msg: PolicyWeights) -> None:
+        try:
+            spec = PolicySpec.from_json(msg.spec)
+            self.install_weights(spec, unpack_weights(msg.tensors), int(msg.version))
+        except (WeightsRejected, ValueError, TypeError) as exc:
+            self.counts["weights_rejected"] += 1
+            self.node.get_logger().error(f"rejected policy weights v{msg.version}: {exc} "
+                                         f"(still using v{self.weights_version})")
+
+    def load_checkpoint(self, path: str) -> None:
+        from resfit_ros.learning.agent import ResidualAgent
+
+        try:
+            agent = ResidualAgent.from_checkpoint(path)
+        except Exception as exc:  # any failure to read it is a start-up configuration error
+            raise ConfigError(f"residual_checkpoint {path}: {exc}") from None
+        spec = PolicySpec(agent_config=dict(vars(agent.config)), state_dim=agent.state_dim,
+                          action_dim=agent.action_dim, camera_names=tuple(agent.camera_names),
+                          image_size=tuple(agent.image_size), feature_dim=agent.feature_dim)
+        self.install_weights(spec, agent.get_weights(), max(1, agent.critic_updates))
+
+    def on_metrics(self, msg: LearnerMetrics) -> None:
+        self.learner_updates = int(msg.learner_step)
+        self.learner_seen_wall = time.monotonic()
+        self.try_tick()
+
+    # -- episode / e-stop -------------------------------------------------------------------------
+    def on_status(self, msg: EpisodeStatus) -> None:
+        self.status = msg
+        if msg.state == EpisodeStatus.RUNNING and msg.episode_id != self.episode_id:
+            self.episode_id, self.step = msg.episode_id, 0
+            self.chunks.reset()                    # never carry a chunk into a new episode
+            self.pending = None
+        if msg.state != EpisodeStatus.RUNNING:
+            self.pending = None
+
+    def on_estop(self, msg: Bool) -> None:
+        self.estopped = bool(msg.data)
+        if self.estopped:
+            self.pending = None
+            self.node.get_logger().error("E-STOP: commanding stopped")
+
+    def running(self) -> bool:
+        s = self.status
+        return (s is not None and s.state == EpisodeStatus.RUNNING and not self.estopped
+                and s.episode_id == self.episode_id)
+
+    # -- control tick -------------------------------------------------------------------------------
+    def on_observation(self, msg: Observation) -> None:
+        try:
+            obs = msg_to_observation(msg, dof=self.robot.dof)
+            if obs.joint_names != self.robot.joint_names:
+                raise ObservationError("joint order differs from the robot description")
+        except ObservationError as exc:
+            self.counts["malformed_observations"] += 1
+            self.node.get_logger().warn(f"ignored observation: {exc}", throttle_duration_sec=2.0)
+            return
+        self.last_obs_stamp = obs.stamp_ns
+        self.last_position = obs.position
+        if self.running():
+            self.pending = (msg, obs, time.perf_counter())
+            self.try_tick()
+
+    def training_episode(self) -> bool:
+        return self.cfg.explore and self.status is not None and self.status.explore
+
+    def learner_behind(self) -> bool:
+        if self.cfg.pace_utd <= 0 or not self.training_episode():
+            return False
+        if time.monotonic() - self.learner_seen_wall > 10.0:
+            return False  # no learner (or it died): do not wait for it
+        return self.learner_updates < self.cfg.pace_utd * (self.train_steps - self.cfg.pace_free_steps)
+
+    def request_chunk(self, msg: Observation) -> None:
+        if not self.chunk_client.service_is_ready():
+            return
+        generation = self.chunks.request_sent()
+        future = self.chunk_client.call_async(GetActionChunk.Request(observation=msg, episode_start=self.step == 0))
+        future.add_done_callback(lambda f, g=generation: self.on_chunk(f, g))
+
+    def on_chunk(self, future, generation: int) -> None:
+        result = future.result()
+        if result is None or not result.success:
+            self.counts["chunk_errors"] += 1
+            self.chunks.request_failed()
+            self.node.get_logger().error(f"base chunk request failed: {getattr(result, 'message', 'no answer')}",
+                                         throttle_duration_sec=2.0)
+            return
+        c = result.chunk
+        chunk = np.asarray(c.actions, dtype=np.float64)
+        if c.dof != self.robot.dof or chunk.size != c.chunk_length * c.dof or list(c.joint_names) != self.robot.joint_names:
+            self.counts["chunk_errors"] += 1
+            self.chunks.request_failed()
+            self.node.get_logger().error("base chunk has the wrong shape or joint order", throttle_duration_sec=2.0)
+            return
+        self.chunks.receive(chunk.reshape(c.chunk_length, c.dof), generation)
+        self.try_tick()
+
+    def try_tick(self) -> None:
+        if self.pending is None or not self.running():
+            return
+        msg, obs, t_received = self.pending
+        decision = self.watchdog.check(self.node.get_clock().now().nanoseconds, obs.stamp_ns)
+        if decision.action is not WatchdogAction.COMMAND:
+            self.counts["stale_observations"] += 1
+            self.watchdog_reason = decision.reason
+            self.pending = None
+            return
+        if self.learner_behind():
+            self.counts["paced_waits"] += 1
+            return                                 # re-tried when the learner reports progress
+        if self.chunks.wants_request():
+            self.request_chunk(msg)
+        base = self.chunks.next_action()
+        if base is None:
+            self.counts["chunk_underruns"] += 1
+            return                                 # re-tried when the chunk arrives (or the next observation)
+        self.pending = None
+        explore = self.training_episode()
+        residual = np.zeros(self.robot.dof)
+        if self.policy is not None:
+            images = obs.image_stack(list(self.spec.camera_names)) if self.spec.camera_names else None
+            if explore and self.train_steps < self.cfg.warmup_random_steps:
+                residual = self.policy.random_residual(base, self.rng, self.cfg.warmup_noise_scale)
+            else:
+                residual = self.policy.act(obs.state_vector(), base, images=images, explore=explore, rng=self.rng)
+        command, flags = compose_command(base, residual, self.prev_command, self.limits, fallback=obs.position)
+        self.output.send(command)
+        self.prev_command = command
+        latency = time.perf_counter() - t_received
+        self.latencies[self.n_latency % len(self.latencies)] = latency
+        self.n_latency += 1
+        self.counts["ticks"] += 1
+        if explore:
+            self.train_steps += 1
+        record = StepRecord(episode_id=self.episode_id, step=self.step, observation_sequence=obs.sequence,
+                            joint_names=self.robot.joint_names, base_action=base.tolist(),
+                            residual=np.nan_to_num(residual).tolist(), command=command.tolist(),
+                            exploration=explore, weights_version=self.weights_version,
+                            safety_flags=int(flags), latency=float(latency))
+        record.header.stamp = ns_to_stamp(obs.stamp_ns)
+        self.pub_step.publish(record)
+        self.step += 1
+
+    # -- watchdog and diagnostics --------------------------------------------------------------------
+    def on_watchdog(self) -> None:
+        if not self.running() or self.last_obs_stamp is None:
+            return
+        decision = self.watchdog.check(self.node.get_clock().now().nanoseconds, self.last_obs_stamp)
+        if decision.action is WatchdogAction.COMMAND:
+            return
+        self.watchdog_reason = decision.reason
+        self.node.get_logger().warn(f"watchdog: {decision.reason}", throttle_duration_sec=1.0)
+        if decision.action is WatchdogAction.BASE_ONLY:
+            base = self.chunks.next_action()
+            if base is not None:
+                command, _ = compose_command(base, None, self.prev_command, self.limits,
+                                             fallback=self.last_position, residual_enabled=False)
+                self.output.send(command)
+                self.prev_command = command
+        # HOLD: send nothing; the controllers keep the last (safe) command
+
+    def publish_diagnostics(self) -> None:
+        n = min(self.n_latency, len(self.latencies))
+        lat = self.latencies[:n] * 1e3
+        values = dict(self.counts)
+        values.update({"weights_version": self.weights_version, "train_steps": self.train_steps,
+                       "tick_latency_p50_ms": float(np.percentile(lat, 50)) if n else float("nan"),
+                       "tick_latency_p99_ms": float(np.percentile(lat, 99)) if n else float("nan"),
+                       "watchdog": self.watchdog_reason, "estopped": self.estopped})
+        level = DiagnosticStatus.ERROR if self.estopped else (
+            DiagnosticStatus.WARN if self.watchdog_reason != "ok" else DiagnosticStatus.OK)
+        status = DiagnosticStatus(name="resfit_ros: residual_policy", hardware_id="resfit_ros", level=level,
+                                  message=self.watchdog_reason if level else f"{self.counts['ticks']} ticks")
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in sorted(values.items())]
+        diag = DiagnosticArray(status=[status])
+        diag.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub_diag.publish(diag)
+        self.watchdog_reason = "ok"
+
+
+def main(argv=None) -> int:
+    return run(ResidualPolicyNode, argv, threads=2)
