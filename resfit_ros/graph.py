@@ -126,30 +126,36 @@ _register(GraphSpec(
         LaunchArg("config", "$(arg config_dir)/real.yaml", "ROS parameter YAML for every node of the graph"),),
     nodes=_training_nodes("true") + (
         _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
-                                     "episodes_dir": "$(arg output_dir)/episodes"}, respawn=True),
+                                     "episodes_dir": "$(arg output_dir)/episodes",
+                                     "base_artifact": "$(arg base_artifact)"}, respawn=True),
     ),
 ))
 
 _register(GraphSpec(
     name="train_sim",
     description="Residual RL on the simulated 29-DoF humanoid; a judge node labels episodes.",
-    args=_COMMON_ARGS + (
+    args=_COMMON_ARGS[:-1] + (
+        LaunchArg("use_sim_time", "true", "use the simulator's /clock (the simulated robot runs in lockstep)"),
         LaunchArg("task", "g1_pick_lift", "simulated task (g1_pick_lift or g1_handover)"),
         LaunchArg("episodes", "0", "stop after this many training episodes (0 = run until Ctrl-C)"),
+        LaunchArg("max_steps", "200", "the judge labels an episode a failure after this many steps"),
     ),
     nodes=(
         _node("sim_robot", parameters={"task": "$(arg task)"}, required=True),
-        _node("judge", parameters={"max_episodes": "$(arg episodes)"}, required=True),
+        _node("judge", parameters={"max_episodes": "$(arg episodes)", "max_steps": "$(arg max_steps)"},
+              required=True),
     ) + _training_nodes("true") + (
         _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
-                                     "episodes_dir": "$(arg output_dir)/episodes"}),
+                                     "episodes_dir": "$(arg output_dir)/episodes",
+                                     "base_artifact": "$(arg base_artifact)"}, respawn=True),
     ),
 ))
 
 _register(GraphSpec(
     name="eval",
     description="Evaluation: base + residual without exploration and without learner.",
-    args=_COMMON_ARGS + (
+    args=_COMMON_ARGS[:-1] + (
+        LaunchArg("use_sim_time", "true", "use the simulator's /clock (false on the real robot)"),
         LaunchArg("use_sim", "true", "start the simulated robot and the judge (false on the real robot)"),
         LaunchArg("task", "g1_pick_lift", "simulated task when use_sim is true"),
         LaunchArg("episodes", "0", "stop after this many episodes (0 = run until Ctrl-C)"),

@@ -104,3 +104,11 @@ def ns_to_stamp(ns: int, stamp_cls=None):
     t = (stamp_cls or Time)()
     t.sec, t.nanosec = divmod(int(ns), 1_000_000_000)
     return t
+
+
+def steady_timer(node: Node, period_s: float, callback, callback_group=None):
+    """A timer on the monotonic wall clock. Node timers follow ROS time, which with use_sim_time
+    stands still until the simulator publishes /clock; supervision, diagnostics and the simulator's
+    own stepping must never wait for that."""
+    steady = rclpy.clock.Clock(clock_type=rclpy.clock.ClockType.STEADY_TIME)
+    return node.create_timer(period_s, callback, callback_group=callback_group, clock=steady)

@@ -9,10 +9,10 @@ nothing. Steps are counted from the residual node's StepRecords of the running e
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
@@ -24,7 +24,7 @@ from resfit_ros.core.command import CommandLimits, HomingError, HomingTrajectory
 from resfit_ros.core.episode import EpisodeManager, EpisodeState
 from resfit_ros.core.sync import JointStateError, JointStateMerger
 from resfit_ros.msg import EpisodeStatus, StepRecord
-from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, run
+from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, run, steady_timer
 from resfit_ros.nodes.controllers import ControllerOutput
 from resfit_ros.robot import RobotDescription
 from resfit_ros.srv import LabelEpisode, StartEpisode
@@ -40,6 +40,7 @@ class EpisodeManagerConfig:
     homing_min_duration_s: float = 2.0     # homing never faster than this
     require_reset: bool = False            # refuse start_episode until a reset completed
     joint_state_timeout_s: float = 1.0     # reset fails if no joint state is newer than this
+    scene_reset_timeout_s: float = 3.0    # reset fails if the scene reset service does not answer
 
     def __post_init__(self):
         require(self.control_rate_hz > 0, f"control_rate_hz must be > 0, got {self.control_rate_hz}")
@@ -77,9 +78,7 @@ class EpisodeManagerNode:
             self.node.create_subscription(JointState, topic, lambda m, t=topic: self.on_joints(t, m), STREAM)
         self.scene_client = (self.node.create_client(Trigger, cfg.reset_scene_service)
                              if cfg.reset_scene_service else None)
-        steady = rclpy.clock.Clock(clock_type=rclpy.clock.ClockType.STEADY_TIME)
-        self.node.create_timer(1.0 / cfg.control_rate_hz, self.on_homing_tick,
-                               callback_group=MutuallyExclusiveCallbackGroup(), clock=steady)
+        steady_timer(self.node, 1.0 / cfg.control_rate_hz, self.on_homing_tick, MutuallyExclusiveCallbackGroup())
         self.publish_status()
 
     # -- status ------------------------------------------------------------------------------
@@ -162,6 +161,7 @@ class EpisodeManagerNode:
             if not self.scene_client.service_is_ready():
                 return self._finish_reset(False, f"scene reset service {self.cfg.reset_scene_service} unavailable", response)
             self.scene_future = self.scene_client.call_async(Trigger.Request())
+            self.scene_deadline = time.monotonic() + self.cfg.scene_reset_timeout_s
         else:
             self._begin_homing()
         response.success, response.message = True, "reset started; status turns ready when the robot is home"
@@ -199,6 +199,9 @@ class EpisodeManagerNode:
             return
         if self.scene_future is not None:
             if not self.scene_future.done():
+                if time.monotonic() > self.scene_deadline:
+                    self.scene_future = None   # a request lost during discovery: fail, the caller retries
+                    self._finish_reset(False, f"scene reset service gave no answer in {self.cfg.scene_reset_timeout_s} s")
                 return
             result, self.scene_future = self.scene_future.result(), None
             if result is None or not result.success:

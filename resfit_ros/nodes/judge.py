@@ -15,7 +15,7 @@ from std_srvs.srv import Trigger
 from resfit_ros import names
 from resfit_ros.config import require
 from resfit_ros.msg import EpisodeStatus
-from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, run
+from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, run, steady_timer
 from resfit_ros.srv import LabelEpisode, StartEpisode
 
 
@@ -41,6 +41,7 @@ class Judge:
         self.status: EpisodeStatus | None = None
         self.success_seen = False
         self.pending = None          # the one outstanding service future
+        self.retry_after = 0.0
         self.labelled = 0
         self.finished = False
         self.exit_code = 0
@@ -51,7 +52,7 @@ class Judge:
         self.progress = (-1, -1, time.monotonic())   # (episode, steps, wall time it last changed)
         self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
         self.node.create_subscription(Bool, self.cfg.success_topic, self.on_success, STREAM)
-        self.node.create_timer(0.02, self.tick)
+        steady_timer(self.node, 0.02, self.tick)
 
     def on_status(self, msg: EpisodeStatus) -> None:
         self.status = msg
@@ -75,11 +76,14 @@ class Judge:
             ok = getattr(result, "success", getattr(result, "accepted", False))
             if not ok:
                 self.node.get_logger().warn(f"{what} refused: {result.message}", throttle_duration_sec=2.0)
-            elif what == "label":
-                self.labelled += 1
+                self.retry_after = time.monotonic() + 1.0   # do not hammer a node that is not ready
+            else:
+                self.node.get_logger().info(f"{what}: {result.message}")
+                if what == "label":
+                    self.labelled += 1
             return
         s = self.status
-        if s is None:
+        if s is None or time.monotonic() < self.retry_after:
             return
         if s.state == EpisodeStatus.RUNNING:
             if (s.episode_id, s.steps) != self.progress[:2]:

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Bool
 
@@ -32,7 +31,7 @@ from resfit_ros.core.command import CommandLimits, Watchdog, WatchdogAction, com
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.weights import WeightsRejected, unpack_weights, validate_update
 from resfit_ros.msg import EpisodeStatus, LearnerMetrics, Observation, PolicyWeights, StepRecord
-from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, ns_to_stamp, run
+from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, ns_to_stamp, run, steady_timer
 from resfit_ros.nodes.controllers import INTERFACES, ControllerOutput
 from resfit_ros.nodes.convert import ObservationError, msg_to_observation
 from resfit_ros.robot import RobotDescription
@@ -85,7 +84,8 @@ class ResidualPolicyNode:
         self.episode_id = 0
         self.step = 0
         self.estopped = False
-        self.pending = None                # (Observation msg, ObservationData) not yet acted on
+        self.pending = None                # (Observation msg, ObservationData, t) not yet acted on
+        self.latest = None                 # the newest valid observation, running or not
         self.last_obs_stamp: int | None = None
         self.prev_command: np.ndarray | None = None
         self.last_position: np.ndarray | None = None
@@ -108,9 +108,8 @@ class ResidualPolicyNode:
         self.node.create_subscription(Bool, names.ESTOP, self.on_estop, LATCHED)
         self.node.create_subscription(PolicyWeights, names.POLICY_WEIGHTS, self.on_weights, LATCHED)
         self.node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, self.on_metrics, STREAM)
-        steady = rclpy.clock.Clock(clock_type=rclpy.clock.ClockType.STEADY_TIME)
-        self.node.create_timer(1.0 / cfg.control_rate_hz, self.on_watchdog, clock=steady)
-        self.node.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics, clock=steady)
+        steady_timer(self.node, 1.0 / cfg.control_rate_hz, self.on_watchdog)
+        steady_timer(self.node, cfg.diagnostics_period_s, self.publish_diagnostics)
         if cfg.residual_checkpoint not in ("", "none"):
             self.load_checkpoint(cfg.residual_checkpoint)
         self.node.get_logger().info(
@@ -170,7 +169,10 @@ class ResidualPolicyNode:
         if msg.state == EpisodeStatus.RUNNING and msg.episode_id != self.episode_id:
             self.episode_id, self.step = msg.episode_id, 0
             self.chunks.reset()                    # never carry a chunk into a new episode
-            self.pending = None
+            # Act on the newest observation at once (the watchdog rejects it if stale): a lockstep
+            # simulator publishes nothing new until it is commanded.
+            self.pending = self.latest
+            self.try_tick()
         if msg.state != EpisodeStatus.RUNNING:
             self.pending = None
 
@@ -197,8 +199,9 @@ class ResidualPolicyNode:
             return
         self.last_obs_stamp = obs.stamp_ns
         self.last_position = obs.position
+        self.latest = (msg, obs, time.perf_counter())
         if self.running():
-            self.pending = (msg, obs, time.perf_counter())
+            self.pending = self.latest
             self.try_tick()
 
     def training_episode(self) -> bool:

@@ -25,7 +25,7 @@ from std_srvs.srv import Trigger
 from resfit_ros import names
 from resfit_ros.config import require
 from resfit_ros.msg import EpisodeStatus
-from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, ns_to_stamp, run
+from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, ns_to_stamp, run, steady_timer
 
 
 @dataclass
@@ -87,7 +87,7 @@ class SimRobotNode:
         self.episode_running = False
         self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
         period = self.cfg.idle_period_s if self.cfg.lockstep else 1.0 / self.cfg.control_rate_hz
-        self.node.create_timer(min(period, 0.01) if self.cfg.lockstep else period, self.on_timer)
+        steady_timer(self.node, min(period, 0.01) if self.cfg.lockstep else period, self.on_timer)
         self.publish()
         self.node.get_logger().info(
             f"task {self.cfg.task}, {self.robot.dof} joints, cameras {list(cameras)}, "

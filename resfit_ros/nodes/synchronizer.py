@@ -20,7 +20,7 @@ from resfit_ros.core.images import ImageConversionError
 from resfit_ros.core.sync import (ControlRateSynchronizer, JointStateError, JointStateMerger, SyncConfig,
                                   assemble_observation)
 from resfit_ros.msg import Observation
-from resfit_ros.nodes.common import STREAM, make_node, node_config, run, stamp_to_ns
+from resfit_ros.nodes.common import STREAM, make_node, node_config, run, stamp_to_ns, steady_timer
 from resfit_ros.nodes.convert import observation_to_msg
 from resfit_ros.robot import RobotDescription
 
@@ -77,7 +77,7 @@ class Synchronizer:
             i = self.inputs.index(inp)
             self.node.create_subscription(
                 JointState, topic, lambda m, i=i: self.offer(i, m, (list(m.name), list(m.position))), STREAM)
-        self.node.create_timer(cfg.diagnostics_period_s, self.publish_diagnostics)
+        steady_timer(self.node, cfg.diagnostics_period_s, self.publish_diagnostics)
         self.node.get_logger().info(f"synchronising {self.inputs} at {cfg.control_rate_hz} Hz")
 
     def _reject(self, reason: str, text: str) -> None:

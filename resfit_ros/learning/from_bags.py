@@ -1,0 +1,157 @@
+"""Episode bags -> replay transitions: the replay buffer is a cache of the bags on disk.
+
+`episode_arrays(episode, base_actions)` turns one read episode into the arrays of
+`ReplayBuffer.add_episode`; `demo_base_actions` runs the frozen base policy over a demonstration
+(as it would have executed: chunk by chunk, queue reset at the episode start) and caches the
+result next to the demos, keyed by the base artifact's hash; `BagIngest` watches directories and
+adds every newly COMPLETED episode exactly once (incomplete and aborted ones are skipped with a
+reason). A restarted learner rebuilds the same buffer from the same directories.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from resfit_ros.bags import INCOMPLETE_SUFFIX, Episode, read_episode
+from resfit_ros.bags.reader import is_episode_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpisodeArrays:
+    states: np.ndarray        # (T+1, S) float32
+    base_actions: np.ndarray  # (T+1, A)
+    actions: np.ndarray       # (T, A) executed commands
+    success: bool
+    images: np.ndarray | None  # (T+1, ncam, 3, H, W) uint8
+
+
+def episode_arrays(ep: Episode, base_actions: np.ndarray | None = None,
+                   camera_names: list[str] | None = None) -> EpisodeArrays:
+    """Transitions of one episode. Observation t is the one step t acted on; the observation after
+    the last step is the next recorded one, or the last step's own when none was recorded (the
+    episode ended there: no bootstrap from it unless truncation bootstraps).
+
+    base_actions: (T+1, A) for demonstrations (from `demo_base_actions`); None = the recorded ones.
+    """
+    T = ep.num_steps
+    if T < 1:
+        raise ValueError(f"{ep.path}: episode has no steps")
+    obs_idx = np.asarray(ep.step_obs_index, dtype=np.int64)
+    if np.any(obs_idx < 0):
+        raise ValueError(f"{ep.path}: {int(np.sum(obs_idx < 0))} steps have no recorded observation")
+    last_next = int(ep.next_obs_index[-1])
+    idx = np.concatenate([obs_idx, [last_next if last_next >= 0 else obs_idx[-1]]])  # (T+1,)
+    states = ep.states()[idx]
+    if base_actions is None:
+        if ep.base_action.shape[0] != T:
+            raise ValueError(f"{ep.path}: no recorded base actions (a demonstration? pass base_actions)")
+        base_actions = np.concatenate([ep.base_action, ep.base_action[-1:]], axis=0)
+    if base_actions.shape[0] != T + 1:
+        raise ValueError(f"{ep.path}: base_actions has {base_actions.shape[0]} rows for {T} steps")
+    images = ep.image_stack(camera_names)[idx] if camera_names else None
+    return EpisodeArrays(states.astype(np.float32), np.asarray(base_actions, np.float32),
+                         np.asarray(ep.command, np.float32), bool(ep.success), images)
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def demo_base_actions(ep: Episode, base_policy, base_digest: str, cache_root: Path | None = None) -> np.ndarray:
+    """(T+1, A): what the frozen base would have commanded at each demo observation when executing
+    its chunks open loop from the episode start. Cached in `<cache_root>/<episode>.<digest>.npy`."""
+    cache = None
+    if cache_root is not None:
+        cache = Path(cache_root) / f"{ep.path.name}.{base_digest}.npy"
+        if cache.is_file():
+            cached = np.load(cache, allow_pickle=False)
+            if cached.shape == (ep.num_steps + 1, ep.dof):
+                return cached
+    T = ep.num_steps
+    idx = np.concatenate([ep.step_obs_index, [ep.next_obs_index[-1] if ep.next_obs_index[-1] >= 0
+                                              else ep.step_obs_index[-1]]])
+    base_policy.reset()
+    k = base_policy.chunk_length
+    out = np.zeros((T + 1, ep.dof))
+    chunk = None
+    for t in range(T + 1):
+        if t % k == 0:
+            chunk = base_policy.predict_chunk(ep.observation(int(idx[t])))
+        out[t] = chunk[t % k]
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npy")
+        np.save(tmp, out, allow_pickle=False)
+        tmp.replace(cache)
+    return out
+
+
+@dataclass
+class IngestStats:
+    episodes: int = 0
+    transitions: int = 0
+    successes: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)   # episode dir -> reason
+
+
+class BagIngest:
+    """Adds each completed episode of the watched directories to `buffer` exactly once."""
+
+    def __init__(self, buffer, camera_names: list[str] | None = None, base_policy=None,
+                 base_artifact: str | Path | None = None):
+        self.buffer = buffer
+        self.camera_names = list(camera_names or [])
+        self.base_policy = base_policy
+        self.base_digest = file_digest(base_artifact) if base_artifact else ""
+        self.seen: set[Path] = set()
+        self.stats = {"demo": IngestStats(), "online": IngestStats()}
+        self.history: list[tuple[str, bool, bool, int]] = []  # (episode dir, success, explore, steps)
+
+    def poll(self, root: str | Path, demo: bool) -> list[Path]:
+        """Ingest new complete episodes under `root`; returns the directories added."""
+        root = Path(root)
+        if not root.is_dir():
+            return []
+        added = []
+        kind = "demo" if demo else "online"
+        for path in sorted(p for p in root.iterdir() if p.is_dir() and is_episode_dir(p)):
+            if path in self.seen or path.name.endswith(INCOMPLETE_SUFFIX):
+                continue  # done, or still being recorded (it gets its final name when complete)
+            self.seen.add(path)
+            try:
+                ep = read_episode(path, images=bool(self.camera_names))
+                if ep.aborted or ep.label is None:
+                    raise ValueError("aborted or unlabelled: excluded from training")
+                if demo and not ep.success:
+                    raise ValueError("failed demonstration: excluded")
+                base = None
+                if demo:
+                    if self.base_policy is None:
+                        raise ValueError("demonstrations need the base policy to compute base actions")
+                    base = demo_base_actions(ep, self.base_policy, self.base_digest, root / ".base_actions")
+                arrays = episode_arrays(ep, base, self.camera_names)
+                self.buffer.add_episode(arrays.states, arrays.base_actions, arrays.actions, arrays.success,
+                                        demo=demo, images=arrays.images)
+            except Exception as exc:  # one bad episode never stops the others (reason kept and logged)
+                self.stats[kind].skipped[str(path)] = str(exc)
+                log.warning("skipped episode %s: %s", path, exc)
+                continue
+            s = self.stats[kind]
+            s.episodes += 1
+            s.transitions += ep.num_steps
+            s.successes += int(ep.success)
+            explore = bool(ep.exploration.any()) if ep.exploration.size else False
+            if not demo:
+                self.history.append((path.name, ep.success, explore, ep.num_steps))
+            added.append(path)
+        return added

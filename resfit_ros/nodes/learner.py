@@ -1,0 +1,237 @@
+"""learner: demonstrations + recorded online episodes -> residual TD3 updates -> policy weights.
+
+The replay buffer is a cache of episode bags (resfit_ros/learning/from_bags.py): demos from
+`demos_dir`, online episodes from `episodes_dir` as the recorder completes them. A training
+thread (never a ROS callback: a learner step must not starve the services) runs iterations of
+UTD critic updates + 1 actor update, capped at `utd` updates per training step the robot has taken
+(plus `initial_updates`, the critic warm-up on the demos), publishes weights every
+`publish_every_updates`, metrics every iteration (LearnerMetrics + TensorBoard under output_dir),
+and writes atomic checkpoints; a restarted learner resumes from the newest one and rebuilds the
+buffer from the same bags. It may run on another machine on the same ROS_DOMAIN_ID.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from resfit_ros import names
+from resfit_ros.config import ConfigError, require
+from resfit_ros.core.policy_spec import PolicySpec
+from resfit_ros.core.weights import pack_weights
+from resfit_ros.msg import LearnerMetrics, PolicyWeights, StepRecord, Tensor
+from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, run
+
+
+@dataclass
+class LearnerConfig:
+    output_dir: str = "outputs/run"           # checkpoints/, tensorboard/ go here
+    demos_dir: str = "outputs/demos/g1_pick_lift"  # demonstration episode bags
+    episodes_dir: str = "outputs/run/episodes"  # online episode bags (the recorder's output_dir)
+    base_artifact: str = ""                   # frozen base policy: base actions of the demos
+    use_cameras: bool = False                 # learn from the episode's camera images (else state only)
+    utd: int = 4                              # critic updates per environment step
+    initial_updates: int = 1000               # critic-only updates on the demos before the first step
+    publish_every_updates: int = 100          # push weights to the policy node this often
+    checkpoint_every_updates: int = 2000      # atomic checkpoint this often
+    scan_period_s: float = 1.0                # look for newly completed episodes this often
+    num_threads: int = 1                      # torch threads for the updates
+    seed: int = 0
+    # agent (see resfit_ros/learning/config.py for the meaning of each)
+    action_scale: float = 0.1
+    exploration_std: float = 0.05
+    actor_lr: float = 3e-6
+    critic_lr: float = 1e-4
+    hidden_dim: int = 256
+    num_critic_heads: int = 10
+    critic_warmup_updates: int = 1000
+    batch_size: int = 256
+    # replay
+    demo_fraction: float = 0.5
+    nstep: int = 3
+    gamma: float = 0.99
+    online_capacity: int = 200_000
+    robot_description: str = ""               # unused; accepted so one YAML serves all nodes
+
+    def __post_init__(self):
+        require(self.utd >= 1, f"utd must be >= 1, got {self.utd}")
+        require(self.initial_updates >= 0, f"initial_updates must be >= 0, got {self.initial_updates}")
+        require(self.publish_every_updates >= 1, f"publish_every_updates must be >= 1, got {self.publish_every_updates}")
+        require(self.checkpoint_every_updates >= 1,
+                f"checkpoint_every_updates must be >= 1, got {self.checkpoint_every_updates}")
+        require(self.hidden_dim >= 8, f"hidden_dim must be >= 8, got {self.hidden_dim}")
+
+
+class Learner:
+    def __init__(self):
+        self.node = make_node("learner")
+        cfg = self.cfg = node_config(self.node, LearnerConfig)
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
+        self.out = Path(cfg.output_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.steps_seen = 0                       # training steps taken by the robot (StepRecords)
+        self.lock = threading.Lock()
+        self.pub_weights = self.node.create_publisher(PolicyWeights, names.POLICY_WEIGHTS, LATCHED)
+        self.pub_metrics = self.node.create_publisher(LearnerMetrics, names.LEARNER_METRICS, STREAM)
+        self.node.create_subscription(StepRecord, names.STEP_RECORD, self.on_step, STREAM)
+        self.setup()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.train_loop, name="learner", daemon=True)
+        self.thread.start()
+
+    # -- set-up: resume or start from the demonstrations -------------------------------------------
+    def setup(self) -> None:
+        from resfit_ros.bags import load_episodes
+        from resfit_ros.learning.agent import ResidualAgent
+        from resfit_ros.learning.checkpoint import CheckpointError
+        from resfit_ros.learning.config import AgentConfig
+        from resfit_ros.learning.from_bags import BagIngest
+        from resfit_ros.learning.normaliser import Normaliser
+        from resfit_ros.learning.replay import ReplayBuffer, ReplayConfig
+        from resfit_ros.policy.base import PolicyLoadError, load_base_policy
+
+        cfg = self.cfg
+        log = self.node.get_logger()
+        try:
+            base = load_base_policy(cfg.base_artifact) if cfg.base_artifact else None
+        except PolicyLoadError as exc:
+            raise ConfigError(f"base_artifact: {exc}") from None
+        demos = load_episodes(cfg.demos_dir, success_only=True, images=cfg.use_cameras)
+        if not demos:
+            raise ConfigError(f"demos_dir {cfg.demos_dir}: no successful demonstration episodes")
+        cameras = list(demos[0].camera_names) if cfg.use_cameras else []
+        image_size = tuple(demos[0].images[cameras[0]].shape[1:3]) if cameras else (84, 84)
+        self.agent = None
+        if self.ckpt_dir.is_dir() and any(self.ckpt_dir.iterdir()):
+            try:
+                self.agent = ResidualAgent.from_checkpoint(self.ckpt_dir)
+                log.info(f"resumed from {self.ckpt_dir} at {self.agent.critic_updates} critic updates")
+            except CheckpointError as exc:
+                log.error(f"cannot resume ({exc}); starting from the demonstrations")
+        if self.agent is None:
+            states = np.concatenate([d.states() for d in demos])
+            actions = np.concatenate([d.command for d in demos])
+            agent_cfg = AgentConfig(action_scale=cfg.action_scale, exploration_std=cfg.exploration_std,
+                                    actor_lr=cfg.actor_lr, critic_lr=cfg.critic_lr,
+                                    actor_hidden_dims=(cfg.hidden_dim, cfg.hidden_dim),
+                                    critic_hidden_dims=(cfg.hidden_dim, cfg.hidden_dim),
+                                    num_critic_heads=cfg.num_critic_heads,
+                                    critic_warmup_updates=cfg.critic_warmup_updates, batch_size=cfg.batch_size)
+            normaliser = Normaliser.from_demonstrations(states, actions, cfg.action_scale)
+            self.agent = ResidualAgent(agent_cfg, states.shape[1], actions.shape[1], cameras, image_size, 0,
+                                       normaliser, seed=cfg.seed)
+        a = self.agent
+        self.spec = PolicySpec(agent_config=dict(vars(a.config)), state_dim=a.state_dim, action_dim=a.action_dim,
+                               camera_names=tuple(a.camera_names), image_size=tuple(a.image_size),
+                               feature_dim=a.feature_dim)
+        self.buffer = ReplayBuffer(ReplayConfig(online_capacity=cfg.online_capacity, demo_fraction=cfg.demo_fraction,
+                                                nstep=cfg.nstep, gamma=cfg.gamma),
+                                   a.state_dim, a.action_dim, len(cameras), image_size, seed=cfg.seed)
+        self.ingest = BagIngest(self.buffer, cameras, base, cfg.base_artifact or None)
+        self.ingest.poll(cfg.demos_dir, demo=True)
+        self.ingest.poll(cfg.episodes_dir, demo=False)
+        self.steps_at_start = self.buffer.num_online_transitions
+        log.info(f"replay: {self.buffer.num_demo_transitions} demo + {self.buffer.num_online_transitions} "
+                 f"online transitions; {self.spec.state_dim}-D state, cameras {cameras or 'none'}")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.out / "tensorboard"))
+        self.version = max(1, a.critic_updates + 1)
+        self.publish_weights()
+
+    # -- ROS side -----------------------------------------------------------------------------------
+    def on_step(self, msg: StepRecord) -> None:
+        if msg.exploration:
+            with self.lock:
+                self.steps_seen += 1
+
+    def publish_weights(self) -> None:
+        msg = PolicyWeights(version=self.version, learner_step=self.agent.critic_updates,
+                            env_steps=self.steps_seen, spec=self.spec.to_json())
+        msg.tensors = [Tensor(name=t.name, shape=list(t.shape), data=t.data)
+                       for t in pack_weights(self.agent.get_weights())]
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub_weights.publish(msg)
+        self.version += 1
+
+    def publish_metrics(self, stats: dict) -> None:
+        msg = LearnerMetrics(learner_step=self.agent.critic_updates, env_steps=self.steps_seen,
+                             names=list(stats), values=[float(v) for v in stats.values()])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub_metrics.publish(msg)
+
+    # -- the training thread --------------------------------------------------------------------------
+    def update_budget(self) -> int:
+        with self.lock:
+            return self.cfg.initial_updates + self.cfg.utd * self.steps_seen
+
+    def train_loop(self) -> None:
+        from resfit_ros.learning.agent import train_iteration
+
+        cfg = self.cfg
+        log = self.node.get_logger()
+        last_scan = 0.0
+        last_ckpt = self.agent.critic_updates
+        last_pub = self.agent.critic_updates
+        t_start, updates_start = time.monotonic(), self.agent.critic_updates
+        try:
+            while not self.stop.is_set():
+                if time.monotonic() - last_scan > cfg.scan_period_s:
+                    last_scan = time.monotonic()
+                    for path in self.ingest.poll(cfg.episodes_dir, demo=False):
+                        self.log_episode(path)
+                if self.agent.critic_updates + cfg.utd > self.update_budget():
+                    self.publish_metrics({names.ACHIEVED_UTD: self.achieved_utd()})
+                    self.stop.wait(0.01)
+                    continue
+                stats = train_iteration(self.agent, self.buffer, cfg.utd,
+                                        update_actor=self.agent.critic_updates >= cfg.critic_warmup_updates)
+                stats[names.ACHIEVED_UTD] = self.achieved_utd()
+                stats["charts/updates_per_s"] = (self.agent.critic_updates - updates_start) / max(
+                    1e-6, time.monotonic() - t_start)
+                self.publish_metrics(stats)
+                step = self.agent.critic_updates
+                if step - last_pub >= cfg.publish_every_updates:
+                    self.publish_weights()
+                    last_pub = step
+                    for k, v in stats.items():
+                        self.tb.add_scalar(k, v, step)
+                if step - last_ckpt >= cfg.checkpoint_every_updates:
+                    self.agent.save_checkpoint(self.ckpt_dir)
+                    last_ckpt = step
+        except Exception as exc:  # the thread must not die silently: say why and stop the node
+            log.fatal(f"training thread failed: {type(exc).__name__}: {exc}")
+            self.exit_code = 1
+            self.finished = True
+
+    def achieved_utd(self) -> float:
+        with self.lock:
+            steps = self.steps_seen
+        return float(max(0, self.agent.critic_updates - self.cfg.initial_updates) / steps) if steps else 0.0
+
+    def log_episode(self, path: Path) -> None:
+        name, success, explore, steps = self.ingest.history[-1]
+        window = [s for (_, s, e, _) in self.ingest.history[-20:] if e == explore]
+        rate = float(np.mean(window)) if window else 0.0
+        kind = "training" if explore else "eval"
+        self.tb.add_scalar(f"{names.SUCCESS_RATE}_{kind}", rate, len(self.ingest.history))
+        self.tb.add_scalar(names.EPISODE_LENGTH, steps, len(self.ingest.history))
+        self.node.get_logger().info(
+            f"ingested {name} ({kind}, {'success' if success else 'failure'}, {steps} steps); "
+            f"{self.buffer.num_online_transitions} online transitions; recent {kind} success {rate:.2f}")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        if self.agent.critic_updates > 0:
+            self.agent.save_checkpoint(self.ckpt_dir)
+        self.tb.close()
+
+
+def main(argv=None) -> int:
+    return run(Learner, argv, threads=2)
