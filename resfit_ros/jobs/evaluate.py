@@ -1,0 +1,141 @@
+"""`resfit-ros eval`: success rate of the base policy (optionally + a residual) or the scripted
+expert in simulation. The last line printed is exactly `success_rate=<0..1> episodes=<N>`.
+
+    resfit-ros eval --task g1_pick_lift --base data/base/pick_lift.safetensors --episodes 50 --seed 0
+    resfit-ros eval --task g1_pick_lift --policy scripted --episodes 20
+
+Episode i starts from reset seed episode_seed(PURPOSE_EVAL, --seed, i): a fixed evaluation set
+per --seed, disjoint from the demos' stream. The base's chunks run open-loop through a
+ChunkQueue that is reset at every episode start. An episode succeeds at the sim's first success
+signal; otherwise it ends after the task's step limit.
+
+Residual hook: `combined_action(base, residual, obs, explore)` below is the whole contract a
+residual policy must meet: `residual.act(state, base_action, images, features, explore) ->
+residual (dof,)` in joint units, with command = base_action + residual. `--residual FILE` loads
+one via `resfit_ros.learning.load_residual_policy(path, base)`.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from resfit_ros.jobs.sim_episodes import (
+    PURPOSE_EVAL, ArgumentError, check_task, episode_seed, fail, positive_int)
+
+VERB = "eval"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, help="simulated task (g1_pick_lift, g1_handover)")
+    parser.add_argument("--policy", choices=("base", "scripted"), default="base",
+                        help="base: the --base policy (+ --residual); scripted: the task's expert")
+    parser.add_argument("--base", default=None, help="frozen base policy (.safetensors BC artifact or TorchScript .pt)")
+    parser.add_argument("--residual", default=None, help="residual policy checkpoint (from the learner)")
+    parser.add_argument("--episodes", type=positive_int, default=50, help="evaluation episodes (default 50)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the evaluation set (default 0)")
+    parser.add_argument("--execute-steps", type=positive_int, default=None,
+                        help="actions executed per chunk before re-planning (default: the whole chunk)")
+    parser.add_argument("--control-hz", type=float, default=20.0, help="control rate (default 20)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_residual(path: str | Path, base):
+    """The residual policy stored at `path`, through the learning core's loader."""
+    try:
+        from resfit_ros.learning import load_residual_policy  # type: ignore[attr-defined]
+    except ImportError:
+        raise ArgumentError("--residual needs resfit_ros.learning.load_residual_policy(path, base), "
+                            "which this installation does not have yet") from None
+    try:
+        return load_residual_policy(path, base)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ArgumentError(f"--residual {path}: {exc}") from None
+
+
+def combined_action(base, residual, obs, explore: bool = False, execute_steps: int | None = None):
+    """One control step of base (+ residual): (command, base_action, residual | None).
+
+    The base action comes from the base's open-loop chunk queue (base.select_action). The
+    residual sees the full state vector, the base action, the images in the base's camera
+    order and the frozen base encoder's features (when it wants features).
+    """
+    base_action = base.select_action(obs, execute_steps)
+    if residual is None:
+        return base_action, base_action, None
+    images = obs.image_stack(base.camera_names) if base.camera_names else None
+    features = None
+    if getattr(residual, "feature_dim", 0) and images is not None:
+        features = base.encode_images(images[None])[0]
+    res = np.asarray(residual.act(obs.state_vector(), base_action, images, features, explore), dtype=np.float64)
+    return base_action + res, base_action, res
+
+
+def run(args) -> int:
+    try:
+        check_task(args.task)
+        if args.policy == "base" and not args.base:
+            raise ArgumentError("--policy base needs --base FILE")
+        if args.policy == "scripted" and (args.base or args.residual):
+            raise ArgumentError("--policy scripted takes neither --base nor --residual")
+        if args.base and not Path(args.base).is_file():
+            raise ArgumentError(f"--base {args.base} does not exist")
+        if args.residual and not Path(args.residual).exists():
+            raise ArgumentError(f"--residual {args.residual} does not exist")
+        if not 1.0 <= args.control_hz <= 1000.0:
+            raise ArgumentError(f"--control-hz must be in [1, 1000], got {args.control_hz}")
+        base = residual = None
+        if args.policy == "base":
+            import torch
+
+            from resfit_ros.policy import PolicyLoadError, load_base_policy
+
+            torch.set_num_threads(args.threads)
+            try:
+                base = load_base_policy(args.base)
+            except PolicyLoadError as exc:
+                raise ArgumentError(str(exc)) from None
+            if args.execute_steps and base.chunk_length and args.execute_steps > base.chunk_length:
+                raise ArgumentError(f"--execute-steps {args.execute_steps} exceeds the chunk length {base.chunk_length}")
+            if args.residual:
+                residual = load_residual(args.residual, base)
+    except ArgumentError as exc:
+        return fail(VERB, str(exc))
+
+    from tqdm import tqdm
+
+    from resfit_ros.jobs.sim_episodes import run_episode
+    from resfit_ros.sim import make_env, make_expert
+
+    cameras = tuple(base.camera_names) if base is not None else ()
+    env_kwargs = dict(image_size=base.image_size or 84) if cameras else {}
+    try:
+        env = make_env(args.task, cameras=cameras, render=bool(cameras), control_hz=args.control_hz,
+                       seed=args.seed, **env_kwargs)
+    except ValueError as exc:
+        return fail(VERB, str(exc))
+    if base is not None and list(env.joint_names) != list(base.joint_names):
+        return fail(VERB, "the base policy's joint names/order differ from the simulated robot's")
+
+    if base is None:
+        expert = make_expert(args.task, env)
+        act, on_reset = (lambda o: (expert.act(o), None, None)), expert.reset
+    else:
+        def act(o):
+            return combined_action(base, residual, o, execute_steps=args.execute_steps)
+
+        on_reset = base.reset  # clears the chunk queue at every episode start
+
+    successes = 0
+    bar = tqdm(range(args.episodes), desc=f"eval {args.task} ({args.policy})", unit="ep",
+               disable=args.no_progress, dynamic_ncols=True)
+    for i in bar:
+        trace = run_episode(env, act, episode_seed(PURPOSE_EVAL, args.seed, i), on_reset)
+        successes += trace.success
+        bar.set_postfix(success=f"{successes}/{i + 1}")
+    bar.close()
+    env.close()
+    print(f"success_rate={successes / args.episodes:.3f} episodes={args.episodes}", flush=True)
+    return 0
