@@ -139,11 +139,12 @@ _register(GraphSpec(
         LaunchArg("task", "g1_pick_lift", "simulated task (g1_pick_lift or g1_handover)"),
         LaunchArg("episodes", "0", "stop after this many training episodes (0 = run until Ctrl-C)"),
         LaunchArg("max_steps", "200", "the judge labels an episode a failure after this many steps"),
+        LaunchArg("eval_every", "0", "every N-th episode is an evaluation episode without exploration (0 = none)"),
     ),
     nodes=(
         _node("sim_robot", parameters={"task": "$(arg task)"}, required=True),
-        _node("judge", parameters={"max_episodes": "$(arg episodes)", "max_steps": "$(arg max_steps)"},
-              required=True),
+        _node("judge", parameters={"max_episodes": "$(arg episodes)", "max_steps": "$(arg max_steps)",
+                                   "eval_every": "$(arg eval_every)"}, required=True),
     ) + _training_nodes("true") + (
         _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
                                      "episodes_dir": "$(arg output_dir)/episodes",

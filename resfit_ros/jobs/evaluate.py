@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--execute-steps", type=positive_int, default=None,
                         help="actions executed per chunk before re-planning (default: the whole chunk)")
     parser.add_argument("--control-hz", type=float, default=20.0, help="control rate (default 20)")
+    parser.add_argument("--residual-bound", type=float, default=0.3,
+                        help="|residual| limit per joint, rad, as in the residual node (default 0.3)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -123,10 +125,23 @@ def run(args) -> int:
         expert = make_expert(args.task, env)
         act, on_reset = (lambda o: (expert.act(o), None, None)), expert.reset
     else:
-        def act(o):
-            return combined_action(base, residual, o, execute_steps=args.execute_steps)
+        # The same safety layer as the live residual node: residual bound, joint limits and the
+        # per-step change limit, so a success rate here means the same as one from the graph.
+        from resfit_ros.core.command import CommandLimits, compose_command
 
-        on_reset = base.reset  # clears the chunk queue at every episode start
+        limits = CommandLimits.from_robot(env.robot, args.control_hz, args.residual_bound)
+        previous = [None]
+
+        def act(o):
+            _, base_action, res = combined_action(base, residual, o, execute_steps=args.execute_steps)
+            command, _ = compose_command(base_action, res if res is not None else np.zeros_like(base_action),
+                                         previous[0], limits, fallback=o.position)
+            previous[0] = command
+            return command, base_action, res
+
+        def on_reset():
+            base.reset()  # clears the chunk queue at every episode start
+            previous[0] = None
 
     successes = 0
     bar = tqdm(range(args.episodes), desc=f"eval {args.task} ({args.policy})", unit="ep",

@@ -1,0 +1,180 @@
+"""`resfit-ros main-job` (README command 1): residual RL on the simulated humanoid, end to end.
+
+1. demonstrations: scripted expert, state-only episode bags (made once, reused);
+2. the frozen BC base: trained on them (made once, reused);
+3. the base's success rate on a fixed evaluation set (in-process, same safety layer as the node);
+4. training: the real `train_sim` node graph over DDS (sim robot, synchronizer, base chunk server,
+   residual policy, episode manager, recorder, learner, judge) for --minutes; every --eval-every-th
+   episode runs without exploration; success per window of episodes is printed as bags arrive;
+5. the combined policy (base + the learner's final residual) on the same evaluation set;
+6. a learning-curve PNG and a summary with the episode counts and standard errors.
+Observations are STATE-based (joint positions, velocities, and the simulator's object pose).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from resfit_ros.jobs.sim_episodes import positive_int
+
+TASK = "g1_pick_lift"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--minutes", type=float, default=30.0, help="training wall time (default 30)")
+    parser.add_argument("--out", default="outputs/main_job", help="run directory (default outputs/main_job)")
+    parser.add_argument("--demos", type=positive_int, default=15, help="scripted demonstrations (default 15)")
+    parser.add_argument("--bc-steps", type=positive_int, default=2000, help="BC training steps (default 2000)")
+    parser.add_argument("--eval-episodes", type=positive_int, default=100,
+                        help="evaluation episodes for base and combined policy (default 100)")
+    parser.add_argument("--eval-every", type=int, default=5, help="every N-th training-run episode is an evaluation one")
+    parser.add_argument("--window", type=positive_int, default=10, help="episodes per printed success window")
+    parser.add_argument("--fresh", action="store_true", help="start the training run from scratch (keep demos/base)")
+
+
+def _cli(*args: str) -> None:
+    cmd = [sys.executable, "-m", "resfit_ros.cli", *args]
+    print("$ resfit-ros " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def _eval(base: Path, episodes: int, residual: Path | None = None) -> float:
+    cmd = [sys.executable, "-m", "resfit_ros.cli", "eval", "--task", TASK, "--base", str(base),
+           "--episodes", str(episodes), "--seed", "1000", "--no-progress"]
+    if residual is not None:
+        cmd += ["--residual", str(residual)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    line = [ln for ln in out.splitlines() if ln.startswith("success_rate=")][-1]
+    return float(line.split()[0].split("=")[1])
+
+
+def _stderr(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+
+
+def _episodes(root: Path) -> list[tuple[str, bool, bool]]:
+    """(name, success, explore) of the completed training-run episodes, in order."""
+    from resfit_ros.bags import scan_episodes
+
+    out = []
+    for path, ep in scan_episodes(root, images=False) if root.is_dir() else []:
+        if isinstance(ep, str) or ep.label is None:
+            continue
+        out.append((path.name, ep.success, bool(ep.exploration.any()) if ep.exploration.size else False))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.minutes <= 0:
+        print("error: --minutes must be > 0", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    demos = Path("outputs/demos") / TASK
+    base = Path("outputs/base") / f"{TASK}_state.safetensors"
+    t0 = time.monotonic()
+    if not any(demos.glob("episode_*")):
+        _cli("demos", "--task", TASK, "--episodes", str(args.demos), "--out", str(demos), "--seed", "0",
+             "--no-images", "--no-progress")
+    if not base.is_file():
+        _cli("train-bc", "--demos", str(demos), "--out", str(base), "--state-only", "--steps", str(args.bc_steps),
+             "--seed", "0", "--no-progress")
+    base_cache = base.with_suffix(f".eval{args.eval_episodes}.json")
+    if base_cache.is_file() and base_cache.stat().st_mtime > base.stat().st_mtime:
+        base_rate = json.loads(base_cache.read_text())["success_rate"]
+    else:
+        print(f"evaluating the base on {args.eval_episodes} fixed episodes ...", flush=True)
+        base_rate = _eval(base, args.eval_episodes)
+        base_cache.write_text(json.dumps({"success_rate": base_rate}))
+    print(f"base success {base_rate:.2f} +- {_stderr(base_rate, args.eval_episodes):.2f} "
+          f"({args.eval_episodes} episodes)", flush=True)
+
+    if args.fresh and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from resfit_ros.graph import GRAPHS
+    from resfit_ros.runner import GraphRunner
+
+    env = dict(os.environ)
+    env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
+    log = open(out / "graph.log", "a")
+    runner = GraphRunner(GRAPHS["train_sim"], {
+        "base_artifact": str(base), "demos_dir": str(demos), "output_dir": str(out),
+        "eval_every": str(args.eval_every), "task": TASK}, env=env, output=log)
+    print(f"training through the train_sim node graph for {args.minutes:g} min (node output: {out / 'graph.log'})",
+          flush=True)
+    runner.start()
+    deadline = time.monotonic() + args.minutes * 60
+    shown = 0
+    try:
+        while time.monotonic() < deadline and runner.poll():
+            time.sleep(2.0)
+            eps = _episodes(out / "episodes")
+            while len(eps) >= shown + args.window:
+                chunk = eps[shown:shown + args.window]
+                train = [s for _, s, e in chunk if e]
+                evals = [s for _, s, e in chunk if not e]
+                print(f"episodes {shown + 1:4d}-{shown + args.window:4d}: training success "
+                      f"{np.mean(train) if train else float('nan'):.2f} ({len(train)})"
+                      + (f", evaluation success {np.mean(evals):.2f} ({len(evals)})" if evals else ""),
+                      f"[{(time.monotonic() - t0) / 60:.1f} min]", flush=True)
+                shown += args.window
+    except KeyboardInterrupt:
+        print("interrupted: stopping the graph", flush=True)
+    finally:
+        runner.shutdown()
+        log.close()
+    eps = _episodes(out / "episodes")
+    ckpt = out / "checkpoints"
+    if not ckpt.is_dir():
+        print("error: the learner wrote no checkpoint; see", out / "graph.log", file=sys.stderr)
+        return 1
+    print(f"evaluating base + residual on the same {args.eval_episodes} episodes ...", flush=True)
+    combined = _eval(base, args.eval_episodes, residual=ckpt)
+    n = args.eval_episodes
+    gain = combined - base_rate
+    se = math.hypot(_stderr(base_rate, n), _stderr(combined, n))
+    _plot(eps, base_rate, combined, args.window, out / "learning_curve.png")
+    print(f"training-run episodes: {len(eps)} ({sum(e for _, _, e in eps)} with exploration)")
+    print(f"base success      {base_rate:.2f} +- {_stderr(base_rate, n):.2f}  ({n} episodes)")
+    print(f"combined success  {combined:.2f} +- {_stderr(combined, n):.2f}  ({n} episodes, same seeds)")
+    print(f"gain              {gain:+.2f} +- {se:.2f}  ({'clear' if gain > 2 * se else 'NOT clear'}: 2 standard errors = {2 * se:.2f})")
+    print(f"learning curve    {out / 'learning_curve.png'}")
+    print(f"base_success={base_rate:.3f} combined_success={combined:.3f} episodes={n}")
+    return 0
+
+
+def _plot(eps, base_rate: float, combined: float, window: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    train = [(i, s) for i, (_, s, e) in enumerate(eps) if e]
+    evals = [(i, s) for i, (_, s, e) in enumerate(eps) if not e]
+    for pts, label in ((train, "training episodes (with exploration)"), (evals, "evaluation episodes")):
+        if len(pts) >= window:
+            x = np.array([p[0] for p in pts])
+            y = np.convolve([p[1] for p in pts], np.ones(window) / window, mode="valid")
+            ax.plot(x[window - 1:], y, label=f"{label}, moving mean of {window}")
+    ax.axhline(base_rate, color="gray", linestyle="--", label=f"base alone ({base_rate:.2f})")
+    ax.axhline(combined, color="green", linestyle=":", label=f"base + residual, final ({combined:.2f})")
+    ax.set_xlabel("episode of the training run")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{TASK}: residual RL through the ROS 2 graph")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
