@@ -173,6 +173,7 @@ def walk_step_record(data) -> Layout:
     meta["n_residual"] = w.sequence("residual", "<f8")
     meta["n_command"] = w.sequence("command", "<f8")
     w.number("exploration", "u1")
+    w.number("training_steps", "<u8")
     w.number("weights_version", "<u8")
     w.number("safety_flags", "<u4")
     w.number("latency", "<f8")
@@ -266,7 +267,7 @@ def batch_decode(datas: Sequence, walk: Callable[[object], Layout],
 # correct) until the walker is updated; test/bags checks the walkers against rosbags.
 WALKED_HASHES = {
     "resfit_ros/msg/Observation": "RIHS01_983d5a35bb225f96d11bf9984574985a18ad794ecf9ac74acd89c8e674314779",
-    "resfit_ros/msg/StepRecord": "RIHS01_9174a110977528262c3ee1affc79df9d005c7e254488192b89376a2347664156",
+    "resfit_ros/msg/StepRecord": "RIHS01_7a341624f94bc2e418e4b7979038dd4b45955a703bf18278e13cd0304f5c50cf",
 }
 
 
@@ -339,7 +340,8 @@ def rosbags_step_records(datas: Sequence, keep: Callable[[str], bool] | None = N
         vals: dict = {}
         _time("stamp", vals, m.header.stamp)
         for name, dtype in (("episode_id", "<u4"), ("step", "<u4"), ("observation_sequence", "<u8"),
-                            ("exploration", "u1"), ("weights_version", "<u8"), ("safety_flags", "<u4"),
+                            ("exploration", "u1"), ("training_steps", "<u8"), ("weights_version", "<u8"),
+                            ("safety_flags", "<u4"),
                             ("latency", "<f8")):
             vals[name] = np.array([getattr(m, name)], dtype=dtype)
         vals["base_action"], vals["residual"], vals["command"] = m.base_action, m.residual, m.command

@@ -144,6 +144,7 @@ class StepData:
     base_action: np.ndarray = field(default_factory=lambda: np.zeros(0))   # (dof,) or (0,)
     residual: np.ndarray = field(default_factory=lambda: np.zeros(0))      # (dof,) or (0,)
     exploration: bool = False
+    training_steps: int = 0
     weights_version: int = 0
     safety_flags: int = 0
     latency: float = 0.0
@@ -156,7 +157,8 @@ def step_record_msg(step: StepData, episode_id: int, stamp: int, joint_names: li
         base_action=np.asarray(step.base_action, dtype=np.float64).reshape(-1),
         residual=np.asarray(step.residual, dtype=np.float64).reshape(-1),
         command=np.asarray(step.command, dtype=np.float64).reshape(-1),
-        exploration=bool(step.exploration), weights_version=int(step.weights_version),
+        exploration=bool(step.exploration), training_steps=int(step.training_steps),
+        weights_version=int(step.weights_version),
         safety_flags=int(step.safety_flags), latency=float(step.latency))
 
 

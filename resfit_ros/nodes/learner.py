@@ -146,9 +146,9 @@ class Learner:
 
     # -- ROS side -----------------------------------------------------------------------------------
     def on_step(self, msg: StepRecord) -> None:
-        if msg.exploration:
-            with self.lock:
-                self.steps_seen += 1
+        # the policy node's own running count: steps taken before this learner subscribed count too
+        with self.lock:
+            self.steps_seen = max(self.steps_seen, int(msg.training_steps))
 
     def publish_weights(self) -> None:
         msg = PolicyWeights(version=self.version, learner_step=self.agent.critic_updates,

@@ -279,7 +279,7 @@ class ResidualPolicyNode:
         record = StepRecord(episode_id=self.episode_id, step=self.step, observation_sequence=obs.sequence,
                             joint_names=self.robot.joint_names, base_action=base.tolist(),
                             residual=np.nan_to_num(residual).tolist(), command=command.tolist(),
-                            exploration=explore, weights_version=self.weights_version,
+                            exploration=explore, training_steps=self.train_steps, weights_version=self.weights_version,
                             safety_flags=int(flags), latency=float(latency))
         record.header.stamp = ns_to_stamp(obs.stamp_ns)
         self.pub_step.publish(record)

@@ -60,7 +60,7 @@ def test_step_record_walker_matches_rosbags(dof, has_base, n, seed):
             step=int(rng.integers(0, 2**31)), observation_sequence=int(rng.integers(0, 2**60)),
             command=rng.normal(size=dof), base_action=rng.normal(size=dof if has_base else 0),
             residual=rng.normal(size=dof if has_base else 0), exploration=bool(rng.integers(2)),
-            weights_version=int(rng.integers(0, 2**60)), safety_flags=int(rng.integers(0, 64)),
+            training_steps=int(rng.integers(0, 2**60)), weights_version=int(rng.integers(0, 2**60)), safety_flags=int(rng.integers(0, 64)),
             latency=float(rng.random()))
         msg = convert.step_record_msg(sd, int(rng.integers(0, 2**31)), int(rng.integers(0, 2**40)),
                                       [f"j{k}" for k in range(dof)])

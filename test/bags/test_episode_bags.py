@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 # RIHS01 hashes of the current .msg files (rosidl generates the same ones; see the json test)
 EXPECTED_HASHES = {
     "resfit_ros/msg/Observation": "RIHS01_983d5a35bb225f96d11bf9984574985a18ad794ecf9ac74acd89c8e674314779",
-    "resfit_ros/msg/StepRecord": "RIHS01_9174a110977528262c3ee1affc79df9d005c7e254488192b89376a2347664156",
+    "resfit_ros/msg/StepRecord": "RIHS01_7a341624f94bc2e418e4b7979038dd4b45955a703bf18278e13cd0304f5c50cf",
 }
 
 
