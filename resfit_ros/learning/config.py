@@ -1,0 +1,101 @@
+"""Configuration of the residual agent (networks + TD3 update). One dataclass, validated once.
+
+Replay settings live in replay.ReplayConfig, normalisation settings in normaliser.NormaliserConfig.
+Defaults follow the ResFiT paper / reference code except where a comment says otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resfit_ros.config import require
+
+
+@dataclass
+class AgentConfig:
+    # --- residual ------------------------------------------------------------------------------
+    action_scale: float = 0.1
+    """Bound of the residual in normalised action units (ResFiT: 0.1 for 7-DoF arms, 0.2 for 24-DoF
+    hands). The normaliser widens the demo action range by (1 + action_scale): use the same value."""
+    exploration_std: float = 0.05
+    """Std of the Gaussian exploration noise on the residual (normalised units); also the std of
+    TD3's target policy smoothing noise (ResFiT: 0.05; 0.025 on harder tasks)."""
+    target_noise_clip: float = 0.3
+    """Clip of the target policy smoothing noise (ResFiT: 0.3). The smoothed residual is further
+    clamped to +-action_scale, as executed."""
+    # --- networks ------------------------------------------------------------------------------
+    actor_hidden_dims: tuple[int, ...] = (256, 256)
+    """Hidden widths of the residual actor MLP (Linear -> LayerNorm -> ReLU each)."""
+    critic_hidden_dims: tuple[int, ...] = (256, 256)
+    """Hidden widths of every critic head (Linear -> LayerNorm -> ReLU each). The paper uses 1024;
+    256 is 12x cheaper per update on CPU, which lets the learner keep UTD 4 at a real robot's
+    control rate (bench/learner.py); raise it where the learner is fast enough."""
+    num_critic_heads: int = 10
+    """Critic ensemble size N (REDQ-style, ResFiT: 10)."""
+    num_target_heads: int = 2
+    """The TD target is the min over this many randomly chosen target heads (ResFiT: 2)."""
+    # --- vision --------------------------------------------------------------------------------
+    encoder_channels: tuple[int, ...] = (16, 32, 32)
+    """Output channels of the conv layers of each camera's encoder."""
+    encoder_kernels: tuple[int, ...] = (8, 4, 3)
+    """Kernel sizes of the conv layers (same length as encoder_channels)."""
+    encoder_strides: tuple[int, ...] = (4, 2, 1)
+    """Strides of the conv layers (same length as encoder_channels)."""
+    camera_feature_dim: int = 64
+    """Features per camera after the encoder trunk (Linear -> LayerNorm -> tanh)."""
+    feature_projection_dim: int = 128
+    """Width of the trainable projection of precomputed features (obs key 'features'); 0 feeds
+    the precomputed features to actor and critic unchanged."""
+    augment_pad: int = 4
+    """Random-shift augmentation: replicate-pad by this many pixels, random crop (0 disables)."""
+    # --- optimisation --------------------------------------------------------------------------
+    critic_lr: float = 1e-4
+    """AdamW learning rate of the critic ensemble (ResFiT: 1e-4)."""
+    encoder_lr: float = 1e-4
+    """AdamW learning rate of the observation encoder, trained by the critic loss (ResFiT: 1e-4)."""
+    actor_lr: float = 3e-6
+    """AdamW learning rate of the residual actor: tiny on purpose (ResFiT: 1e-6 to 5e-6; the first
+    probe on the G1 collapsed with 3e-5)."""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay (torch default)."""
+    grad_clip_norm: float = 1.0
+    """Max global gradient norm, separately for (critic + encoder) and actor."""
+    tau: float = 0.005
+    """Polyak factor of the critic and actor targets."""
+    critic_warmup_updates: int = 10_000
+    """Critic-only phase: no actor update until this many critic updates were made (ResFiT: 10k)."""
+    batch_size: int = 256
+    """Transitions per update (ResFiT: 256)."""
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.action_scale <= 1.0, f"action_scale must be in (0, 1], got {self.action_scale}")
+        require(self.exploration_std >= 0, f"exploration_std must be >= 0, got {self.exploration_std}")
+        require(self.target_noise_clip >= 0, f"target_noise_clip must be >= 0, got {self.target_noise_clip}")
+        self.actor_hidden_dims = tuple(self.actor_hidden_dims)
+        self.critic_hidden_dims = tuple(self.critic_hidden_dims)
+        self.encoder_channels = tuple(self.encoder_channels)
+        self.encoder_kernels = tuple(self.encoder_kernels)
+        self.encoder_strides = tuple(self.encoder_strides)
+        for name in ("actor_hidden_dims", "critic_hidden_dims", "encoder_channels", "encoder_kernels",
+                     "encoder_strides"):
+            dims = getattr(self, name)
+            require(len(dims) >= 1 and all(isinstance(d, int) and d >= 1 for d in dims),
+                    f"{name} must be a non-empty list of positive integers, got {list(dims)}")
+        require(len(self.encoder_channels) == len(self.encoder_kernels) == len(self.encoder_strides),
+                f"encoder_channels, encoder_kernels and encoder_strides must have the same length, got "
+                f"{list(self.encoder_channels)}, {list(self.encoder_kernels)}, {list(self.encoder_strides)}")
+        require(self.num_critic_heads >= 1, f"num_critic_heads must be >= 1, got {self.num_critic_heads}")
+        require(1 <= self.num_target_heads <= self.num_critic_heads,
+                f"num_target_heads must be in [1, num_critic_heads={self.num_critic_heads}], "
+                f"got {self.num_target_heads}")
+        require(self.camera_feature_dim >= 1, f"camera_feature_dim must be >= 1, got {self.camera_feature_dim}")
+        require(self.feature_projection_dim >= 0,
+                f"feature_projection_dim must be >= 0, got {self.feature_projection_dim}")
+        require(self.augment_pad >= 0, f"augment_pad must be >= 0, got {self.augment_pad}")
+        for name in ("critic_lr", "encoder_lr", "actor_lr"):
+            require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        require(self.grad_clip_norm > 0, f"grad_clip_norm must be > 0, got {self.grad_clip_norm}")
+        require(0.0 < self.tau <= 1.0, f"tau must be in (0, 1], got {self.tau}")
+        require(self.critic_warmup_updates >= 0,
+                f"critic_warmup_updates must be >= 0, got {self.critic_warmup_updates}")
+        require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

@@ -1,0 +1,148 @@
+"""State and action normalisation, computed once from the demonstrations and then frozen.
+
+Actions (ResFiT, as in the reference code): min-max over the demonstration actions, with the range
+WIDENED by (1 + action_scale) around its centre, so that base + residual stays reachable beyond the
+demos: a base at a demo extreme maps to 1 / (1 + action_scale), and the residual can still push the
+command action_scale * (demo half range) past that extreme. Everything the critic sees is clamped to
+[-1, 1], exactly as the command is clamped before execution.
+
+States: z-score with a minimum std (0.1 by default): a joint that barely moves in the demos must not
+turn sensor noise into huge normalised inputs. Normalised states are also clipped to +-state_clip
+std so that an absurd reading cannot saturate every LayerNorm downstream.
+
+The statistics travel as named float32 arrays (`to_arrays`/`from_arrays`) inside every checkpoint
+and every weights message, so the learner and the policy node always normalise identically.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from resfit_ros.config import require
+
+# Names of the arrays in weights dicts and checkpoints.
+STATE_MEAN = "normaliser.state_mean"          # (S,)
+STATE_STD = "normaliser.state_std"            # (S,) already floored at state_min_std
+ACTION_LOW = "normaliser.action_low"          # (A,) widened demo minimum, joint units
+ACTION_HIGH = "normaliser.action_high"        # (A,) widened demo maximum, joint units
+ACTION_SCALE = "normaliser.action_scale"      # (1,) the action_scale the range was widened with
+STATE_CLIP = "normaliser.state_clip"          # (1,)
+ARRAY_NAMES = (STATE_MEAN, STATE_STD, ACTION_LOW, ACTION_HIGH, ACTION_SCALE, STATE_CLIP)
+
+
+@dataclass
+class NormaliserConfig:
+    state_min_std: float = 0.1
+    """Floor on the per-dimension state std, in state units (reference code: 0.1)."""
+    action_min_half_range: float = 1e-3
+    """Floor on half the demo range of an action dimension, in joint units: a joint that never
+    moves in the demos still gets a finite scale (and a residual of +-action_scale * this)."""
+    state_clip: float = 10.0
+    """Normalised states are clipped to [-state_clip, state_clip] (in units of std)."""
+
+    def __post_init__(self) -> None:
+        require(self.state_min_std > 0, f"state_min_std must be > 0, got {self.state_min_std}")
+        require(self.action_min_half_range > 0,
+                f"action_min_half_range must be > 0, got {self.action_min_half_range}")
+        require(self.state_clip > 0, f"state_clip must be > 0, got {self.state_clip}")
+
+
+class Normaliser:
+    """Frozen affine maps state -> z-score and action (joint units) <-> [-1, 1]."""
+
+    def __init__(self, state_mean: np.ndarray, state_std: np.ndarray, action_low: np.ndarray,
+                 action_high: np.ndarray, action_scale: float, state_clip: float = 10.0):
+        self.state_mean = np.asarray(state_mean, dtype=np.float32).reshape(-1)
+        self.state_std = np.asarray(state_std, dtype=np.float32).reshape(-1)
+        self.action_low = np.asarray(action_low, dtype=np.float32).reshape(-1)
+        self.action_high = np.asarray(action_high, dtype=np.float32).reshape(-1)
+        self.action_scale = float(action_scale)
+        self.state_clip = float(state_clip)
+        if self.state_mean.shape != self.state_std.shape:
+            raise ValueError(f"state_mean {self.state_mean.shape} and state_std {self.state_std.shape} differ")
+        if self.action_low.shape != self.action_high.shape:
+            raise ValueError(f"action_low {self.action_low.shape} and action_high {self.action_high.shape} differ")
+        for name, arr in (("state_mean", self.state_mean), ("state_std", self.state_std),
+                          ("action_low", self.action_low), ("action_high", self.action_high)):
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"normaliser {name} is not finite: {arr}")
+        if np.any(self.state_std <= 0):
+            raise ValueError(f"normaliser state_std must be > 0, got {self.state_std}")
+        if np.any(self.action_high <= self.action_low):
+            raise ValueError("normaliser action_high must be > action_low in every dimension")
+        if not (np.isfinite(self.action_scale) and 0 < self.action_scale <= 1):
+            raise ValueError(f"normaliser action_scale must be in (0, 1], got {self.action_scale}")
+        if not (np.isfinite(self.state_clip) and self.state_clip > 0):
+            raise ValueError(f"normaliser state_clip must be > 0, got {self.state_clip}")
+        # Affine action map in float64: the policy composes commands in joint units with it.
+        self.action_center = (self.action_low.astype(np.float64) + self.action_high) / 2  # (A,)
+        self.action_half_range = (self.action_high.astype(np.float64) - self.action_low) / 2  # (A,)
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.state_mean.shape[0])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.action_low.shape[0])
+
+    @classmethod
+    def from_demonstrations(cls, states: np.ndarray, actions: np.ndarray, action_scale: float,
+                            config: NormaliserConfig | None = None) -> "Normaliser":
+        """Statistics of demo `states` (N, S) and demo `actions` (N, A), in joint units.
+
+        Pass every action the critic will see as 'executed' in the demos (the demo commands; add the
+        base actions too if they may leave the demo range)."""
+        config = config or NormaliserConfig()
+        states = np.asarray(states, dtype=np.float64)
+        actions = np.asarray(actions, dtype=np.float64)
+        if states.ndim != 2 or states.shape[0] == 0:
+            raise ValueError(f"states must be (N, S) with N > 0, got shape {states.shape}")
+        if actions.ndim != 2 or actions.shape[0] == 0:
+            raise ValueError(f"actions must be (N, A) with N > 0, got shape {actions.shape}")
+        if not (np.all(np.isfinite(states)) and np.all(np.isfinite(actions))):
+            raise ValueError("demonstration states/actions contain NaN or inf")
+        state_std = np.maximum(states.std(axis=0), config.state_min_std)
+        low, high = actions.min(axis=0), actions.max(axis=0)
+        center = (low + high) / 2
+        # Widen by (1 + action_scale): commands can leave the demo range by action_scale * half range.
+        half = np.maximum((high - low) / 2, config.action_min_half_range) * (1.0 + action_scale)
+        return cls(states.mean(axis=0), state_std, center - half, center + half, action_scale,
+                   config.state_clip)
+
+    # --- numpy maps (the policy node's side) ---------------------------------------------------
+    def normalise_state(self, state: np.ndarray) -> np.ndarray:
+        """(..., S) -> (..., S) float32 z-score, clipped to +-state_clip."""
+        with np.errstate(over="ignore"):    # absurd readings overflow to inf, then clip to the bound
+            z = (np.asarray(state, dtype=np.float32) - self.state_mean) / self.state_std
+        return np.clip(z, -self.state_clip, self.state_clip)
+
+    def normalise_action(self, action: np.ndarray) -> np.ndarray:
+        """(..., A) joint units -> (..., A) float64, NOT clamped (callers clamp to [-1, 1])."""
+        return (np.asarray(action, dtype=np.float64) - self.action_center) / self.action_half_range
+
+    def denormalise_action(self, action: np.ndarray) -> np.ndarray:
+        """(..., A) normalised -> (..., A) float64 joint units."""
+        return np.asarray(action, dtype=np.float64) * self.action_half_range + self.action_center
+
+    # --- serialisation ---------------------------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Named float32 arrays (for weights dicts and checkpoints)."""
+        return {
+            STATE_MEAN: self.state_mean.copy(),
+            STATE_STD: self.state_std.copy(),
+            ACTION_LOW: self.action_low.copy(),
+            ACTION_HIGH: self.action_high.copy(),
+            ACTION_SCALE: np.array([self.action_scale], dtype=np.float32),
+            STATE_CLIP: np.array([self.state_clip], dtype=np.float32),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Normaliser":
+        missing = [n for n in ARRAY_NAMES if n not in arrays]
+        if missing:
+            raise ValueError(f"normaliser arrays missing: {missing}")
+        return cls(arrays[STATE_MEAN], arrays[STATE_STD], arrays[ACTION_LOW], arrays[ACTION_HIGH],
+                   float(np.asarray(arrays[ACTION_SCALE]).reshape(-1)[0]),
+                   float(np.asarray(arrays[STATE_CLIP]).reshape(-1)[0]))

@@ -1,0 +1,232 @@
+"""Residual agent contracts: zero initial residual, bounded residual, 2-of-N target heads,
+LayerNorm, which losses reach the encoder."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from resfit_ros.learning import ResidualPolicy
+from resfit_ros.learning.networks import CriticEnsemble
+from test.learning.conftest import (ACTION_DIM, CAMERAS, FEATURE_DIM, IMAGE, STATE_DIM, filled_buffer,
+                                    make_agent, tiny_config)
+
+
+def policy_for(agent, cameras=True, features=True) -> ResidualPolicy:
+    return ResidualPolicy(agent.config, STATE_DIM, ACTION_DIM, CAMERAS if cameras else [], IMAGE,
+                          FEATURE_DIM if features else 0, agent.get_weights())
+
+
+def test_zero_initialised_actor_commands_exactly_the_base_action():
+    agent = make_agent()
+    policy = policy_for(agent)
+    rng = np.random.default_rng(0)
+    normaliser = agent.normaliser
+    for _ in range(20):
+        base = rng.uniform(normaliser.action_low, normaliser.action_high)       # inside the widened range
+        residual = policy.act(rng.normal(size=STATE_DIM) * 5, base,
+                              rng.integers(0, 256, (2, 3, IMAGE, IMAGE), dtype=np.uint8),
+                              rng.normal(size=FEATURE_DIM))
+        assert residual.dtype == np.float64 and residual.shape == (ACTION_DIM,)
+        assert np.array_equal(residual, np.zeros(ACTION_DIM))
+        assert np.array_equal(base + residual, base)
+
+
+def test_state_only_and_feature_only_modes_start_at_zero_too():
+    for cameras, features in ((False, False), (False, True)):
+        agent = make_agent(cameras=cameras, features=features)
+        policy = policy_for(agent, cameras, features)
+        residual = policy.act(np.ones(STATE_DIM), np.zeros(ACTION_DIM),
+                              features=np.ones(FEATURE_DIM) if features else None)
+        assert np.array_equal(residual, np.zeros(ACTION_DIM))
+
+
+def _randomised_policy(scale: float) -> ResidualPolicy:
+    agent = make_agent(action_scale=scale)
+    weights = agent.get_weights()
+    rng = np.random.default_rng(1)
+    for name in weights:
+        if name.startswith("actor."):   # large random weights: tanh saturates for many inputs
+            weights[name] = (rng.normal(size=weights[name].shape) * 5).astype(np.float32)
+    return ResidualPolicy(agent.config, STATE_DIM, ACTION_DIM, CAMERAS, IMAGE, FEATURE_DIM, weights)
+
+
+POLICY = _randomised_policy(0.2)
+finite = st.floats(allow_nan=False, allow_infinity=False)   # includes +-1.8e308 and subnormals
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(state=st.lists(finite, min_size=STATE_DIM, max_size=STATE_DIM),
+       base=st.lists(finite, min_size=ACTION_DIM, max_size=ACTION_DIM),
+       feats=st.lists(finite, min_size=FEATURE_DIM, max_size=FEATURE_DIM),
+       pixel=st.integers(0, 255), explore=st.booleans())
+def test_residual_is_bounded_by_action_scale_for_any_input(state, base, feats, pixel, explore):
+    policy, normaliser = POLICY, POLICY.normaliser
+    images = np.full((2, 3, IMAGE, IMAGE), pixel, np.uint8)
+    base = np.array(base)
+    base_n = normaliser.normalise_action(base)
+    residual_n = policy._residual_normalised(np.array(state), base_n, images, np.array(feats))
+    assert np.all(np.isfinite(residual_n)) and np.all(np.abs(residual_n) <= 0.2)
+    residual = policy.act(np.array(state), base, images, np.array(feats), explore=explore,
+                          rng=np.random.default_rng(0))
+    command = base + residual
+    assert np.all(np.isfinite(residual))
+    # the command is inside the widened demo range ...
+    assert np.all(command >= normaliser.action_low - 1e-3 * np.maximum(1, np.abs(base)))
+    assert np.all(command <= normaliser.action_high + 1e-3 * np.maximum(1, np.abs(base)))
+    # ... and, for a base inside that range, at most action_scale (normalised) away from it
+    inside = np.abs(base_n) <= 1
+    assert np.all(np.abs(residual[inside]) <= 0.2 * normaliser.action_half_range[inside] * (1 + 1e-9))
+
+
+def test_non_finite_inputs_give_a_nan_residual():
+    residual = POLICY.act(np.full(STATE_DIM, np.nan), np.zeros(ACTION_DIM),
+                          np.zeros((2, 3, IMAGE, IMAGE), np.uint8), np.zeros(FEATURE_DIM))
+    assert np.all(np.isnan(residual))
+
+
+def test_td_target_uses_exactly_two_random_target_heads():
+    agent = make_agent(num_critic_heads=6)
+    buffer = filled_buffer()
+    calls = []
+    original = agent.critic_target.forward
+
+    def recording_forward(critic_input, heads=None):
+        out = original(critic_input, heads)
+        full = original(critic_input)          # all heads, same weights (before the Polyak step)
+        calls.append((heads.clone() if heads is not None else None, full, out.clone()))
+        return out
+
+    agent.critic_target.forward = recording_forward
+    pairs = set()
+    for _ in range(30):
+        batch = buffer.sample(8)
+        agent.update(batch, update_actor=False)
+        heads, full, out = calls[-1]
+        assert heads is not None and heads.shape == (2,) and len(set(heads.tolist())) == 2
+        assert out.shape == (2, 8)
+        pairs.add(tuple(sorted(heads.tolist())))
+        # the selected heads are exactly those heads of the full ensemble
+        assert torch.allclose(out, full[heads], atol=1e-6)
+    assert len(calls) == 30 and len(pairs) > 3           # randomly chosen, not fixed
+
+
+def test_td_target_is_min_of_the_two_heads():
+    agent = make_agent()
+    batch = filled_buffer().sample(8)
+    seen = {}
+    original = agent.critic_target.forward
+
+    def recording_forward(critic_input, heads=None):
+        seen["q"] = original(critic_input, heads)
+        return seen["q"]
+
+    agent.critic_target.forward = recording_forward
+    captured = {}
+    critic_forward = agent.critic.forward
+
+    def critic_recording(critic_input, heads=None):
+        out = critic_forward(critic_input, heads)
+        captured.setdefault("q", out.detach())
+        return out
+
+    agent.critic.forward = critic_recording
+    stats = agent.update(batch, update_actor=False)
+    target = batch.nstep_reward + batch.nstep_discount * seen["q"].min(0).values
+    per_head = ((captured["q"] - target) ** 2).mean(1)
+    assert stats["losses/critic"] == pytest.approx(per_head.mean().item(), rel=1e-5)
+
+
+def test_layernorm_in_actor_and_critic():
+    agent = make_agent()
+    layer_norms = [m for m in agent.actor.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(layer_norms) == len(agent.config.actor_hidden_dims)
+    # LayerNorm after every hidden Linear makes each head invariant to scaling that Linear's output
+    critic = CriticEnsemble(7, (16, 16), 4)
+    x = torch.randn(5, 7)
+    before = critic(x)
+    with torch.no_grad():
+        for layer in range(2):
+            critic.weights[layer].mul_(9.0)
+            critic.biases[layer].mul_(9.0)
+    assert torch.allclose(critic(x), before, atol=1e-4)
+    assert len(critic.norm_weights) == 2 and critic.norm_weights[0].shape == (4, 1, 16)
+
+
+def test_critic_gradients_reach_the_encoder_and_actor_gradients_do_not():
+    agent = make_agent()
+    batch = filled_buffer().sample(8)
+    counts = {"encoder": 0, "actor": 0, "critic": 0}
+    nonzero = {"encoder": 0}
+
+    def hook(group):
+        def count(grad):
+            counts[group] += 1
+            if group == "encoder":
+                nonzero["encoder"] += int(grad.abs().sum() > 0)
+            return grad
+        return count
+
+    for group, module in (("encoder", agent.encoder), ("actor", agent.actor), ("critic", agent.critic)):
+        for parameter in module.parameters():
+            parameter.register_hook(hook(group))
+    n_encoder = len(list(agent.encoder.parameters()))
+    n_actor = len(list(agent.actor.parameters()))
+    n_critic = len(list(agent.critic.parameters()))
+    agent.update(batch, update_actor=True)
+    assert agent.actor_updates == 1
+    assert counts["encoder"] == n_encoder          # once: from the critic loss only
+    assert nonzero["encoder"] > 0
+    assert counts["critic"] == n_critic            # once: the actor loss does not train the critic
+    assert counts["actor"] == n_actor              # once: from the actor loss
+
+
+def test_actor_waits_for_the_critic_warmup():
+    agent = make_agent(critic_warmup_updates=3)
+    buffer = filled_buffer()
+    actor_before = [p.clone() for p in agent.actor.parameters()]
+    for _ in range(3):
+        stats = agent.update(buffer.sample(8), update_actor=True)
+        assert "losses/actor" not in stats
+    assert all(torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+    stats = agent.update(buffer.sample(8), update_actor=True)
+    assert "losses/actor" in stats and agent.actor_updates == 1
+    assert not all(torch.equal(a, b) for a, b in zip(actor_before, agent.actor.parameters()))
+
+
+def test_train_iteration_does_utd_critic_updates_and_one_actor_update():
+    from resfit_ros.learning import train_iteration
+    agent = make_agent()
+    stats = train_iteration(agent, filled_buffer(), utd=4, update_actor=True)
+    assert (agent.critic_updates, agent.actor_updates) == (4, 1)
+    assert stats["counters/critic_updates"] == 4 and "losses/actor" in stats
+
+
+def test_config_rejects_bad_values_with_the_value_in_the_message():
+    from resfit_ros.config import ConfigError
+    with pytest.raises(ConfigError, match="-0.5"):
+        tiny_config(action_scale=-0.5)
+    with pytest.raises(ConfigError, match="num_target_heads"):
+        tiny_config(num_critic_heads=2, num_target_heads=3)
+
+
+def test_random_shift_is_a_replicate_padded_crop():
+    from resfit_ros.learning.networks import random_shift
+    h = w = 12
+    image = torch.arange(h * w, dtype=torch.int64).view(1, 1, h, w).repeat(64, 3, 1, 1)
+    shifted = random_shift(image, pad=4, generator=torch.Generator().manual_seed(0))
+    seen = set()
+    for n in range(64):
+        dy = int(shifted[n, 0, 6, 6] // w) - 6          # read the shift off an interior pixel
+        dx = int(shifted[n, 0, 6, 6] % w) - 6
+        assert -4 <= dy <= 4 and -4 <= dx <= 4
+        rows = (torch.arange(h) + dy).clamp(0, h - 1)
+        cols = (torch.arange(w) + dx).clamp(0, w - 1)
+        expected = image[n, :, rows][:, :, cols]
+        assert torch.equal(shifted[n], expected)
+        seen.add((dy, dx))
+    assert len(seen) > 20
+    assert torch.equal(random_shift(image, pad=0, generator=None), image)

@@ -1,0 +1,35 @@
+"""Normaliser: widened min-max actions, floored z-score states, float32 round trip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from resfit_ros.learning import Normaliser, NormaliserConfig
+
+
+def test_action_range_is_widened_by_one_plus_action_scale_and_state_std_is_floored():
+    states = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]])
+    actions = np.array([[-1.0, 10.0], [1.0, 10.0], [0.0, 10.0]])
+    n = Normaliser.from_demonstrations(states, actions, action_scale=0.2,
+                                       config=NormaliserConfig(state_min_std=0.1, action_min_half_range=0.5))
+    np.testing.assert_allclose(n.action_low, [-1.2, 10 - 0.6], rtol=1e-6)
+    np.testing.assert_allclose(n.action_high, [1.2, 10 + 0.6], rtol=1e-6)
+    np.testing.assert_allclose(n.state_std, [np.std([0, 2, 4]), 0.1], rtol=1e-6)
+    # a demo extreme maps to 1 / (1 + scale): a residual can push it action_scale * half range further
+    assert n.normalise_action(np.array([1.0, 10.0]))[0] == pytest.approx(1 / 1.2)
+    assert n.denormalise_action(np.array([1.0, 1.0]))[0] == pytest.approx(1.0 + 0.2 * 1.0)
+    np.testing.assert_allclose(n.denormalise_action(n.normalise_action(actions)), actions, atol=1e-6)
+    assert np.all(np.abs(n.normalise_state(np.array([1e9, -1e9]))) == n.state_clip)
+
+
+def test_arrays_round_trip_and_validation():
+    rng = np.random.default_rng(0)
+    n = Normaliser.from_demonstrations(rng.normal(size=(10, 3)), rng.normal(size=(10, 2)), 0.1)
+    arrays = n.to_arrays()
+    assert all(v.dtype == np.float32 for v in arrays.values())
+    m = Normaliser.from_arrays(arrays)
+    np.testing.assert_array_equal(m.to_arrays()["normaliser.action_low"], arrays["normaliser.action_low"])
+    with pytest.raises(ValueError, match="missing"):
+        Normaliser.from_arrays({})
+    with pytest.raises(ValueError, match="NaN"):
+        Normaliser.from_demonstrations(np.full((2, 3), np.nan), np.zeros((2, 2)), 0.1)
