@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from resfit_ros.bags import scan_episodes
@@ -148,18 +149,32 @@ def test_eval_residual_hook_composes_base_and_residual():
     assert residual.seen["features"].shape == (4,) and residual.seen["explore"] is False
 
 
-def test_eval_residual_without_learning_loader_is_a_clear_error(artifact, tmp_path, capsys):
-    import resfit_ros.learning as learning
-
-    if hasattr(learning, "load_residual_policy"):
-        pytest.skip("the learning core provides load_residual_policy now")
-    fake = tmp_path / "residual.ckpt"
-    fake.write_text("x")
+def test_eval_with_a_bad_residual_checkpoint_is_a_clear_error(artifact, tmp_path, capsys):
+    fake = tmp_path / "residual_ckpt"
+    fake.mkdir()
+    (fake / "meta.json").write_text("not json")
     from resfit_ros.cli import main
 
     code = main(["eval", "--task", "g1_pick_lift", "--base", str(artifact), "--residual", str(fake),
-                 "--episodes", "1"])
-    assert code == 2 and "load_residual_policy" in capsys.readouterr().err
+                 "--episodes", "1", "--no-progress"])
+    assert code == 2 and "--residual" in capsys.readouterr().err
+
+
+def test_eval_with_a_zero_residual_equals_the_base(artifact, tmp_path, capsys):
+    """A learner checkpoint whose actor is still zero-initialised must not change a single command."""
+    from resfit_ros.cli import main
+    from resfit_ros.learning import AgentConfig, Normaliser, ResidualAgent
+
+    rng = np.random.default_rng(0)
+    normaliser = Normaliser.from_demonstrations(rng.normal(size=(50, 67)), rng.normal(size=(50, 29)), 0.1)
+    ResidualAgent(AgentConfig(), 67, 29, [], 84, 0, normaliser).save_checkpoint(tmp_path / "ckpt")
+    args = ["eval", "--task", "g1_pick_lift", "--base", str(artifact), "--episodes", "2", "--seed", "3",
+            "--no-progress"]
+    assert main(args) == 0
+    alone = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(args + ["--residual", str(tmp_path / "ckpt")]) == 0
+    combined = capsys.readouterr().out.strip().splitlines()[-1]
+    assert alone.startswith("success_rate=") and combined == alone
 
 
 def test_bags_verb_lists_episodes_and_problems(tmp_path, capsys):
