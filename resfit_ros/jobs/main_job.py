@@ -81,9 +81,23 @@ def run(args: argparse.Namespace) -> int:
     demos = Path("outputs/demos") / TASK
     base = Path("outputs/base") / f"{TASK}_state.safetensors"
     t0 = time.monotonic()
-    if not any(demos.glob("episode_*")):
+    if demos.is_dir():
+        from resfit_ros.bags import scan_episodes
+
+        found = scan_episodes(demos, images=False)
+        good = [e for _, e in found if not isinstance(e, str) and e.success]
+        if len(good) < args.demos:
+            problems = sorted({e for _, e in found if isinstance(e, str)})[:3]
+            stale = demos.with_name(f"{demos.name}.stale-{int(time.time())}")
+            print(f"{demos}: {len(good)} usable demonstrations (need {args.demos})"
+                  + (f"; problems: {problems}" if problems else "") + f"; moved to {stale}", flush=True)
+            demos.rename(stale)
+    if not demos.is_dir():
         _cli("demos", "--task", TASK, "--episodes", str(args.demos), "--out", str(demos), "--seed", "0",
              "--no-images", "--no-progress")
+    if base.is_file() and base.stat().st_mtime < max(p.stat().st_mtime for p in demos.iterdir()):
+        print(f"{base} is older than the demonstrations: training it again", flush=True)
+        base.unlink()
     if not base.is_file():
         _cli("train-bc", "--demos", str(demos), "--out", str(base), "--state-only", "--steps", str(args.bc_steps),
              "--seed", "0", "--no-progress")
