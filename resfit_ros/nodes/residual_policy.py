@@ -29,7 +29,7 @@ from resfit_ros.config import ConfigError, require
 from resfit_ros.core.chunks import ChunkScheduler
 from resfit_ros.core.command import CommandLimits, Watchdog, WatchdogAction, compose_command
 from resfit_ros.core.policy_spec import PolicySpec
-from resfit_ros.core.weights import WeightsRejected, unpack_weights, validate_update
+from resfit_ros.core.weights import WeightsRejected, unpack_weights
 from resfit_ros.msg import EpisodeStatus, LearnerMetrics, Observation, PolicyWeights, StepRecord
 from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, ns_to_stamp, run, steady_timer
 from resfit_ros.nodes.controllers import INTERFACES, ControllerOutput
@@ -124,12 +124,11 @@ class ResidualPolicyNode:
 
         if spec.action_dim != self.robot.dof:
             raise WeightsRejected(f"weights are for {spec.action_dim} joints, robot has {self.robot.dof}")
+        if version <= self.weights_version:
+            raise WeightsRejected(f"version {version} is not newer than the running version {self.weights_version}")
         if self.policy is not None and spec == self.spec:
-            validate_update(weights, self.policy.get_weights(), version, self.weights_version)
-            self.policy.load_weights(weights)
+            self.policy.load_weights(weights)   # validates names, shapes, finiteness; keeps the old on error
         else:
-            if version <= self.weights_version:
-                raise WeightsRejected(f"version {version} is not newer than {self.weights_version}")
             policy = ResidualPolicy(AgentConfig(**spec.agent_config), spec.state_dim, spec.action_dim,
                                     list(spec.camera_names), tuple(spec.image_size), spec.feature_dim)
             policy.load_weights(weights)
