@@ -72,3 +72,30 @@ def test_launch_file_declares_the_graph(monkeypatch, graph_name):
     # the real robot graph never starts a simulator or a judge
     if graph_name == "train_real":
         assert not {"sim_robot", "judge"} & {s.executable for s in graph.nodes}
+
+
+@pytest.mark.parametrize("config", ["sim.yaml", "real.yaml"])
+def test_every_parameter_file_section_matches_a_node_config(config):
+    """Each section of the graphs' parameter files is accepted by the node's config dataclass."""
+    import importlib
+
+    from resfit_ros.config import config_from_dict, read_parameters
+    from resfit_ros.robot import config_dir
+
+    path = config_dir() / config
+    classes = {"sim_robot": "SimRobotConfig", "synchronizer": "SynchronizerConfig",
+               "base_chunk_server": "BaseChunkServerConfig", "residual_policy": "ResidualPolicyConfig",
+               "episode_manager": "EpisodeManagerConfig", "recorder": "RecorderConfig",
+               "learner": "LearnerConfig", "judge": "JudgeConfig"}
+    import yaml
+
+    sections = yaml.safe_load(path.read_text())
+    assert sections, path
+    for node, cls_name in classes.items():
+        if node not in sections:
+            continue
+        module = importlib.import_module(f"resfit_ros.nodes.{node}")
+        values = read_parameters(path, node)
+        if node == "base_chunk_server":
+            values["base_artifact"] = "given/by/the/launch/argument.safetensors"
+        config_from_dict(getattr(module, cls_name), values, source=f"{config} [{node}]")

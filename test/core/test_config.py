@@ -1,0 +1,38 @@
+"""Config is data: bad YAML keys and values give one clear message naming them."""
+import pytest
+
+from resfit_ros.config import ConfigError, load_config, read_parameters
+from resfit_ros.nodes.judge import JudgeConfig
+from resfit_ros.robot import RobotDescription, config_dir
+
+
+def test_unknown_key_wrong_type_and_range_are_named(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("judge:\n  ros__parameters:\n    max_stepz: 3\n")
+    with pytest.raises(ConfigError, match="unknown key.*max_stepz"):
+        load_config(JudgeConfig, p, "judge")
+    p.write_text("judge:\n  ros__parameters:\n    max_steps: fast\n")
+    with pytest.raises(ConfigError, match="max_steps: expected an integer, got 'fast'"):
+        load_config(JudgeConfig, p, "judge")
+    p.write_text("judge:\n  ros__parameters:\n    max_steps: -4\n")
+    with pytest.raises(ConfigError, match="max_steps must be > 0, got -4"):
+        load_config(JudgeConfig, p, "judge")
+    p.write_text("judge: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        read_parameters(p, "judge")
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_parameters(tmp_path / "missing.yaml")
+
+
+def test_robot_description_checks_limits_and_home(tmp_path):
+    robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
+    assert robot.dof == 29 and len(robot.group_indices()) == 5
+    bad = tmp_path / "r.yaml"
+    bad.write_text("name: r\njoints:\n  - {name: a, group: g, lower: 1.0, upper: -1.0, max_velocity: 1}\n"
+                   "controllers: {g: c}\n")
+    with pytest.raises(ConfigError, match="lower 1.0 >= upper -1.0"):
+        RobotDescription.load(bad)
+    bad.write_text("name: r\njoints:\n  - {name: a, group: g, lower: -1, upper: 1, home: 3, max_velocity: 1}\n"
+                   "controllers: {g: c}\n")
+    with pytest.raises(ConfigError, match="home 3.0 outside"):
+        RobotDescription.load(bad)
