@@ -51,9 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "node":  # passes --ros-args through untouched
         from resfit_ros.nodes import run_node
 
-        if len(argv) < 2:
-            print("usage: resfit-ros node <executable> [--ros-args ...]", file=sys.stderr)
-            return 2
+        from resfit_ros.nodes import NODE_MODULES
+
+        usage = ("usage: resfit-ros node <executable> [--ros-args ...]\n"
+                 f"executables: {', '.join(sorted(NODE_MODULES))}")
+        if len(argv) < 2 or argv[1] in ("-h", "--help"):
+            print(usage, file=sys.stdout if len(argv) >= 2 else sys.stderr)
+            return 0 if len(argv) >= 2 else 2
         return run_node(argv[1], argv[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
