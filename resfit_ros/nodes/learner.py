@@ -142,6 +142,7 @@ class Learner:
 
         self.tb = SummaryWriter(str(self.out / "tensorboard"))
         self.version = max(1, a.critic_updates + 1)
+        self.updates_at_start = a.critic_updates
         self.publish_weights()
 
     # -- ROS side -----------------------------------------------------------------------------------
@@ -167,8 +168,10 @@ class Learner:
 
     # -- the training thread --------------------------------------------------------------------------
     def update_budget(self) -> int:
+        # relative to where this run started: a learner resumed from a checkpoint (or an offline
+        # warm-up) at N updates does not wait for N/utd robot steps before updating again
         with self.lock:
-            return self.cfg.initial_updates + self.cfg.utd * self.steps_seen
+            return self.updates_at_start + self.cfg.initial_updates + self.cfg.utd * self.steps_seen
 
     def train_loop(self) -> None:
         from resfit_ros.learning.agent import train_iteration
@@ -212,7 +215,8 @@ class Learner:
     def achieved_utd(self) -> float:
         with self.lock:
             steps = self.steps_seen
-        return float(max(0, self.agent.critic_updates - self.cfg.initial_updates) / steps) if steps else 0.0
+        done = self.agent.critic_updates - self.updates_at_start - self.cfg.initial_updates
+        return float(max(0, done) / steps) if steps else 0.0
 
     def log_episode(self, path: Path) -> None:
         name, success, explore, steps = self.ingest.history[-1]

@@ -1,0 +1,241 @@
+"""ROS-free core of training the residual from episode bags: build normaliser + agent + replay
+buffer from demo / online episode directories (or resume them from a checkpoint), and a train
+loop with checkpointing. Used by `resfit-ros train-offline`; the learner node builds the same
+things the same way (see `build_setup`), so it can call this instead of its own copy.
+
+Resuming is exact: a checkpoint written by `save_offline_checkpoint` is an ordinary
+`ResidualAgent` checkpoint (same files, loadable by `ResidualAgent.from_checkpoint` and
+`resfit-ros eval --residual`) whose meta.json carries one more entry, `offline`: the iteration
+count and the replay buffer's sampling RNG state. The buffer itself is rebuilt from the same bags
+(in sorted order, so its contents are identical), then the RNG is restored: the next batch, and
+therefore the next update, equals the one an uninterrupted run would have made.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from resfit_ros.config import ConfigError, require
+
+log = logging.getLogger(__name__)
+
+OFFLINE_KEY = "offline"
+
+
+class SetupError(ValueError):
+    """The inputs cannot make a learner (no demos, bad base, no cameras, bad checkpoint, ...)."""
+
+
+@dataclass
+class OfflineSettings:
+    """Agent + replay settings; defaults equal the learner node's LearnerConfig."""
+    use_cameras: bool = False
+    seed: int = 0
+    utd: int = 4
+    action_scale: float = 0.1
+    exploration_std: float = 0.05
+    actor_lr: float = 3e-6
+    critic_lr: float = 1e-4
+    hidden_dim: int = 256
+    num_critic_heads: int = 10
+    critic_warmup_updates: int = 1000
+    batch_size: int = 256
+    demo_fraction: float = 0.5
+    nstep: int = 3
+    gamma: float = 0.99
+    online_capacity: int = 200_000
+    demo_capacity: int = 50_000
+
+    def __post_init__(self) -> None:
+        require(self.utd >= 1, f"utd must be >= 1, got {self.utd}")
+        require(self.hidden_dim >= 8, f"hidden_dim must be >= 8, got {self.hidden_dim}")
+        self.agent_config()   # validates the agent fields (ConfigError)
+        self.replay_config()  # validates the replay fields
+
+    def agent_config(self):
+        from resfit_ros.learning.config import AgentConfig
+
+        return AgentConfig(action_scale=self.action_scale, exploration_std=self.exploration_std,
+                           actor_lr=self.actor_lr, critic_lr=self.critic_lr,
+                           actor_hidden_dims=(self.hidden_dim, self.hidden_dim),
+                           critic_hidden_dims=(self.hidden_dim, self.hidden_dim),
+                           num_critic_heads=self.num_critic_heads,
+                           critic_warmup_updates=self.critic_warmup_updates, batch_size=self.batch_size)
+
+    def replay_config(self):
+        from resfit_ros.learning.replay import ReplayConfig
+
+        return ReplayConfig(online_capacity=self.online_capacity, demo_capacity=self.demo_capacity,
+                            demo_fraction=self.demo_fraction, nstep=self.nstep, gamma=self.gamma)
+
+    @classmethod
+    def from_object(cls, obj) -> "OfflineSettings":
+        """Settings from any object with the same attribute names (e.g. the learner's config)."""
+        names = [f for f in cls.__dataclass_fields__]
+        return cls(**{n: getattr(obj, n) for n in names if hasattr(obj, n)})
+
+
+@dataclass
+class OfflineSetup:
+    agent: object                 # ResidualAgent
+    buffer: object                # ReplayBuffer
+    ingest: object                # BagIngest
+    cameras: list[str]
+    image_size: tuple[int, int]
+    iterations: int = 0           # training iterations already done (resumed)
+    resumed_from: Path | None = None
+    problems: dict[str, str] = field(default_factory=dict)   # episode dir -> why it was skipped
+
+
+def agent_from_demos(demos, settings: OfflineSettings, cameras: list[str], image_size: tuple[int, int]):
+    """A fresh ResidualAgent whose normaliser comes from the demonstrations (as the learner does:
+    every recorded observation's state, every demo command)."""
+    from resfit_ros.learning.agent import ResidualAgent
+    from resfit_ros.learning.normaliser import Normaliser
+
+    states = np.concatenate([d.states() for d in demos])
+    actions = np.concatenate([d.command for d in demos])
+    normaliser = Normaliser.from_demonstrations(states, actions, settings.action_scale)
+    return ResidualAgent(settings.agent_config(), states.shape[1], actions.shape[1], cameras, image_size, 0,
+                         normaliser, seed=settings.seed)
+
+
+def load_demos(demos_dir: str | Path, use_cameras: bool):
+    """(successful demos, problems) of `demos_dir`; SetupError when there is none or no camera."""
+    from resfit_ros.bags import load_episodes
+
+    problems: dict[str, str] = {}
+    demos_dir = Path(demos_dir)
+    if not demos_dir.is_dir():
+        raise SetupError(f"demos directory {demos_dir} does not exist")
+    demos = load_episodes(demos_dir, success_only=True, images=use_cameras,
+                          on_problem=lambda p, why: problems.__setitem__(str(p), why))
+    if not demos:
+        raise SetupError(f"demos directory {demos_dir}: no successful demonstration episodes"
+                         + (f" ({len(problems)} unreadable)" if problems else ""))
+    if use_cameras and not demos[0].camera_names:
+        raise SetupError(f"demos directory {demos_dir}: use_cameras is set but the demos have no camera images")
+    return demos, problems
+
+
+def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_artifact: str | Path,
+                settings: OfflineSettings, resume_from: str | Path | None = None,
+                base_policy=None) -> OfflineSetup:
+    """Normaliser + agent + replay buffer + BagIngest from the bags, the learner node's way:
+    demos (successful ones; base actions from the frozen base, cached per base hash next to the
+    demos) into the demo store, then every completed online episode of `episodes_dirs`.
+    resume_from: a checkpoint root/directory to continue from (agent, iteration count, replay RNG).
+    Raises SetupError for unusable inputs (nothing written except the base-action cache)."""
+    from resfit_ros.learning.agent import ResidualAgent
+    from resfit_ros.learning.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint
+    from resfit_ros.learning.from_bags import BagIngest
+    from resfit_ros.learning.replay import ReplayBuffer
+
+    if base_policy is None:
+        from resfit_ros.policy.base import PolicyLoadError, load_base_policy
+
+        try:
+            base_policy = load_base_policy(base_artifact)
+        except (PolicyLoadError, OSError) as exc:
+            raise SetupError(f"base policy {base_artifact}: {exc}") from None
+    demos, problems = load_demos(demos_dir, settings.use_cameras)
+    cameras = list(demos[0].camera_names) if settings.use_cameras else []
+    image_size = tuple(demos[0].images[cameras[0]].shape[1:3]) if cameras else (84, 84)
+    iterations, replay_rng, resumed = 0, None, None
+    if resume_from is not None:
+        try:
+            directory = resolve_checkpoint(resume_from)
+            state, _ = read_checkpoint(directory)
+            agent = ResidualAgent.from_checkpoint(directory)
+        except CheckpointError as exc:
+            raise SetupError(f"cannot resume: {exc}") from None
+        extra = state.get(OFFLINE_KEY) or {}
+        iterations = int(extra.get("iterations", agent.critic_updates // settings.utd))
+        replay_rng = extra.get("replay_rng")
+        resumed = directory
+        if list(agent.camera_names) != cameras or agent.state_dim != demos[0].states().shape[1]:
+            raise SetupError(f"cannot resume from {directory}: it is for cameras {agent.camera_names} and "
+                             f"{agent.state_dim}-D states, the demos give {cameras} and "
+                             f"{demos[0].states().shape[1]}-D")
+    else:
+        agent = agent_from_demos(demos, settings, cameras, image_size)
+    buffer = ReplayBuffer(settings.replay_config(), agent.state_dim, agent.action_dim, len(cameras), image_size,
+                          seed=settings.seed)
+    ingest = BagIngest(buffer, cameras, base_policy, base_artifact)
+    ingest.poll(demos_dir, demo=True)
+    for d in episodes_dirs:
+        ingest.poll(d, demo=False)
+        problems.update(incomplete_episodes(d))
+    for stats in ingest.stats.values():
+        problems.update(stats.skipped)
+    if buffer.num_demo_transitions == 0 and buffer.num_online_transitions == 0:
+        raise SetupError("no usable transitions: " + "; ".join(f"{Path(p).name}: {w}" for p, w in problems.items()))
+    if replay_rng is not None:
+        buffer._rng.bit_generator.state = replay_rng   # noqa: SLF001 (exact resume; see module doc)
+    return OfflineSetup(agent, buffer, ingest, cameras, image_size, iterations, resumed, problems)
+
+
+def incomplete_episodes(root: str | Path) -> dict[str, str]:
+    """BagIngest silently waits for `.incomplete` episodes (the recorder may still be writing);
+    offline, they are problems worth reporting."""
+    from resfit_ros.bags import INCOMPLETE_SUFFIX
+
+    root = Path(root)
+    if not root.is_dir():
+        return {}
+    return {str(p): "incomplete episode (still being written, or the writer crashed)"
+            for p in sorted(root.iterdir()) if p.is_dir() and p.name.startswith("episode_")
+            and p.name.endswith(INCOMPLETE_SUFFIX)}
+
+
+def save_offline_checkpoint(setup: OfflineSetup, ckpt_dir: str | Path, keep_last: int = 2) -> Path:
+    """An ordinary ResidualAgent checkpoint + the `offline` entry (iterations, replay RNG)."""
+    from resfit_ros.learning.checkpoint import write_checkpoint
+
+    state = setup.agent.state_dict()
+    state[OFFLINE_KEY] = {"iterations": int(setup.iterations),
+                          "replay_rng": setup.buffer._rng.bit_generator.state}   # noqa: SLF001
+    return write_checkpoint(ckpt_dir, state, keep_last=keep_last)
+
+
+def train(setup: OfflineSetup, total_iterations: int, utd: int, ckpt_dir: str | Path | None = None,
+          checkpoint_every_updates: int = 2000, on_iteration: Callable[[int, dict], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, keep_last: int = 2) -> dict[str, float]:
+    """Run training iterations (utd critic updates, the last also updating the actor once the
+    agent's critic warm-up is over, exactly as the learner node) until `setup.iterations` reaches
+    `total_iterations`. Checkpoints every `checkpoint_every_updates` critic updates and at the end
+    (if any iteration ran and ckpt_dir is given). Returns the last iteration's statistics."""
+    from resfit_ros.learning.agent import train_iteration
+
+    agent = setup.agent
+    stats: dict[str, float] = {}
+    last_ckpt = agent.critic_updates
+    t0, updates0 = time.monotonic(), agent.critic_updates
+    ran = False
+    while setup.iterations < total_iterations and not (should_stop and should_stop()):
+        stats = train_iteration(agent, setup.buffer, utd,
+                                update_actor=agent.critic_updates >= agent.config.critic_warmup_updates)
+        setup.iterations += 1
+        ran = True
+        stats["charts/updates_per_s"] = (agent.critic_updates - updates0) / max(1e-6, time.monotonic() - t0)
+        if on_iteration is not None:
+            on_iteration(setup.iterations, stats)
+        if ckpt_dir is not None and agent.critic_updates - last_ckpt >= checkpoint_every_updates:
+            save_offline_checkpoint(setup, ckpt_dir, keep_last)
+            last_ckpt = agent.critic_updates
+    if ran and ckpt_dir is not None and agent.critic_updates != last_ckpt:
+        save_offline_checkpoint(setup, ckpt_dir, keep_last)
+    return stats
+
+
+def settings_dict(settings: OfflineSettings) -> dict:
+    return asdict(settings)
+
+
+__all__ = ["ConfigError", "OfflineSettings", "OfflineSetup", "SetupError", "agent_from_demos", "build_setup",
+           "incomplete_episodes", "load_demos", "save_offline_checkpoint", "train"]
