@@ -44,7 +44,9 @@ def test_cmake_install_gives_the_ros_layout_and_runs(tmp_path, ros_domain):
     assert "extend_path" in (pkg / "__init__.py").read_text()
 
     # what `source install/setup.bash && ros2 run resfit_ros echo_observation` does
-    run_env = dict(os.environ, PYTHONPATH=str(site),
+    # the ROS wheels' bootstrapper re-executes Python with its library dirs appended; let it run
+    base_env = {k: v for k, v in os.environ.items() if k != "_ROS_WHEELS_BOOTSTRAP_COMPLETE"}
+    run_env = dict(base_env, PYTHONPATH=str(site),
                    LD_LIBRARY_PATH=f"{install / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}",
                    AMENT_PREFIX_PATH=f"{install}:{VENV}", ROS_DOMAIN_ID=str(ros_domain), PYTHONUNBUFFERED="1")
     probe = subprocess.run([sys.executable, "-c", "import resfit_ros.nodes, resfit_ros.robot as r; "
