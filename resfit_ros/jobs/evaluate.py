@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--execute-steps", type=positive_int, default=None,
                         help="actions executed per chunk before re-planning (default: the whole chunk)")
     parser.add_argument("--control-hz", type=float, default=20.0, help="control rate (default 20)")
+    parser.add_argument("--max-steps", type=positive_int, default=None,
+                        help="episode step limit (default: the task's, 200 for the lift)")
     parser.add_argument("--residual-bound", type=float, default=0.3,
                         help="|residual| limit per joint, rad, as in the residual node (default 0.3)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
@@ -147,7 +149,7 @@ def run(args) -> int:
     bar = tqdm(range(args.episodes), desc=f"eval {args.task} ({args.policy})", unit="ep",
                disable=args.no_progress, dynamic_ncols=True)
     for i in bar:
-        trace = run_episode(env, act, episode_seed(PURPOSE_EVAL, args.seed, i), on_reset)
+        trace = run_episode(env, act, episode_seed(PURPOSE_EVAL, args.seed, i), on_reset, max_steps=args.max_steps)
         successes += trace.success
         bar.set_postfix(success=f"{successes}/{i + 1}")
     bar.close()

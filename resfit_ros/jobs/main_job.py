@@ -32,8 +32,13 @@ TASK = "g1_pick_lift"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training wall time (default 30)")
     parser.add_argument("--out", default="outputs/main_job", help="run directory (default outputs/main_job)")
-    parser.add_argument("--demos", type=positive_int, default=15, help="scripted demonstrations (default 15)")
+    parser.add_argument("--demos", type=positive_int, default=30,
+                        help="scripted demonstrations in the replay buffer (default 30)")
+    parser.add_argument("--base-demos", type=positive_int, default=5,
+                        help="of which the BC base is trained on the first N (default 5: a weak base)")
     parser.add_argument("--bc-steps", type=positive_int, default=2000, help="BC training steps (default 2000)")
+    parser.add_argument("--max-steps", type=positive_int, default=120,
+                        help="episode step limit for training and evaluation (default 120 = 6 s)")
     parser.add_argument("--eval-episodes", type=positive_int, default=100,
                         help="evaluation episodes for base and combined policy (default 100)")
     parser.add_argument("--eval-every", type=int, default=5, help="every N-th training-run episode is an evaluation one")
@@ -47,9 +52,9 @@ def _cli(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def _eval(base: Path, episodes: int, residual: Path | None = None) -> float:
+def _eval(base: Path, episodes: int, max_steps: int, residual: Path | None = None) -> float:
     cmd = [sys.executable, "-m", "resfit_ros.cli", "eval", "--task", TASK, "--base", str(base),
-           "--episodes", str(episodes), "--seed", "1000", "--no-progress"]
+           "--episodes", str(episodes), "--seed", "1000", "--max-steps", str(max_steps), "--no-progress"]
     if residual is not None:
         cmd += ["--residual", str(residual)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -78,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
         print("error: --minutes must be > 0", file=sys.stderr)
         return 2
     out = Path(args.out)
-    demos = Path("outputs/demos") / TASK
-    base = Path("outputs/base") / f"{TASK}_state.safetensors"
+    data = Path("outputs/main_job_data")
+    demos = data / f"demos{args.demos}"
+    base = data / f"base_d{args.base_demos}_s{args.bc_steps}.safetensors"
     t0 = time.monotonic()
     if demos.is_dir():
         from resfit_ros.bags import scan_episodes
@@ -100,13 +106,13 @@ def run(args: argparse.Namespace) -> int:
         base.unlink()
     if not base.is_file():
         _cli("train-bc", "--demos", str(demos), "--out", str(base), "--state-only", "--steps", str(args.bc_steps),
-             "--seed", "0", "--no-progress")
-    base_cache = base.with_suffix(f".eval{args.eval_episodes}.json")
+             "--num-demos", str(args.base_demos), "--seed", "0", "--no-progress")
+    base_cache = base.with_suffix(f".eval{args.eval_episodes}_h{args.max_steps}.json")
     if base_cache.is_file() and base_cache.stat().st_mtime > base.stat().st_mtime:
         base_rate = json.loads(base_cache.read_text())["success_rate"]
     else:
         print(f"evaluating the base on {args.eval_episodes} fixed episodes ...", flush=True)
-        base_rate = _eval(base, args.eval_episodes)
+        base_rate = _eval(base, args.eval_episodes, args.max_steps)
         base_cache.write_text(json.dumps({"success_rate": base_rate}))
     print(f"base success {base_rate:.2f} +- {_stderr(base_rate, args.eval_episodes):.2f} "
           f"({args.eval_episodes} episodes)", flush=True)
@@ -124,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     log = open(out / "graph.log", "a")
     runner = GraphRunner(GRAPHS["train_sim"], {
         "base_artifact": str(base), "demos_dir": str(demos), "output_dir": str(out),
-        "eval_every": str(args.eval_every), "task": TASK}, env=env, output=log)
+        "eval_every": str(args.eval_every), "task": TASK, "max_steps": str(args.max_steps)}, env=env, output=log)
     print(f"training through the train_sim node graph for {args.minutes:g} min (node output: {out / 'graph.log'})",
           flush=True)
     runner.start()
@@ -154,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         print("error: the learner wrote no checkpoint; see", out / "graph.log", file=sys.stderr)
         return 1
     print(f"evaluating base + residual on the same {args.eval_episodes} episodes ...", flush=True)
-    combined = _eval(base, args.eval_episodes, residual=ckpt)
+    combined = _eval(base, args.eval_episodes, args.max_steps, residual=ckpt)
     n = args.eval_episodes
     gain = combined - base_rate
     se = math.hypot(_stderr(base_rate, n), _stderr(combined, n))
