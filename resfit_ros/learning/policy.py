@@ -220,14 +220,15 @@ class ResidualPolicy:
         return self.compose(base_action, residual_n)
 
     def compose(self, base_action: np.ndarray, residual_normalised: np.ndarray) -> np.ndarray:
-        """Joint-unit residual such that base + residual = denormalise(clamp(nb + r, -1, 1))."""
+        """Joint-unit residual. For a base inside the (widened) demo range: base + residual =
+        denormalise(clamp(nb + r, -1, 1)), as the critic models it. For a base outside it (rare: the
+        range is the demos' widened by action_scale) the residual is the plain r * half range,
+        so a zero residual leaves ANY base action exactly as it is; limits are the command layer's job."""
         assert self.normaliser is not None
         base_action = np.asarray(base_action, dtype=np.float64)
         base_n = self.normaliser.normalise_action(base_action)
-        command_n = np.clip(base_n + residual_normalised, -1.0, 1.0)
-        # Two equal forms: (command_n - nb) * half is exact (0 for r = 0) for a base inside the range;
-        # command - base cannot overflow for an absurd base far outside it.
         inside = np.abs(base_n) <= 1.0
+        command_n = np.clip(base_n + residual_normalised, -1.0, 1.0)
         relative = (command_n - np.where(inside, base_n, 0.0)) * self.normaliser.action_half_range
-        absolute = self.normaliser.denormalise_action(command_n) - np.where(inside, 0.0, base_action)
-        return np.where(inside, relative, absolute)
+        additive = np.asarray(residual_normalised, dtype=np.float64) * self.normaliser.action_half_range
+        return np.where(inside, relative, additive)

@@ -74,12 +74,12 @@ def test_residual_is_bounded_by_action_scale_for_any_input(state, base, feats, p
                           rng=np.random.default_rng(0))
     command = base + residual
     assert np.all(np.isfinite(residual))
-    # the command is inside the widened demo range ...
-    assert np.all(command >= normaliser.action_low - 1e-3 * np.maximum(1, np.abs(base)))
-    assert np.all(command <= normaliser.action_high + 1e-3 * np.maximum(1, np.abs(base)))
-    # ... and, for a base inside that range, at most action_scale (normalised) away from it
+    # the residual is at most action_scale (normalised) for every base, inside the range or not
+    assert np.all(np.abs(residual) <= 0.2 * normaliser.action_half_range * (1 + 1e-9))
+    # ... and for a base inside the widened demo range the command stays inside it
     inside = np.abs(base_n) <= 1
-    assert np.all(np.abs(residual[inside]) <= 0.2 * normaliser.action_half_range[inside] * (1 + 1e-9))
+    tol = 1e-3 * np.maximum(1, np.abs(base))
+    assert np.all((command >= normaliser.action_low - tol)[inside]) and np.all((command <= normaliser.action_high + tol)[inside])
 
 
 def test_non_finite_inputs_give_a_nan_residual():
@@ -230,3 +230,18 @@ def test_random_shift_is_a_replicate_padded_crop():
         seen.add((dy, dx))
     assert len(seen) > 20
     assert torch.equal(random_shift(image, pad=0, generator=None), image)
+
+
+def test_zero_residual_leaves_any_base_action_unchanged_even_outside_the_demo_range():
+    """The initial combined policy IS the base, also for base actions beyond the demo range."""
+    import numpy as np
+
+    from resfit_ros.learning import AgentConfig, Normaliser, ResidualAgent, ResidualPolicy
+
+    rng = np.random.default_rng(0)
+    norm = Normaliser.from_demonstrations(rng.normal(size=(50, 6)), rng.uniform(-0.5, 0.5, size=(50, 3)), 0.1)
+    agent = ResidualAgent(AgentConfig(), 6, 3, [], 84, 0, norm)
+    policy = ResidualPolicy(AgentConfig(), 6, 3, [], 84, 0, agent.get_weights())
+    for base in (np.zeros(3), np.array([3.0, -7.0, 0.2]), np.array([1e6, -1e6, 0.5])):
+        residual = policy.act(rng.normal(size=6), base)
+        assert np.all(residual == 0.0) and np.array_equal(base + residual, base)
