@@ -194,7 +194,7 @@ def _plot(eps, base_rate: float, combined: float, window: int, path: Path) -> No
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{TASK}: residual RL through the ROS 2 graph")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
