@@ -86,56 +86,31 @@ class Learner:
 
     # -- set-up: resume or start from the demonstrations -------------------------------------------
     def setup(self) -> None:
-        from resfit_ros.bags import load_episodes
-        from resfit_ros.learning.agent import ResidualAgent
-        from resfit_ros.learning.checkpoint import CheckpointError
-        from resfit_ros.learning.config import AgentConfig
-        from resfit_ros.learning.from_bags import BagIngest
-        from resfit_ros.learning.normaliser import Normaliser
-        from resfit_ros.learning.replay import ReplayBuffer, ReplayConfig
-        from resfit_ros.policy.base import PolicyLoadError, load_base_policy
+        # The same construction as `resfit-ros train-offline` (resfit_ros/learning/offline.py), so
+        # an offline warm-up and a live run share one definition of normaliser, agent and buffer.
+        from resfit_ros.learning.offline import OfflineSettings, SetupError, build_setup
 
         cfg = self.cfg
         log = self.node.get_logger()
+        if not cfg.base_artifact:
+            raise ConfigError("base_artifact must name the frozen base (it gives the demos' base actions)")
+        settings = OfflineSettings.from_object(cfg)
+        resume = self.ckpt_dir if (self.ckpt_dir / "latest").is_file() else None
         try:
-            base = load_base_policy(cfg.base_artifact) if cfg.base_artifact else None
-        except PolicyLoadError as exc:
-            raise ConfigError(f"base_artifact: {exc}") from None
-        demos = load_episodes(cfg.demos_dir, success_only=True, images=cfg.use_cameras)
-        if not demos:
-            raise ConfigError(f"demos_dir {cfg.demos_dir}: no successful demonstration episodes")
-        cameras = list(demos[0].camera_names) if cfg.use_cameras else []
-        image_size = tuple(demos[0].images[cameras[0]].shape[1:3]) if cameras else (84, 84)
-        self.agent = None
-        if self.ckpt_dir.is_dir() and any(self.ckpt_dir.iterdir()):
-            try:
-                self.agent = ResidualAgent.from_checkpoint(self.ckpt_dir)
-                log.info(f"resumed from {self.ckpt_dir} at {self.agent.critic_updates} critic updates")
-            except CheckpointError as exc:
-                log.error(f"cannot resume ({exc}); starting from the demonstrations")
-        if self.agent is None:
-            states = np.concatenate([d.states() for d in demos])
-            actions = np.concatenate([d.command for d in demos])
-            agent_cfg = AgentConfig(action_scale=cfg.action_scale, exploration_std=cfg.exploration_std,
-                                    actor_lr=cfg.actor_lr, critic_lr=cfg.critic_lr,
-                                    actor_hidden_dims=(cfg.hidden_dim, cfg.hidden_dim),
-                                    critic_hidden_dims=(cfg.hidden_dim, cfg.hidden_dim),
-                                    num_critic_heads=cfg.num_critic_heads,
-                                    critic_warmup_updates=cfg.critic_warmup_updates, batch_size=cfg.batch_size)
-            normaliser = Normaliser.from_demonstrations(states, actions, cfg.action_scale)
-            self.agent = ResidualAgent(agent_cfg, states.shape[1], actions.shape[1], cameras, image_size, 0,
-                                       normaliser, seed=cfg.seed)
+            setup = build_setup(cfg.demos_dir, [cfg.episodes_dir], cfg.base_artifact, settings, resume_from=resume)
+        except SetupError as exc:
+            if resume is None:
+                raise ConfigError(str(exc)) from None
+            log.error(f"cannot resume ({exc}); starting from the demonstrations")
+            setup = build_setup(cfg.demos_dir, [cfg.episodes_dir], cfg.base_artifact, settings)
+        if setup.resumed_from is not None:
+            log.info(f"resumed from {setup.resumed_from} at {setup.agent.critic_updates} critic updates")
+        self.agent, self.buffer, self.ingest = setup.agent, setup.buffer, setup.ingest
+        cameras = setup.cameras
         a = self.agent
         self.spec = PolicySpec(agent_config=dict(vars(a.config)), state_dim=a.state_dim, action_dim=a.action_dim,
                                camera_names=tuple(a.camera_names), image_size=tuple(a.image_size),
                                feature_dim=a.feature_dim)
-        self.buffer = ReplayBuffer(ReplayConfig(online_capacity=cfg.online_capacity, demo_fraction=cfg.demo_fraction,
-                                                nstep=cfg.nstep, gamma=cfg.gamma),
-                                   a.state_dim, a.action_dim, len(cameras), image_size, seed=cfg.seed)
-        self.ingest = BagIngest(self.buffer, cameras, base, cfg.base_artifact or None)
-        self.ingest.poll(cfg.demos_dir, demo=True)
-        self.ingest.poll(cfg.episodes_dir, demo=False)
-        self.steps_at_start = self.buffer.num_online_transitions
         log.info(f"replay: {self.buffer.num_demo_transitions} demo + {self.buffer.num_online_transitions} "
                  f"online transitions; {self.spec.state_dim}-D state, cameras {cameras or 'none'}")
         from torch.utils.tensorboard import SummaryWriter
