@@ -54,6 +54,7 @@ class ResidualPolicyConfig:
     prefetch_steps: int = 2              # ask for the next chunk this many ticks before it runs out
     pace_utd: float = 0.0                # simulation: wait for the learner (critic updates per step); 0 = off
     pace_free_steps: int = 0             # training steps before pacing starts
+    pace_learner_timeout_s: float = 10.0 # stop waiting for a learner silent this long (counted from start-up too)
     residual_checkpoint: str = "none"    # learner checkpoint to load at start ('none' = wait for the learner)
     seed: int = 0                        # exploration noise
     diagnostics_period_s: float = 1.0
@@ -64,6 +65,8 @@ class ResidualPolicyConfig:
                 f"got '{self.command_interface}'")
         require(self.warmup_random_steps >= 0, f"warmup_random_steps must be >= 0, got {self.warmup_random_steps}")
         require(self.pace_utd >= 0, f"pace_utd must be >= 0, got {self.pace_utd}")
+        require(self.pace_learner_timeout_s >= 0,
+                f"pace_learner_timeout_s must be >= 0, got {self.pace_learner_timeout_s}")
         require(self.chunk_length >= 1, f"chunk_length must be >= 1, got {self.chunk_length}")
 
 
@@ -91,7 +94,9 @@ class ResidualPolicyNode:
         self.last_position: np.ndarray | None = None
         self.train_steps = 0
         self.learner_updates = 0
-        self.learner_seen_wall = 0.0
+        # a learner that is still starting (torch import, base actions over the demos) is waited
+        # for as long as one that went silent
+        self.learner_seen_wall = time.monotonic()
         self.latencies = np.zeros(1000)
         self.n_latency = 0
         self.counts = {k: 0 for k in ("ticks", "malformed_observations", "stale_observations", "chunk_underruns",
@@ -209,7 +214,7 @@ class ResidualPolicyNode:
     def learner_behind(self) -> bool:
         if self.cfg.pace_utd <= 0 or not self.training_episode():
             return False
-        if time.monotonic() - self.learner_seen_wall > 10.0:
+        if time.monotonic() - self.learner_seen_wall > self.cfg.pace_learner_timeout_s:
             return False  # no learner (or it died): do not wait for it
         return self.learner_updates < self.cfg.pace_utd * (self.train_steps - self.cfg.pace_free_steps)
 
@@ -288,6 +293,8 @@ class ResidualPolicyNode:
     def on_watchdog(self) -> None:
         if not self.running() or self.last_obs_stamp is None:
             return
+        if self.pending is not None:
+            self.try_tick()                        # a paced wait ends when the learner went silent
         decision = self.watchdog.check(self.node.get_clock().now().nanoseconds, self.last_obs_stamp)
         if decision.action is WatchdogAction.COMMAND:
             return

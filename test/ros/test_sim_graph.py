@@ -62,6 +62,9 @@ def test_train_sim_graph_end_to_end(ros_context, ros_domain, tmp_path, tiny_base
         deadline = time.monotonic() + 240
         while graph.poll() is None and time.monotonic() < deadline:
             ros_context.executor.spin_once(timeout_sec=0.05)
+        drain = time.monotonic() + 1.0         # messages already on the wire when the graph stopped
+        while time.monotonic() < drain:
+            ros_context.executor.spin_once(timeout_sec=0.05)
         text = log.read_text(errors="replace")
         assert graph.poll() == 0, f"graph did not stop by itself with code 0:\n{text[-4000:]}"
     finally:
