@@ -106,7 +106,9 @@ def _training_nodes(explore: str) -> tuple[NodeSpec, ...]:
         _node("synchronizer", respawn=True),
         _node("base_chunk_server", parameters={"base_artifact": "$(arg base_artifact)"}, respawn=True),
         _node("residual_policy", parameters={"explore": explore}, respawn=True),
-        _node("episode_manager", respawn=True),
+        # persisted status: a respawned manager continues the episode ids and aborts the episode it ran
+        _node("episode_manager", parameters={"state_file": "$(arg output_dir)/episode_manager_state.json"},
+              respawn=True),
         _node("recorder", parameters={"output_dir": "$(arg output_dir)/episodes"}, respawn=True),
     )
 

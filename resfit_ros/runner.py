@@ -2,9 +2,14 @@
 
 It starts the same processes `ros2 launch` would (one per NodeSpec, with the same --ros-args:
 node name, parameter file, parameter overrides, remappings), prefixes their output with the node
-name, restarts nodes marked `respawn`, shuts the whole graph down when a `required` node exits,
-and forwards Ctrl-C: SIGINT to every node, then SIGTERM, then SIGKILL, so shutdown is bounded
-(rclpy processes sometimes ignore the first signal; see the project's notes).
+name, restarts nodes marked `respawn` (at most `--max-restarts` times each, then it gives up),
+shuts the whole graph down when a `required` node exits, and forwards Ctrl-C: SIGINT to every
+node, then SIGTERM, then SIGKILL, so shutdown is bounded (rclpy processes sometimes ignore the
+first signal; see the project's notes).
+
+With `--pid-dir DIR` the runner keeps `DIR/<node>.pid` (the node's current process id, replaced
+atomically at every start and respawn, removed when the node exits) and `DIR/runner.pid`, so
+supervisors, fault-injection benches and operators find a node's process without parsing logs.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from resfit_ros.graph import GRAPHS, GraphSpec, NodeSpec, resolve_args, substitute
 
@@ -64,7 +70,8 @@ class GraphRunner:
     """Starts, supervises and stops the processes of one graph."""
 
     def __init__(self, graph: GraphSpec, overrides: dict[str, str] | None = None,
-                 env: dict[str, str] | None = None, output=None, max_restarts: int = 5):
+                 env: dict[str, str] | None = None, output=None, max_restarts: int = 5,
+                 pid_dir: str | os.PathLike | None = None):
         from resfit_ros.robot import config_dir
 
         try:
@@ -77,6 +84,10 @@ class GraphRunner:
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.output = output or sys.stdout
         self.max_restarts = max_restarts
+        self.pid_dir = Path(pid_dir) if pid_dir else None
+        if self.pid_dir is not None:
+            self.pid_dir.mkdir(parents=True, exist_ok=True)
+            self._write_pid("runner", os.getpid())
         self.nodes = [_Running(n, node_command(n, self.args)) for n in enabled_nodes(graph, self.args)]
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -88,7 +99,21 @@ class GraphRunner:
                                         stderr=subprocess.STDOUT, text=True, bufsize=1,
                                         start_new_session=True)  # our own Ctrl-C handling decides
         threading.Thread(target=self._pump, args=(node, node.process), daemon=True).start()
+        if self.pid_dir is not None:
+            self._write_pid(node.spec.name, node.process.pid)
         self._say(f"started {node.spec.name} (pid {node.process.pid})")
+
+    def _write_pid(self, name: str, pid: int) -> None:
+        tmp = self.pid_dir / f".{name}.pid.tmp"
+        tmp.write_text(f"{pid}\n")
+        os.replace(tmp, self.pid_dir / f"{name}.pid")   # readers never see a half-written file
+
+    def _remove_pid(self, name: str) -> None:
+        if self.pid_dir is not None:
+            try:
+                (self.pid_dir / f"{name}.pid").unlink()
+            except FileNotFoundError:
+                pass
 
     def _pump(self, node: _Running, proc: subprocess.Popen) -> None:
         assert proc.stdout is not None
@@ -115,6 +140,7 @@ class GraphRunner:
             code = proc.returncode
             node.exit_codes.append(code)
             node.process = None
+            self._remove_pid(node.spec.name)
             self._say(f"{node.spec.name} exited with code {code}")
             if node.spec.required:
                 self.exit_reason = f"required node {node.spec.name} exited ({code})"
@@ -153,6 +179,8 @@ class GraphRunner:
             if n.process is not None:
                 n.exit_codes.append(n.process.wait())
                 n.process = None
+            self._remove_pid(n.spec.name)
+        self._remove_pid("runner")
 
     def run(self) -> int:
         """Run until Ctrl-C/SIGTERM or a required node exits; 0 on a clean stop."""
@@ -183,6 +211,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("graph", help=f"graph to run: {', '.join(GRAPHS)}")
     parser.add_argument("overrides", nargs="*", metavar="key:=value", help="launch arguments")
     parser.add_argument("--show", action="store_true", help="print the launch arguments and commands, run nothing")
+    parser.add_argument("--max-restarts", type=int, default=5, metavar="N",
+                        help="respawn a `respawn` node at most N times, then stop the graph (0: its first exit stops the graph; default 5)")
+    parser.add_argument("--pid-dir", default="", metavar="DIR",
+                        help="keep DIR/<node>.pid with each node's current process id (and DIR/runner.pid)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -190,7 +222,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: unknown graph '{args.graph}'; known: {', '.join(GRAPHS)}", file=sys.stderr)
         return 2
     try:
-        runner = GraphRunner(GRAPHS[args.graph], parse_launch_overrides(args.overrides))
+        if args.max_restarts < 0:
+            raise ValueError(f"--max-restarts must be >= 0, got {args.max_restarts}")
+        runner = GraphRunner(GRAPHS[args.graph], parse_launch_overrides(args.overrides),
+                             max_restarts=args.max_restarts, pid_dir=None if args.show else (args.pid_dir or None))
     except (KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from resfit_ros.bags import types as t
 from resfit_ros.bags.cdr_fast import LayoutError, decode_observations, decode_step_records
 from resfit_ros.bags.errors import BagError
 from resfit_ros.bags.mcap_scan import McapError, read_mcap
-from resfit_ros.bags.writer import INCOMPLETE_SUFFIX
+from resfit_ros.bags.writer import FORMAT_VERSION, INCOMPLETE_SUFFIX
 from resfit_ros.core.observation import ObservationData
 
 # Everything read from metadata.yaml is a string: the base loader (no type resolution) is faster.
@@ -315,14 +315,43 @@ def is_episode_dir(path: Path) -> bool:
     return path.is_dir() and path.name.startswith("episode_")
 
 
+IMPORT_HINT = "resfit-ros bags import-raw {path} --out EPISODES_DIR [--base BASE]"
+
+
+def is_raw_bag(path: str | Path) -> bool:
+    """A rosbag2 directory (metadata.yaml) that is not one of the project's episode bags, e.g. the
+    output of `ros2 bag record` (converted by bags/raw_record.py)."""
+    path = Path(path)
+    if not (path / "metadata.yaml").is_file() or is_episode_dir(path):
+        return False
+    try:
+        info = _metadata(path)
+    except BagError:
+        return False
+    custom = info.get("custom_data")
+    return not (isinstance(custom, dict) and str(custom.get("format", "")) == FORMAT_VERSION)
+
+
+def raw_bag_hint(path: str | Path) -> str:
+    """The problem text for a raw recording found where episode bags were expected."""
+    return ("raw rosbag2 recording (ros2 bag record), not an episode bag: import it with `"
+            + IMPORT_HINT.format(path=path) + "`")
+
+
 def scan_episodes(root: str | Path, *, images: bool = True) -> list[tuple[Path, Episode | str]]:
     """Every episode directory under `root` (sorted by name) with its Episode, or the problem
-    (a string) that keeps it from loading. Never raises for one bad episode."""
+    (a string) that keeps it from loading. Never raises for one bad episode. A raw rosbag2
+    recording (`ros2 bag record`: root itself or a subdirectory) is listed with the problem
+    "raw rosbag2 recording ... import it with `resfit-ros bags import-raw`" (bags/raw_record.py)."""
     root = Path(root)
     if not root.is_dir():
         raise BagError(root, "episode directory does not exist")
+    if is_raw_bag(root):  # a `ros2 bag record` directory where episode bags were expected
+        return [(root, raw_bag_hint(root))]
     out: list[tuple[Path, Episode | str]] = []
-    for path in sorted(p for p in root.iterdir() if is_episode_dir(p)):
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    out.extend((p, raw_bag_hint(p)) for p in subdirs if not is_episode_dir(p) and is_raw_bag(p))
+    for path in (p for p in subdirs if is_episode_dir(p)):
         try:
             out.append((path, read_episode(path, images=images)))
         except BagError as exc:

@@ -215,6 +215,40 @@ class EpisodeManager:
             return self._accept(text + (f": {message}" if message else ""), state=EpisodeState.IDLE,
                                 ready=bool(ok))
 
+    def not_ready(self, message: str) -> EpisodeResult:
+        """IDLE and ready -> IDLE, not ready (something the next episode depends on changed since
+        the reset, e.g. a node restarted that has not seen the robot's state): reset again."""
+        with self._lock:
+            s = self._status
+            if s.state is not EpisodeState.IDLE or not s.ready:
+                return self._refuse(Outcome.NOT_READY, f"state is {s.state.name}, ready {s.ready}")
+            return self._accept(message, ready=False)
+
+    def restore(self, episode_id: int, *, state: EpisodeState = EpisodeState.IDLE, label: int = LABEL_NONE,
+                aborted: bool = False, explore: bool = False, episodes_completed: int = 0, successes: int = 0,
+                episodes_aborted: int = 0) -> EpisodeResult:
+        """Continue from the persisted status of a previous process (the manager restarted).
+
+        Episode ids continue after `episode_id`; the robot must be reset again (not ready). An
+        episode that was RUNNING is ended as aborted (its data is incomplete: nobody counted or
+        labelled its steps meanwhile); an e-stop stays engaged; RESETTING becomes IDLE."""
+        with self._lock:
+            if int(episode_id) < 0 or int(episodes_completed) < 0 or int(successes) < 0 or int(episodes_aborted) < 0:
+                raise ValueError("restore: negative counters")
+            common = dict(episode_id=int(episode_id), explore=bool(explore), ready=False,
+                          episodes_completed=int(episodes_completed), successes=int(successes))
+            if state is EpisodeState.RUNNING:
+                return self._accept(f"episode {episode_id} aborted: the episode manager restarted during it",
+                                    state=EpisodeState.IDLE, label=LABEL_NONE, aborted=True,
+                                    episodes_aborted=int(episodes_aborted) + 1, **common)
+            if state is EpisodeState.ESTOPPED:
+                return self._accept("E-STOP engaged (restored after a restart of the episode manager)",
+                                    state=EpisodeState.ESTOPPED, label=int(label), aborted=bool(aborted),
+                                    episodes_aborted=int(episodes_aborted), **common)
+            return self._accept(f"restarted after episode {episode_id}: reset before the next episode",
+                                state=EpisodeState.IDLE, label=int(label), aborted=bool(aborted),
+                                episodes_aborted=int(episodes_aborted), **common)
+
     def estop(self, engaged: bool) -> EpisodeResult:
         """Engage (any state -> ESTOPPED; aborts a running episode, cancels a reset) or clear it."""
         with self._lock:

@@ -35,7 +35,15 @@ SUPPORTED_ENCODINGS: dict[str, tuple[int, int]] = {
 
 
 class ImageConversionError(ValueError):
-    """An Image cannot be converted: unknown encoding or inconsistent size fields / data length."""
+    """An Image cannot be converted: unknown encoding or inconsistent size fields / data length.
+
+    `reason` (for counters): "encoding" (unsupported), "layout" (size fields, step or data length
+    inconsistent, or an empty image) or "conversion" (the colour conversion failed).
+    """
+
+    def __init__(self, message: str, reason: str = "layout") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -76,14 +84,18 @@ def _as_bytes_array(data: Any) -> np.ndarray:
         return np.asarray(data, dtype=np.uint8).reshape(-1)  # a list of ints
 
 
-def image_to_rgb(height: int, width: int, encoding: str, step: int, is_bigendian: int | bool,
-                 data: Any, size: tuple[int, int] | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from Image fields, resized to `size` = (H, W) with INTER_AREA if given."""
+def check_image_layout(height: int, width: int, encoding: str, step: int, data: Any) -> tuple[int, int, np.ndarray]:
+    """Validate Image fields without converting: (channels, bytes per channel, the data as bytes).
+
+    Raises ImageConversionError (reason "encoding" or "layout"). Cheap: the synchronizer checks
+    every camera message on arrival, so a malformed frame is counted and never queued.
+    """
     height, width, step = int(height), int(width), int(step)
     what = f"image {width}x{height} encoding {encoding!r} step {step}"
     if encoding not in SUPPORTED_ENCODINGS:
         raise ImageConversionError(
-            f"{what}: unsupported encoding {encoding!r}; supported: {', '.join(sorted(SUPPORTED_ENCODINGS))}")
+            f"{what}: unsupported encoding {encoding!r}; supported: {', '.join(sorted(SUPPORTED_ENCODINGS))}",
+            "encoding")
     channels, depth = SUPPORTED_ENCODINGS[encoding]
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"{what}: empty image")
@@ -96,6 +108,16 @@ def image_to_rgb(height: int, width: int, encoding: str, step: int, is_bigendian
         raise ImageConversionError(
             f"{what}: data has {buf.size} bytes, expected step*height = {step}*{height} = {step * height}"
             + (" (truncated)" if buf.size < step * height else ""))
+    return channels, depth, buf
+
+
+def image_to_rgb(height: int, width: int, encoding: str, step: int, is_bigendian: int | bool,
+                 data: Any, size: tuple[int, int] | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from Image fields, resized to `size` = (H, W) with INTER_AREA if given."""
+    height, width, step = int(height), int(width), int(step)
+    what = f"image {width}x{height} encoding {encoding!r} step {step}"
+    channels, depth, buf = check_image_layout(height, width, encoding, step, data)
+    row_bytes = width * channels * depth
     rows = buf.reshape(height, step)[:, :row_bytes]  # strip row padding
     dtype = np.dtype(np.uint16 if depth == 2 else np.uint8)
     if depth == 2:
@@ -108,7 +130,7 @@ def image_to_rgb(height: int, width: int, encoding: str, step: int, is_bigendian
     try:
         rgb = convert_color(img, encoding, "rgb8")
     except (ImageError, cv2.error) as exc:
-        raise ImageConversionError(f"{what}: colour conversion failed: {exc}") from None
+        raise ImageConversionError(f"{what}: colour conversion failed: {exc}", "conversion") from None
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3:  # pragma: no cover - defensive, convert_color contract
         raise ImageConversionError(f"{what}: conversion gave shape {rgb.shape}, expected (H, W, 3)")

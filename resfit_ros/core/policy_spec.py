@@ -35,3 +35,21 @@ class PolicySpec:
                               image_size=tuple(int(x) for x in d["image_size"]), feature_dim=int(d["feature_dim"]))
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"malformed policy spec: {exc}") from None
+
+    def observation_problem(self, state_size: int, images: dict) -> tuple[str, str] | None:
+        """(reason, text) when an observation does not fit the network, else None.
+
+        state_size: len(ObservationData.state_vector()); images: camera -> (H, W, 3) array.
+        Reasons: "state_dim" (other joints/extras than the weights were trained with) and "camera"
+        (a camera the policy sees is missing or has another size).
+        """
+        if state_size != self.state_dim:
+            return "state_dim", f"observation state has {state_size} values, the policy takes {self.state_dim}"
+        for cam in self.camera_names:
+            img = images.get(cam)
+            if img is None:
+                return "camera", f"observation has no image from camera '{cam}' (has {sorted(images)})"
+            if tuple(img.shape[:2]) != tuple(self.image_size):
+                return "camera", (f"camera '{cam}' image is {img.shape[1]}x{img.shape[0]}, the policy takes "
+                                  f"{self.image_size[1]}x{self.image_size[0]}")
+        return None

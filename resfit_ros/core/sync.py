@@ -58,6 +58,9 @@ the live node: `replay` feeds the bag in log-time order with now = log time. Whe
 receive order/time can differ from the synchronizer's, record the synchronizer's own call sequence
 (input index, stamp, now per `add`; `ControlRateSynchronizer.trace` keeps it when asked) and replay
 that: the payload is found by (input, stamp), which is unique because duplicates are rejected.
+`SynchronizerCore` (end of this module) is the node's whole per-message logic around these
+classes (topic -> input, JointState checks, assembly, sequence numbers); the node and the
+conversion of `ros2 bag record` bags (bags/raw_record.py) both run it.
 
 JointStateMerger
 ----------------
@@ -77,7 +80,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 import numpy as np
 
 from resfit_ros.config import require
-from resfit_ros.core.images import image_msg_to_rgb, resize_rgb
+from resfit_ros.core.images import ImageConversionError, check_image_layout, image_msg_to_rgb, resize_rgb
 from resfit_ros.core.observation import ObservationData
 
 NS_PER_S = 1_000_000_000
@@ -251,6 +254,7 @@ class ApproximateTimeSync:
         if len(self.input_names) != num_inputs:
             raise ValueError(f"{len(self.input_names)} input names for {num_inputs} inputs")
         self._lock = threading.Lock()
+        self.last_rejection: str | None = None
         self._stamps: list[list[int]] = [[] for _ in range(num_inputs)]     # strictly increasing
         self._payloads: list[list[Any]] = [[] for _ in range(num_inputs)]
         self._last_stamp: list[int | None] = [None] * num_inputs
@@ -278,6 +282,7 @@ class ApproximateTimeSync:
             self._received += 1
             self._advance_clock(now_ns)
             reason = self._check(input_index, stamp_ns, now_ns)
+            self.last_rejection = reason  # why THIS message was not queued (None: queued)
             if reason is not None:
                 self._dropped[input_index][reason] += 1
                 return []
@@ -632,6 +637,48 @@ class JointStateMerger:
         return position, velocity
 
 
+# rejection reasons of ExtraStateParser (keys of ExtraStateParser.rejected)
+EXTRA_EMPTY = "empty"
+EXTRA_WRONG_LENGTH = "wrong_length"
+EXTRA_NONFINITE = "nonfinite"
+EXTRA_NAMES_CHANGED = "names_changed"
+EXTRA_REASONS = (EXTRA_EMPTY, EXTRA_WRONG_LENGTH, EXTRA_NONFINITE, EXTRA_NAMES_CHANGED)
+
+
+class ExtraStateParser:
+    """Named task-state values (a JointState used as names + positions) checked on arrival.
+
+    The first accepted message of an input fixes its names (the layout of `Observation.extra`, i.e.
+    of the policy's state vector); later messages must carry the same names in the same order.
+    Rejects no names, names/values of different lengths and NaN/inf values. Raises
+    JointStateError(reason in EXTRA_REASONS, message) and counts the reason in `rejected`.
+    """
+
+    def __init__(self) -> None:
+        self.names: dict[str, tuple[str, ...]] = {}   # input -> names fixed by its first message
+        self.rejected = {r: 0 for r in EXTRA_REASONS}
+
+    def _reject(self, reason: str, message: str) -> JointStateError:
+        self.rejected[reason] += 1
+        return JointStateError(reason, message)
+
+    def parse(self, source: str, names: Sequence[str], values: Any) -> tuple[list[str], list[float]]:
+        names = tuple(str(n) for n in names)
+        vals = np.asarray(values, dtype=np.float64).reshape(-1)
+        if not names:
+            raise self._reject(EXTRA_EMPTY, f"{source}: task state without names")
+        if len(vals) != len(names):
+            raise self._reject(EXTRA_WRONG_LENGTH, f"{source}: {len(names)} names but {len(vals)} values")
+        if not np.all(np.isfinite(vals)):
+            bad = [n for n, v in zip(names, vals) if not np.isfinite(v)]
+            raise self._reject(EXTRA_NONFINITE, f"{source}: non-finite task state {bad}")
+        expected = self.names.setdefault(source, names)
+        if names != expected:
+            raise self._reject(EXTRA_NAMES_CHANGED,
+                               f"{source}: names {list(names)} differ from the first message's {list(expected)}")
+        return list(names), vals.tolist()
+
+
 # --- observation assembly -----------------------------------------------------------------------
 def assemble_observation(synced: SyncedSet, input_names: Sequence[str], camera_inputs: dict[str, str],
                          merger: JointStateMerger, image_size: tuple[int, int] | None, sequence: int,
@@ -669,3 +716,144 @@ def assemble_observation(synced: SyncedSet, input_names: Sequence[str], camera_i
         joint_names=list(merger.joint_names), position=position, velocity=velocity, images=images,
         extra=np.asarray(extra_values, dtype=np.float64), extra_names=extra_names,
         source_stamps_ns=[synced.stamps_ns[idx[n]] for n in camera_inputs] + [synced.stamps_ns[i] for i in js_inputs])
+
+
+# --- the synchronizer node's logic, shared with offline replay -----------------------------------
+INPUT_CAMERA = "camera"
+INPUT_JOINTS = "joints"
+INPUT_EXTRA = "extra"
+
+
+@dataclass
+class SynchronizerConfig:
+    """Parameters of the synchronizer node (section `synchronizer` of config/sim.yaml, real.yaml).
+
+    Lives here, not in the node, so that offline replay of raw bags (bags/raw_record.py) reads the
+    same YAML section into the same dataclass without rclpy."""
+
+    robot_description: str = "robots/g1_sim.yaml"  # robot YAML: joint order, cameras, joint-state topics
+    image_size: int = 84                  # images are resized to image_size x image_size RGB
+    use_cameras: bool = True              # false = state only (no image inputs at all)
+    extra_state_topics: list[str] = field(default_factory=list)  # JointState topics of named task state
+    control_rate_hz: float = 20.0         # at most one observation per control period
+    slop_s: float = 0.02                  # largest stamp span of one synchronised set
+    max_age_s: float = 0.2                # older sets are dropped and counted, never emitted
+    queue_size: int = 10                  # per input
+    future_tolerance_s: float = 0.01      # stamps further ahead than this are rejected
+    clock_jump_s: float = 1.0             # time going back more than this resets the queues
+    min_spacing_fraction: float = 0.5     # see ControlRateGate
+    ignored_joint_names: list[str] = field(default_factory=list)  # skipped names (e.g. wheels)
+    velocity_required: bool = True        # reject JointState without velocities
+    diagnostics_period_s: float = 1.0     # /diagnostics publication period
+
+    def __post_init__(self):
+        require(8 <= self.image_size <= 1024, f"image_size must be in [8, 1024], got {self.image_size}")
+        require(self.diagnostics_period_s > 0, f"diagnostics_period_s must be > 0, got {self.diagnostics_period_s}")
+
+    def sync_config(self, inputs: list[str], reference_input: str) -> SyncConfig:
+        return SyncConfig(
+            inputs=list(inputs), reference_input=reference_input, queue_size=self.queue_size,
+            slop_s=self.slop_s, max_age_s=self.max_age_s, future_tolerance_s=self.future_tolerance_s,
+            clock_jump_s=self.clock_jump_s, control_rate_hz=self.control_rate_hz,
+            min_spacing_fraction=self.min_spacing_fraction, ignored_joint_names=list(self.ignored_joint_names),
+            velocity_required=self.velocity_required)
+
+
+def _stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+class SynchronizerCore:
+    """Everything the synchronizer node does between a received message and a published
+    observation, without ROS: which topic feeds which input (cameras in the robot description's
+    order, then its joint-state topics, then `extra_state_topics`; the first joint-state topic is
+    the reference), the per-message JointState check (a rejected message is never offered), the
+    ControlRateSynchronizer, assemble_observation and the sequence counter.
+
+    The node calls `offer(index, msg, now)` from its subscriptions with rclpy messages; offline
+    replay of a raw bag (resfit_ros/bags/raw_record.py) calls it with rosbags messages (same
+    fields). So the same input sequence gives the same observations, live and offline.
+    """
+
+    def __init__(self, config: SynchronizerConfig, robot: Any,
+                 on_reject: Callable[[str, str], None] | None = None, trace: bool = False) -> None:
+        self.config = config
+        cameras = dict(robot.cameras) if config.use_cameras else {}
+        self.camera_inputs = {f"camera/{c}": c for c in cameras}
+        js_inputs = [f"joints{t}" for t in robot.joint_state_topics]
+        self.extra_inputs = [f"extra{t}" for t in config.extra_state_topics]
+        self.inputs = list(self.camera_inputs) + js_inputs + self.extra_inputs
+        self.topics = list(cameras.values()) + list(robot.joint_state_topics) + list(config.extra_state_topics)
+        self.kinds = ([INPUT_CAMERA] * len(cameras) + [INPUT_JOINTS] * len(js_inputs)
+                      + [INPUT_EXTRA] * len(self.extra_inputs))
+        self.reference_index = self.inputs.index(js_inputs[0])
+        self.sync = ControlRateSynchronizer(config.sync_config(self.inputs, js_inputs[0]), trace=trace)
+        self.merger = JointStateMerger(robot.joint_names, config.ignored_joint_names, config.velocity_required)
+        self.extra_parser = ExtraStateParser()
+        self.image_size = (config.image_size, config.image_size)
+        self.sequence = 0
+        self.rejected: dict[str, int] = {}
+        self.on_reject = on_reject
+
+    def indices_of(self, topic: str) -> list[int]:
+        """The input indices `topic` feeds (normally one)."""
+        return [i for i, t in enumerate(self.topics) if t == topic]
+
+    def _reject(self, reason: str, text: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if self.on_reject is not None:
+            self.on_reject(reason, text)
+
+    def offer(self, index: int, msg: Any, now_ns: int) -> list[ObservationData]:
+        """One received message of input `index` (an Image or JointState with the ROS fields);
+        returns the observations to publish now (0 or 1), numbered by `sequence`."""
+        kind = self.kinds[index]
+        if kind == INPUT_JOINTS:
+            try:
+                payload: Any = self.merger.parse(msg.name, msg.position, msg.velocity, source=self.topics[index])
+            except JointStateError as exc:
+                self._reject(f"joint_state_{exc.reason}", str(exc))
+                return []
+            if self.kinds.count(INPUT_JOINTS) == 1 and len(payload.indices) != self.merger.dof:
+                # the only joint-state topic must cover every joint (else no set could ever merge)
+                missing = sorted(set(self.merger.joint_names) - {self.merger.joint_names[i] for i in payload.indices})
+                self._reject("joint_state_missing", f"{self.topics[index]}: no value for joint(s) {missing}")
+                return []
+        elif kind == INPUT_EXTRA:
+            try:
+                payload = self.extra_parser.parse(self.topics[index], msg.name, msg.position)
+            except JointStateError as exc:
+                self._reject(f"extra_{exc.reason}", str(exc))
+                return []
+        else:
+            # layout checked on arrival (cheap, no conversion): a malformed frame is counted and
+            # never queued, so it cannot take a good joint state down with it in a synchronised set
+            try:
+                check_image_layout(msg.height, msg.width, msg.encoding, msg.step, msg.data)
+            except ImageConversionError as exc:
+                self._reject(f"image_{exc.reason}", f"{self.topics[index]}: {exc}")
+                return []
+            payload = msg
+        out = []
+        stamp = _stamp_ns(msg.header.stamp)
+        synced_sets = self.sync.add(index, stamp, payload, now_ns)
+        drop = self.sync.sync.last_rejection
+        if drop is not None and self.on_reject is not None:  # counted by the sync core as dropped/<reason>
+            self.on_reject(drop, f"{self.topics[index]}: message stamped {stamp / NS_PER_S:.3f} s dropped "
+                                 f"({drop}; now {now_ns / NS_PER_S:.3f} s)")
+        for synced in synced_sets:
+            try:
+                obs = assemble_observation(synced, self.inputs, self.camera_inputs, self.merger, self.image_size,
+                                           self.sequence, self.reference_index, self.extra_inputs)
+            except JointStateError as exc:
+                self._reject(f"joint_state_{exc.reason}", f"dropped a synchronised set: {exc}")
+                continue
+            except ImageConversionError as exc:
+                self._reject(f"image_{exc.reason}", f"dropped a synchronised set: {exc}")
+                continue
+            except ValueError as exc:
+                self._reject("set_invalid", f"dropped a synchronised set: {exc}")
+                continue
+            out.append(obs)
+            self.sequence += 1
+        return out

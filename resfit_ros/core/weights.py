@@ -13,7 +13,12 @@ import numpy as np
 
 
 class WeightsRejected(ValueError):
-    """A weights update failed validation; the message says why."""
+    """A weights update failed validation; the message says why, `reason` names the check for
+    counters (bad_tensor, wrong_dof, old_version, ...)."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,9 @@ def unpack_weights(tensors: list[PackedTensor] | list) -> dict[str, np.ndarray]:
         data = bytes(t.data)
         expected = int(np.prod(shape, dtype=np.int64)) * 4
         if len(data) != expected:
-            raise WeightsRejected(f"tensor '{t.name}': {len(data)} bytes for shape {shape} (expected {expected})")
+            raise WeightsRejected(f"tensor '{t.name}': {len(data)} bytes for shape {shape} (expected {expected})",
+                                  "bad_tensor")
         if t.name in weights:
-            raise WeightsRejected(f"tensor '{t.name}' appears twice")
+            raise WeightsRejected(f"tensor '{t.name}' appears twice", "bad_tensor")
         weights[t.name] = np.frombuffer(data, dtype="<f4").reshape(shape).copy()
     return weights

@@ -90,6 +90,8 @@ def run(args) -> int:
             raise ArgumentError(f"--residual {args.residual} does not exist")
         if not 1.0 <= args.control_hz <= 1000.0:
             raise ArgumentError(f"--control-hz must be in [1, 1000], got {args.control_hz}")
+        if not 0.0 <= args.residual_bound < float("inf"):
+            raise ArgumentError(f"--residual-bound must be a finite number >= 0, got {args.residual_bound}")
         base = residual = None
         if args.policy == "base":
             import torch

@@ -79,8 +79,14 @@ def _episodes(root: Path) -> list[tuple[str, bool, bool]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.minutes <= 0:
-        print("error: --minutes must be > 0", file=sys.stderr)
+    # argument checks first: one message, exit 2, nothing computed or written (nan fails too)
+    problem = ("" if args.minutes > 0 else f"--minutes must be > 0, got {args.minutes}") or (
+        "" if args.eval_every >= 0 else f"--eval-every must be >= 0, got {args.eval_every}") or (
+        f"--base-demos {args.base_demos} exceeds --demos {args.demos}" if args.base_demos > args.demos else "") or (
+        f"--out {args.out} exists and is not a directory" if Path(args.out).exists() and not Path(args.out).is_dir()
+        else "")
+    if problem:
+        print(f"resfit-ros main-job: error: {problem}", file=sys.stderr)
         return 2
     out = Path(args.out)
     data = Path("outputs/main_job_data")
@@ -101,7 +107,11 @@ def run(args: argparse.Namespace) -> int:
     if not demos.is_dir():
         _cli("demos", "--task", TASK, "--episodes", str(args.demos), "--out", str(demos), "--seed", "0",
              "--no-images", "--no-progress")
-    if base.is_file() and base.stat().st_mtime < max(p.stat().st_mtime for p in demos.iterdir()):
+    from resfit_ros.bags.reader import is_episode_dir
+
+    # only the episode bags count: the learner's base-action cache (.base_actions) lives there too
+    newest_demo = max((p.stat().st_mtime for p in demos.iterdir() if is_episode_dir(p)), default=0.0)
+    if base.is_file() and base.stat().st_mtime < newest_demo:
         print(f"{base} is older than the demonstrations: training it again", flush=True)
         base.unlink()
     if not base.is_file():
@@ -133,6 +143,12 @@ def run(args: argparse.Namespace) -> int:
         "eval_every": str(args.eval_every), "task": TASK, "max_steps": str(args.max_steps)}, env=env, output=log)
     print(f"training through the train_sim node graph for {args.minutes:g} min (node output: {out / 'graph.log'})",
           flush=True)
+    import signal
+
+    def on_term(_signum, _frame):
+        raise KeyboardInterrupt            # `kill <main job>` stops its graph too (finally below)
+
+    signal.signal(signal.SIGTERM, on_term)
     runner.start()
     deadline = time.monotonic() + args.minutes * 60
     shown = 0

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.timeout <= 0:
-        print("error: --timeout must be > 0", file=sys.stderr)
+    if not args.timeout > 0:   # also refuses nan
+        print(f"resfit-ros operator: error: --timeout must be > 0, got {args.timeout}", file=sys.stderr)
         return 2
     import rclpy
     from std_srvs.srv import SetBool, Trigger

@@ -113,6 +113,8 @@ def run(args) -> int:
           + (f"; resumed from {setup.resumed_from} at iteration {setup.iterations}" if setup.resumed_from else ""))
     for path, why in setup.problems.items():
         print(f"{VERB}: skipped {Path(path).name}: {why}", file=sys.stderr)
+    for why in setup.refused_checkpoints:
+        print(f"{VERB}: refused checkpoint: {why}", file=sys.stderr)
     if setup.iterations >= args.steps:
         print(f"{VERB}: already at iteration {setup.iterations} >= --steps {args.steps}; nothing to do")
         return 0

@@ -154,6 +154,26 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return target
 
 
+def checkpoint_candidates(path: str | Path) -> list[Path]:
+    """Checkpoint directories to resume from, best first: `path` itself if it is one; otherwise
+    the one `latest` names, then every other `ckpt-*` directory of the root, newest first. A
+    reader tries them in order, so a corrupt newest checkpoint falls back to the one before it."""
+    path = Path(path)
+    if (path / META_FILE).is_file():
+        return [path]
+    out: list[Path] = []
+    latest = path / LATEST_FILE
+    if latest.is_file():
+        try:
+            name = latest.read_text().strip()
+        except (OSError, UnicodeDecodeError):
+            name = ""
+        if name and "/" not in name and (path / name).is_dir():
+            out.append(path / name)
+    out += [p for p in reversed(_existing(path)) if p not in out]
+    return out
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], Path]:
     """(nested state, checkpoint directory). Raises CheckpointError on anything missing or corrupt."""
     directory = resolve_checkpoint(path)

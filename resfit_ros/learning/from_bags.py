@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from resfit_ros.bags import INCOMPLETE_SUFFIX, Episode, read_episode
-from resfit_ros.bags.reader import is_episode_dir
+from resfit_ros.bags.reader import is_episode_dir, is_raw_bag, raw_bag_hint
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,13 @@ class BagIngest:
             return []
         added = []
         kind = "demo" if demo else "online"
-        for path in sorted(p for p in root.iterdir() if p.is_dir() and is_episode_dir(p)):
+        subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+        for raw in [root] + [p for p in subdirs if not is_episode_dir(p)]:
+            if raw not in self.seen and is_raw_bag(raw):  # `ros2 bag record` output: say once how to import it
+                self.seen.add(raw)
+                self.stats[kind].skipped[str(raw)] = raw_bag_hint(raw)
+                log.warning("skipped %s: %s", raw, raw_bag_hint(raw))
+        for path in (p for p in subdirs if is_episode_dir(p)):
             if path in self.seen or path.name.endswith(INCOMPLETE_SUFFIX):
                 continue  # done, or still being recorded (it gets its final name when complete)
             self.seen.add(path)

@@ -90,6 +90,7 @@ class OfflineSetup:
     iterations: int = 0           # training iterations already done (resumed)
     resumed_from: Path | None = None
     problems: dict[str, str] = field(default_factory=dict)   # episode dir -> why it was skipped
+    refused_checkpoints: list[str] = field(default_factory=list)  # why newer checkpoints were not used
 
 
 def agent_from_demos(demos, settings: OfflineSettings, cameras: list[str], image_size: tuple[int, int]):
@@ -129,10 +130,12 @@ def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_art
     """Normaliser + agent + replay buffer + BagIngest from the bags, the learner node's way:
     demos (successful ones; base actions from the frozen base, cached per base hash next to the
     demos) into the demo store, then every completed online episode of `episodes_dirs`.
-    resume_from: a checkpoint root/directory to continue from (agent, iteration count, replay RNG).
+    resume_from: a checkpoint root/directory to continue from (agent, iteration count, replay RNG);
+    of a root, the newest checkpoint that reads back intact is used (checkpoint_candidates): a
+    corrupt newest one is refused (reason in `refused_checkpoints`) and the one before it used.
     Raises SetupError for unusable inputs (nothing written except the base-action cache)."""
     from resfit_ros.learning.agent import ResidualAgent
-    from resfit_ros.learning.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint
+    from resfit_ros.learning.checkpoint import CheckpointError, checkpoint_candidates, read_checkpoint
     from resfit_ros.learning.from_bags import BagIngest
     from resfit_ros.learning.replay import ReplayBuffer
 
@@ -146,14 +149,17 @@ def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_art
     demos, problems = load_demos(demos_dir, settings.use_cameras)
     cameras = list(demos[0].camera_names) if settings.use_cameras else []
     image_size = tuple(demos[0].images[cameras[0]].shape[1:3]) if cameras else (84, 84)
-    iterations, replay_rng, resumed = 0, None, None
+    iterations, replay_rng, resumed, refused = 0, None, None, []
     if resume_from is not None:
-        try:
-            directory = resolve_checkpoint(resume_from)
-            state, _ = read_checkpoint(directory)
-            agent = ResidualAgent.from_checkpoint(directory)
-        except CheckpointError as exc:
-            raise SetupError(f"cannot resume: {exc}") from None
+        for directory in checkpoint_candidates(resume_from):
+            try:
+                state, _ = read_checkpoint(directory)
+                agent = ResidualAgent.from_checkpoint(directory)
+                break
+            except CheckpointError as exc:
+                refused.append(str(exc))
+        else:
+            raise SetupError("cannot resume: " + ("; ".join(refused) or f"no checkpoint in {resume_from}"))
         extra = state.get(OFFLINE_KEY) or {}
         iterations = int(extra.get("iterations", agent.critic_updates // settings.utd))
         replay_rng = extra.get("replay_rng")
@@ -177,7 +183,7 @@ def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_art
         raise SetupError("no usable transitions: " + "; ".join(f"{Path(p).name}: {w}" for p, w in problems.items()))
     if replay_rng is not None:
         buffer._rng.bit_generator.state = replay_rng   # noqa: SLF001 (exact resume; see module doc)
-    return OfflineSetup(agent, buffer, ingest, cameras, image_size, iterations, resumed, problems)
+    return OfflineSetup(agent, buffer, ingest, cameras, image_size, iterations, resumed, problems, refused)
 
 
 def incomplete_episodes(root: str | Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ import numpy as np
 from resfit_ros import names
 from resfit_ros.config import require
 from resfit_ros.msg import ActionChunk
-from resfit_ros.nodes.common import make_node, node_config, run
+from resfit_ros.nodes.common import Rejections, make_node, node_config, run
 from resfit_ros.nodes.convert import ObservationError, msg_to_observation
 from resfit_ros.srv import GetActionChunk
 
@@ -50,6 +50,9 @@ class BaseChunkServer:
 
             raise ConfigError(f"cannot load the base policy: {exc}") from None
         self.served = 0
+        # refused requests by reason (rejected/<reason> on /diagnostics): observation_*, inference_failed
+        self.rejections = Rejections(self.node)
+        self.rejections.start_diagnostics(1.0, extra=lambda: {"served": self.served})
         self.node.create_service(GetActionChunk, names.GET_ACTION_CHUNK, self.on_request)
         d = self.policy.describe()
         self.node.get_logger().info(
@@ -61,18 +64,18 @@ class BaseChunkServer:
         try:
             obs = msg_to_observation(request.observation, dof=len(self.policy.joint_names))
         except ObservationError as exc:
-            response.success, response.message = False, f"malformed observation: {exc}"
-            return response
+            return self._refuse(response, f"observation_{exc.reason}", f"malformed observation: {exc}")
         if list(obs.joint_names) != list(self.policy.joint_names):
-            response.success, response.message = False, "observation joint order differs from the policy's"
-            return response
+            return self._refuse(response, "observation_joint_names",
+                                "observation joint order differs from the policy's")
         if request.episode_start:
             self.policy.reset()
         try:
             chunk = self.policy.predict_chunk(obs)            # (k, dof)
-        except (ValueError, KeyError, FloatingPointError) as exc:
-            response.success, response.message = False, f"inference failed: {exc}"
-            return response
+        except (ValueError, KeyError, FloatingPointError, RuntimeError, IndexError, TypeError) as exc:
+            # an observation the network cannot take (other extras, image size, cameras): refuse it,
+            # never let a bad request kill the server
+            return self._refuse(response, "inference_failed", f"inference failed: {exc}")
         msg = ActionChunk(observation_sequence=obs.sequence, joint_names=list(self.policy.joint_names),
                           chunk_length=int(chunk.shape[0]), dof=int(chunk.shape[1]),
                           actions=np.asarray(chunk, dtype=np.float64).reshape(-1).tolist())
@@ -81,6 +84,11 @@ class BaseChunkServer:
         response.success = True
         response.message = f"{(time.perf_counter() - t0) * 1e3:.1f} ms"
         self.served += 1
+        return response
+
+    def _refuse(self, response, reason: str, message: str):
+        self.rejections.reject(reason, message)
+        response.success, response.message = False, message
         return response
 
 

@@ -13,7 +13,8 @@ from typing import Any, Callable, TypeVar
 import rclpy
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.duration import Duration
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, LivelinessPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 
 from resfit_ros.config import ConfigError, config_from_dict
@@ -29,6 +30,14 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
 # Sensor-like streams: keep only the newest few, never block the publisher.
 STREAM = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Presence: every node offers one publisher on names.ALIVE_TOPIC (its own node name) with AUTOMATIC
+# liveliness, asserted by the DDS participant itself; it publishes nothing. When the process dies
+# (kill -9 included) DDS declares the writer not alive within PRESENCE_LEASE_S and subscribers'
+# liveliness callbacks hear it: the episode manager aborts an episode whose nodes stopped.
+PRESENCE_LEASE_S = 1.0
+PRESENCE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                      liveliness=LivelinessPolicy.AUTOMATIC,
+                      liveliness_lease_duration=Duration(nanoseconds=int(PRESENCE_LEASE_S * 1e9)))
 
 
 def node_config(node: Node, cls: type[T]) -> T:
@@ -60,7 +69,15 @@ def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2) -> i
     The spin loop uses spin_once with a timeout rather than rclpy.spin: a process blocked in
     spin() sometimes ignores SIGTERM (see ros2-without-a-ros-install notes); this never hangs.
     """
-    rclpy.init(args=["resfit_ros_node"] + list(argv or []), signal_handler_options=SignalHandlerOptions.NO)
+    problem = ros_args_problem(list(argv or []))
+    if problem is None:
+        try:
+            rclpy.init(args=["resfit_ros_node"] + list(argv or []), signal_handler_options=SignalHandlerOptions.NO)
+        except Exception as exc:  # rcl refuses the arguments (RCLError): a start-up error, not a crash
+            problem = f"cannot start: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    if problem is not None:
+        print(f"[FATAL] {problem}", file=sys.stderr, flush=True)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -69,11 +86,16 @@ def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2) -> i
     try:
         app = build()
         node = app.node
+        presence = None
         # threads=1: callbacks run in this (main) thread, which OpenGL contexts (the simulated
         # cameras) require; more threads let slow callbacks run beside fast ones.
         executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         while rclpy.ok() and not stop.is_set() and not getattr(app, "finished", False):
+            if presence is None and node.get_clock().now().nanoseconds > 0:
+                # up = fully built (models loaded, services created) AND its clock runs (with
+                # use_sim_time, once /clock arrived): before that it would drop every stamped input
+                presence = announce_presence(node)
             executor.spin_once(timeout_sec=0.1)
         code = int(getattr(app, "exit_code", 0))
     except ConfigError as exc:
@@ -94,6 +116,54 @@ def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2) -> i
     return code
 
 
+def announce_presence(node: Node):
+    """The node's presence publisher (see PRESENCE); `run` creates it once the node is built."""
+    from std_msgs.msg import Empty
+
+    from resfit_ros import names
+
+    return node.create_publisher(Empty, names.ALIVE_TOPIC.format(node=node.get_name()), PRESENCE)
+
+
+def ros_args_problem(argv: list[str]) -> str | None:
+    """One line saying what is wrong with the --ros-args of `argv` (parameter files that do not
+    exist or are not parameter YAML, -p/-r without key:=value), or None. Checked before rcl sees
+    them: rcl would raise a long RCLError (and log a second line) instead."""
+    import yaml
+
+    from resfit_ros.config import read_parameters
+
+    inside = False
+    args = iter(argv)
+    for tok in args:
+        if tok == "--ros-args":
+            inside = True
+            continue
+        if tok == "--":
+            inside = False
+            continue
+        if not inside or tok not in ("--params-file", "-p", "--param", "-r", "--remap"):
+            continue
+        value = next(args, None)
+        if value is None:
+            return f"bad --ros-args: {tok} needs an argument"
+        if tok == "--params-file":
+            try:
+                read_parameters(value)
+            except ConfigError as exc:
+                return f"bad --ros-args: --params-file {exc}"
+            continue
+        key, sep, rhs = value.partition(":=")
+        if not sep or not key or rhs == "":
+            return f"bad --ros-args: {tok} {value!r}: expected key:=value"
+        if tok in ("-p", "--param"):
+            try:
+                yaml.safe_load(rhs)
+            except yaml.YAMLError:
+                return f"bad --ros-args: -p {value!r}: the value is not valid YAML"
+    return None
+
+
 def stamp_to_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
@@ -112,3 +182,66 @@ def steady_timer(node: Node, period_s: float, callback, callback_group=None):
     own stepping must never wait for that."""
     steady = rclpy.clock.Clock(clock_type=rclpy.clock.ClockType.STEADY_TIME)
     return node.create_timer(period_s, callback, callback_group=callback_group, clock=steady)
+
+
+class Rejections:
+    """Counts rejected inputs by reason, logs a throttled line, and reports them on /diagnostics.
+
+    `reject(reason, text)` counts `rejected/<reason>` and warns (at most once per `throttle_s`).
+    Nodes that publish their own DiagnosticStatus merge `values()` into it; the others call
+    `start_diagnostics(period_s, extra=...)` to publish a status named "resfit_ros: <node name>"
+    (the same naming as the synchronizer's and the residual policy's).
+    """
+
+    def __init__(self, node: Node, throttle_s: float = 2.0):
+        self.node = node
+        self.throttle_s = throttle_s
+        self.counts: dict[str, int] = {}
+        self._pub = None
+        self._extra: Callable[[], dict] | None = None
+
+    def count(self, reason: str) -> None:
+        """Count without logging (the caller logs its own line)."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+
+    def reject(self, reason: str, text: str) -> None:
+        self.count(reason)
+        self.node.get_logger().warning(f"rejected ({reason}): {text}", throttle_duration_sec=self.throttle_s)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def values(self) -> dict[str, int]:
+        return {f"rejected/{k}": v for k, v in self.counts.items()}
+
+    def start_diagnostics(self, period_s: float = 1.0, extra: Callable[[], dict] | None = None) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from resfit_ros import names
+
+        self._extra = extra
+        self._pub = self.node.create_publisher(DiagnosticArray, names.DIAGNOSTICS, 10)
+        steady_timer(self.node, period_s, self.publish)
+
+    def publish(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        values = dict(self._extra() if self._extra is not None else {})
+        values.update(self.values())
+        values["rejected_total"] = self.total
+        status = DiagnosticStatus(name=f"resfit_ros: {self.node.get_name()}", hardware_id="resfit_ros",
+                                  level=DiagnosticStatus.OK, message=f"{self.total} inputs rejected")
+        status.values = [KeyValue(key=str(k), value=str(v)) for k, v in sorted(values.items())]
+        diag = DiagnosticArray(status=[status])
+        diag.header.stamp = self.node.get_clock().now().to_msg()
+        self._pub.publish(diag)
+
+
+def status_problem(msg) -> str | None:
+    """Why an EpisodeStatus message is malformed (unknown state or label), or None."""
+    if msg.state not in (0, 1, 2, 3):   # IDLE, RUNNING, RESETTING, ESTOPPED
+        return f"unknown episode state {msg.state}"
+    if msg.label not in (-1, 0, 1):     # LABEL_NONE, LABEL_FAILURE, LABEL_SUCCESS
+        return f"unknown label {msg.label}"
+    return None

@@ -6,16 +6,29 @@ simulated scene when `reset_scene_service` is set), set_estop (SetBool). Topics:
 (latched, on every change), e-stop (std_msgs/Bool latched; also accepted as input from a hardware
 button bridge). Calls in the wrong state are answered success=false with the reason and change
 nothing. Steps are counted from the residual node's StepRecords of the running episode.
+
+Faults: the manager watches the presence (DDS liveliness, nodes/common.py PRESENCE) of the nodes
+an episode depends on (`watched_nodes`): start_episode is refused while one is not running, and a
+running episode is aborted as soon as one stops (its data would not be one consistent, completely
+recorded trajectory). With `state_file` the status is persisted at every change of episode or
+state, so a restarted manager continues the episode ids, keeps an e-stop engaged, and ends the
+episode it was running as aborted.
 """
 from __future__ import annotations
 
+import json
+import os
+import re
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, Empty, UInt64MultiArray
 from std_srvs.srv import SetBool, Trigger
 
 from resfit_ros import names
@@ -24,7 +37,8 @@ from resfit_ros.core.command import CommandLimits, HomingError, HomingTrajectory
 from resfit_ros.core.episode import EpisodeManager, EpisodeState
 from resfit_ros.core.sync import JointStateError, JointStateMerger
 from resfit_ros.msg import EpisodeStatus, StepRecord
-from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, run, steady_timer
+from resfit_ros.nodes.common import (LATCHED, PRESENCE, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
+                                     stamp_to_ns, steady_timer)
 from resfit_ros.nodes.controllers import ControllerOutput
 from resfit_ros.robot import RobotDescription
 from resfit_ros.srv import LabelEpisode, StartEpisode
@@ -38,15 +52,24 @@ class EpisodeManagerConfig:
     reset_scene_service: str = ""          # std_srvs/Trigger called before homing ('' = none; sim: /sim_robot/reset_scene)
     homing_speed_fraction: float = 0.3     # fraction of each joint's max velocity used by homing
     homing_min_duration_s: float = 2.0     # homing never faster than this
+    homing_settle_s: float = 0.1           # "ready" this long after the last homing command (and its state)
     require_reset: bool = False            # refuse start_episode until a reset completed
     joint_state_timeout_s: float = 1.0     # reset fails if no joint state is newer than this
     scene_reset_timeout_s: float = 3.0    # reset fails if the scene reset service does not answer
+    watched_nodes: list[str] = field(default_factory=list)  # node names an episode needs (start refused
+                                           # while one is down; a running episode aborted when one stops)
+    state_file: str = ""                   # persisted status ('' = none): a restart continues the episode ids
+    recorder_lag_steps: int = -1           # >= 0: a label finding the recorder more than this many steps behind
+                                           # AND silent for recorder_silence_s aborts the episode (-1 = no check)
+    recorder_silence_s: float = 0.5        # ... a recorder that is behind but still writing is waited for
+    reset_quiet_s: float = 0.2             # a reset moves the robot only after the policy sent no step this long
 
     def __post_init__(self):
         require(self.control_rate_hz > 0, f"control_rate_hz must be > 0, got {self.control_rate_hz}")
         require(0 < self.homing_speed_fraction <= 1,
                 f"homing_speed_fraction must be in (0, 1], got {self.homing_speed_fraction}")
         require(self.homing_min_duration_s >= 0, f"homing_min_duration_s must be >= 0, got {self.homing_min_duration_s}")
+        require(self.homing_settle_s >= 0, f"homing_settle_s must be >= 0, got {self.homing_settle_s}")
 
 
 class EpisodeManagerNode:
@@ -62,6 +85,12 @@ class EpisodeManagerNode:
         self.homing_step = 0
         self.scene_future = None
         self.output = ControllerOutput(self.node, self.robot, cfg.command_interface, cfg.control_rate_hz)
+        # rejected inputs by reason (rejected/<reason> on /diagnostics): joint_state_*, step_* and
+        # service_<name> for calls refused in the wrong state
+        self.rejections = Rejections(self.node)
+        self.rejections.start_diagnostics(1.0, extra=lambda: {"state": self.core.state.name,
+                                                              "episode_id": self.core.status.episode_id})
+        self.last_step: tuple[int, int] | None = None   # (stamp, step) of the last counted step record
         self.pub_status = self.node.create_publisher(EpisodeStatus, names.EPISODE_STATUS, LATCHED)
         self.pub_estop = self.node.create_publisher(Bool, names.ESTOP, LATCHED)
         # services are quick; the homing timer gets its own group so a slow executor thread
@@ -73,52 +102,208 @@ class EpisodeManagerNode:
         self.node.create_service(Trigger, names.RESET, self.on_reset, callback_group=services)
         self.node.create_service(SetBool, names.SET_ESTOP, self.on_set_estop, callback_group=services)
         self.node.create_subscription(Bool, names.ESTOP, self.on_estop_topic, LATCHED, callback_group=services)
-        self.node.create_subscription(StepRecord, names.STEP_RECORD, self.on_step, STREAM, callback_group=services)
+        self.step_sub = self.node.create_subscription(StepRecord, names.STEP_RECORD, self.on_step, STREAM,
+                                                      callback_group=services)
         for topic in self.robot.joint_state_topics:
             self.node.create_subscription(JointState, topic, lambda m, t=topic: self.on_joints(t, m), STREAM)
         self.scene_client = (self.node.create_client(Trigger, cfg.reset_scene_service)
                              if cfg.reset_scene_service else None)
         steady_timer(self.node, 1.0 / cfg.control_rate_hz, self.on_homing_tick, MutuallyExclusiveCallbackGroup())
+        self.alive = {name: False for name in cfg.watched_nodes}
+        for name in cfg.watched_nodes:
+            self.node.create_subscription(
+                Empty, names.ALIVE_TOPIC.format(node=name), lambda _m: None, PRESENCE, callback_group=services,
+                event_callbacks=SubscriptionEventCallbacks(liveliness=lambda info, n=name: self.on_liveliness(n, info)))
+        self.recorded: dict[int, tuple[int, float]] = {}   # episode id -> (steps the recorder wrote, when)
+        self.label_target: tuple[int, int, float] | None = None    # (episode, steps, since) of a label put off
+        self.min_joint_stamp: int | None = None  # during a scene reset: joint states must be newer
+        self.max_joint_stamp: int | None = None
+        self.node_up_during_reset = False
+        self.homing_wait_deadline = float("inf")
+        self.joint_lock = threading.Lock()
+        self.reset_lock = threading.RLock()    # a reset request and the homing tick never interleave
+        self.last_step_wall = 0.0                # any step record, any state (who is still commanding)
+        self.wait_for_quiet = False
+        self.reset_pending = False
+        self.homing_from_stamp: int | None = None  # newest joint state when the homing was planned
+        self.settle_after: int | None = None       # newest joint state when the last homing command went out
+        self.settle_until = self.settle_deadline = 0.0
+        self.settle_message = ""
+        self.joint_states_received = 0
+        self.settle_received = 0
+        self.started_wall = time.monotonic()
+        self.step_matched_at: float | None = None
+        if cfg.recorder_lag_steps >= 0:
+            self.node.create_subscription(UInt64MultiArray, names.RECORDER_PROGRESS, self.on_recorder_progress,
+                                          STREAM, callback_group=services)
+        self.persisted = None
+        self.persist_lock = threading.Lock()   # status changes come from several executor threads
+        self.restore()
         self.publish_status()
 
+    # -- persisted status (a restarted manager continues) ----------------------------------------
+    def restore(self) -> None:
+        path = Path(self.cfg.state_file) if self.cfg.state_file else None
+        if path is None or not path.is_file():
+            return
+        log = self.node.get_logger()
+        try:
+            d = json.loads(path.read_text())
+            result = self.core.restore(int(d["episode_id"]), state=EpisodeState(int(d["state"])),
+                                       label=int(d["label"]), aborted=bool(d["aborted"]), explore=bool(d["explore"]),
+                                       episodes_completed=int(d["episodes_completed"]), successes=int(d["successes"]),
+                                       episodes_aborted=int(d["episodes_aborted"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error(f"cannot restore the episode status from {path} ({exc}); episode ids start again at 1")
+            return
+        (log.error if result.status.aborted or result.state is EpisodeState.ESTOPPED else log.info)(
+            f"restored from {path}: {result.message}")
+        if result.state is EpisodeState.ESTOPPED:
+            self.pub_estop.publish(Bool(data=True))
+        if d["state"] == int(EpisodeState.RUNNING):
+            # the policy node may go on stepping that episode until our status reaches it (a new
+            # publisher is discovered first): no reset motion may interleave with its commands
+            self.wait_for_quiet = True
+            self.last_step_wall = time.monotonic() + 1.0   # discovery: its steps may not reach us at once
+
+    def persist(self) -> None:
+        """Write the status atomically when the episode or the state changed (not on every step)."""
+        if not self.cfg.state_file:
+            return
+        with self.persist_lock:
+            self._persist()
+
+    def _persist(self) -> None:
+        s = self.core.status
+        d = {"episode_id": int(s.episode_id), "state": int(s.state), "label": int(s.label), "aborted": bool(s.aborted),
+             "explore": bool(s.explore), "episodes_completed": int(s.episodes_completed),
+             "successes": int(s.successes), "episodes_aborted": int(s.episodes_aborted)}
+        if d == self.persisted:
+            return
+        path = Path(self.cfg.state_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "w") as f:
+                json.dump(d, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            self.persisted = d
+        except OSError as exc:
+            self.node.get_logger().error(f"cannot persist the episode status to {path}: {exc}",
+                                         throttle_duration_sec=5.0)
+
+    # -- presence of the nodes an episode needs ---------------------------------------------------
+    def on_liveliness(self, name: str, info) -> None:
+        was = self.alive[name]
+        self.alive[name] = info.alive_count > 0
+        log = self.node.get_logger()
+        if info.alive_count_change < 0 or info.not_alive_count_change > 0:   # a process of `name` stopped
+            log.error(f"{name} stopped")
+            if self.core.state == EpisodeState.RUNNING:
+                result = self.core.abort(f"{name} stopped during the episode")
+                if result.accepted:
+                    self.publish_status()
+                    log.error(result.message)
+        elif self.alive[name] and not was:
+            log.info(f"{name} is up")
+            # a (re)started node has not seen the robot's state since the last reset (a lockstep
+            # simulator sends nothing new until commanded): the next episode needs a reset first
+            if self.core.state == EpisodeState.RESETTING:
+                self.node_up_during_reset = True
+            result = self.core.not_ready(f"{name} (re)started: reset before the next episode")
+            if result.accepted:
+                self.publish_status()
+
+    def on_recorder_progress(self, msg: UInt64MultiArray) -> None:
+        if len(msg.data) == 2:
+            eid, steps = int(msg.data[0]), int(msg.data[1])
+            # only the newest episode matters
+            self.recorded = {eid: (max(steps, self.recorded.get(eid, (0, 0.0))[0]), time.monotonic())}
+
+    def missing_nodes(self) -> list[str]:
+        return [n for n, up in self.alive.items() if not up]
+
     # -- status ------------------------------------------------------------------------------
-    def publish_status(self) -> None:
+    def publish_status(self, stamp_ns: int | None = None) -> None:
+        self.persist()
         s = self.core.status
         msg = EpisodeStatus(state=int(s.state), episode_id=int(s.episode_id), label=int(s.label),
                             aborted=bool(s.aborted), explore=bool(s.explore), steps=int(s.steps),
                             ready=bool(s.ready), episodes_completed=int(s.episodes_completed),
                             successes=int(s.successes), message=s.message)
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        now = self.node.get_clock().now().nanoseconds
+        msg.header.stamp = ns_to_stamp(now if stamp_ns is None else stamp_ns)
         self.pub_status.publish(msg)
 
-    def _answer(self, result, response, ok_field="success"):
+    def _answer(self, result, response, ok_field="success", service=""):
         setattr(response, ok_field, result.accepted)
         response.message = result.message
         if result.accepted:
             self.publish_status()
             self.node.get_logger().info(result.message)
+        elif service:
+            self.rejections.reject(f"service_{service}", f"{service} refused: {result.message}")
         return response
 
     # -- operator services ---------------------------------------------------------------------
     def on_start(self, request, response):
-        response = self._answer(self.core.start(explore=request.explore, note=request.note), response)
+        missing = self.missing_nodes()
+        if missing and self.core.state == EpisodeState.IDLE:
+            response.success, response.episode_id = False, int(self.core.status.episode_id)
+            response.message = f"not started: waiting for {', '.join(missing)} (not running)"
+            return response
+        response = self._answer(self.core.start(explore=request.explore, note=request.note), response,
+                                service="start_episode")
+        if response.success:
+            self.last_step = None
         response.episode_id = int(self.core.status.episode_id)
         return response
 
     def on_label(self, request, response):
+        s = self.core.status
+        if self.cfg.recorder_lag_steps >= 0 and s.state == EpisodeState.RUNNING:
+            eid = int(s.episode_id)
+            recorded, heard = self.recorded.get(eid, (0, 0.0))
+            # the steps the recorder must have: those when the label was first asked for
+            put_off = self.label_target if self.label_target and self.label_target[0] == eid else None
+            target = put_off[1] if put_off else s.steps
+            if recorded < target - self.cfg.recorder_lag_steps:
+                response.accepted, response.episode_id = False, eid
+                silent = time.monotonic() - heard > self.cfg.recorder_silence_s
+                stuck = put_off is not None and time.monotonic() - put_off[2] > 4 * self.cfg.recorder_silence_s
+                if silent or stuck:
+                    # the recorder stopped, or misses the observations of some steps: a label now
+                    # would name an episode whose bag cannot be complete. Abort it at once (not
+                    # trained on, not counted as completed).
+                    why = (f"wrote nothing for {self.cfg.recorder_silence_s:g} s" if silent else
+                           f"did not catch up in {4 * self.cfg.recorder_silence_s:g} s")
+                    result = self.core.abort(f"the recorder has only {recorded} of its {target} steps "
+                                             f"(with their observations) and {why}")
+                    if result.accepted:
+                        self.publish_status()
+                        self.node.get_logger().error(result.message)
+                    response.message = f"not labelled: {result.message}"
+                else:   # behind but writing (a loaded machine): ask again
+                    self.label_target = put_off or (eid, target, time.monotonic())
+                    response.message = (f"not labelled yet: the recorder has {recorded} of the episode's {target} "
+                                        f"steps and is catching up; label again")
+                return response
+        self.label_target = None
         result = self.core.label(request.success, request.note)
         response.episode_id = int(result.episode_id)
-        return self._answer(result, response, ok_field="accepted")
+        return self._answer(result, response, ok_field="accepted", service="label_episode")
 
     def on_abort(self, request, response):
-        return self._answer(self.core.abort(), response)
+        return self._answer(self.core.abort(), response, service="abort_episode")
 
     def on_set_estop(self, request, response):
         result = self.core.estop(bool(request.data))
         if result.accepted:
             self.homing = None  # an e-stop cancels a reset motion at once
             self.pub_estop.publish(Bool(data=bool(request.data)))
-        return self._answer(result, response)
+        return self._answer(result, response, service="set_estop")
 
     def on_estop_topic(self, msg: Bool) -> None:
         # a hardware button bridge may publish here directly; mirror it into the state machine
@@ -130,19 +315,41 @@ class EpisodeManagerNode:
                 self.node.get_logger().error(result.message)
 
     def on_step(self, msg: StepRecord) -> None:
+        self.last_step_wall = time.monotonic()
         s = self.core.status
-        if s.state == EpisodeState.RUNNING and msg.episode_id == s.episode_id:
-            if self.core.step_observed().accepted:
-                self.publish_status()
+        if s.state != EpisodeState.RUNNING:
+            return                          # late records of an ended episode: nothing to count
+        if msg.episode_id != s.episode_id:
+            return self.rejections.reject("step_wrong_episode", f"step record of episode {msg.episode_id} while "
+                                          f"episode {s.episode_id} runs")
+        # a step is counted once: a record equal in stamp (its observation's) and step number to the
+        # last counted one is a duplicate, one stamped before it is out of order
+        key = (stamp_to_ns(msg.header.stamp), int(msg.step))
+        if self.last_step is not None and (key == self.last_step or key[0] < self.last_step[0]):
+            order = "duplicate" if key == self.last_step else "out_of_order"
+            return self.rejections.reject(f"step_{order}", f"step record {msg.step} of episode {msg.episode_id} "
+                                          f"stamped {key[0] / 1e9:.3f} s is {order.replace('_', ' ')}")
+        self.last_step = key
+        if self.core.step_observed().accepted:
+            self.publish_status()
 
     # -- reset: scene (simulation), then a smooth motion home ---------------------------------------
     def on_joints(self, topic: str, msg: JointState) -> None:
         try:
             sample = self.merger.parse(msg.name, msg.position, msg.velocity, source=topic)
         except JointStateError as exc:
-            self.node.get_logger().warn(f"ignored joint state: {exc}", throttle_duration_sec=5.0)
-            return
-        self.joint_positions[topic] = (sample.indices, sample.position, self.node.get_clock().now().nanoseconds)
+            return self.rejections.reject(f"joint_state_{exc.reason}", f"ignored joint state: {exc}")
+        if len(self.robot.joint_state_topics) == 1 and len(sample.indices) != self.robot.dof:
+            return self.rejections.reject("joint_state_missing", f"ignored joint state on {topic}: "
+                                          f"{len(sample.indices)} of the robot's {self.robot.dof} joints")
+        stamp = stamp_to_ns(msg.header.stamp)
+        with self.joint_lock:   # the homing tick (another thread) sets the minimum and clears
+            if self.min_joint_stamp is not None and stamp <= self.min_joint_stamp:
+                return   # from before the scene reset (delivered late): the robot is elsewhere now
+            if stamp <= self.node.get_clock().now().nanoseconds + 1_000_000_000:   # a wrong clock's is no reference
+                self.max_joint_stamp = stamp if self.max_joint_stamp is None else max(self.max_joint_stamp, stamp)
+            self.joint_positions[topic] = (sample.indices, sample.position, self.node.get_clock().now().nanoseconds)
+            self.joint_states_received += 1
 
     def current_positions(self) -> np.ndarray | None:
         now = self.node.get_clock().now().nanoseconds
@@ -153,21 +360,43 @@ class EpisodeManagerNode:
         return q if np.all(np.isfinite(q)) else None
 
     def on_reset(self, request, response):
+        # The homing tick runs in another thread: it must not see RESETTING before the reset's own
+        # steps are set up (it would plan a motion home from the joint state before the scene reset).
+        with self.reset_lock:
+            return self._on_reset(request, response)
+
+    def _on_reset(self, request, response):
+        if self.wait_for_quiet and self.core.state == EpisodeState.IDLE:
+            # quiet counts only once we can hear the policy node (our step subscription matched its
+            # publisher: discovery may take seconds on a loaded machine); nobody there for 5 s: none
+            now = time.monotonic()
+            if self.step_matched_at is None and self.step_sub.get_publisher_count() > 0:
+                self.step_matched_at = now
+            heard_from = self.step_matched_at if self.step_matched_at is not None else self.started_wall + 5.0
+            if now - max(self.last_step_wall, heard_from) < 0.5:
+                response.success = False
+                response.message = ("not reset: the policy is still commanding the interrupted episode "
+                                    "(it has not seen it end yet); try again")
+                return response
+            self.wait_for_quiet = False
         result = self.core.reset_begin()
         if not result.accepted:
-            return self._answer(result, response)
+            return self._answer(result, response, service="reset")
         self.publish_status()
         if self.scene_client is not None:
             if not self.scene_client.service_is_ready():
                 return self._finish_reset(False, f"scene reset service {self.cfg.reset_scene_service} unavailable", response)
-            self.scene_future = self.scene_client.call_async(Trigger.Request())
-            self.scene_deadline = time.monotonic() + self.cfg.scene_reset_timeout_s
-        else:
-            self._begin_homing()
+            if self.max_joint_stamp is None:
+                return self._finish_reset(False, "no joint state received yet", response)
+        # The motion starts once the policy has sent no step for reset_quiet_s (on_homing_tick):
+        # a command it computed before it saw the episode end must not land after a scene reset
+        # or between homing commands.
+        self.reset_pending = True
         response.success, response.message = True, "reset started; status turns ready when the robot is home"
         return response
 
     def _begin_homing(self) -> None:
+        self.homing_from_stamp = self.max_joint_stamp    # the newest state (before any homing command)
         q = self.current_positions()
         if q is None:
             self._finish_reset(False, "no fresh joint state for every joint: cannot plan the motion home")
@@ -180,10 +409,22 @@ class EpisodeManagerNode:
             return
         self.homing_step = 0
 
-    def _finish_reset(self, ok: bool, message: str, response=None):
+    def _finish_reset(self, ok: bool, message: str, response=None, ready_stamp_ns: int | None = None):
         self.homing = None
+        self.settle_after = None
+        self.min_joint_stamp = None
+        if ok and self.node_up_during_reset:
+            ok, message = False, "a node (re)started during the reset: reset again"
+        self.node_up_during_reset = False
         result = self.core.reset_done(ok, message)
-        self.publish_status()
+        # "ready" carries the stamp of the newest joint state when the homing motion was planned:
+        # every state the homing commands produced is newer, every one from before the reset older.
+        # The policy node starts an episode from an observation newer than it (never a stale one).
+        # With ready_stamp_ns (the state the last homing command produced, minus 1 ns) the policy
+        # starts from exactly that state or a newer one, never from a homing state still in flight:
+        # a lockstep simulator would otherwise keep the policy one observation late all episode.
+        ready = ready_stamp_ns if ready_stamp_ns is not None else self.homing_from_stamp
+        self.publish_status(stamp_ns=ready if ok else None)
         if ok:
             self.node.get_logger().info(result.message)
         else:
@@ -194,8 +435,27 @@ class EpisodeManagerNode:
         return None
 
     def on_homing_tick(self) -> None:
+        with self.reset_lock:
+            self._homing_tick()
+
+    def _homing_tick(self) -> None:
         if self.core.state != EpisodeState.RESETTING:
             self.homing = None
+            self.settle_after = None
+            self.reset_pending = False
+            return
+        if self.reset_pending:
+            if time.monotonic() - self.last_step_wall < self.cfg.reset_quiet_s:
+                return
+            self.reset_pending = False
+            if self.scene_client is None:
+                self._begin_homing()
+                return
+            # homing is planned from joint states stamped after the reset only: one from before it
+            # may still be in flight, or processed late by another executor thread
+            self.min_joint_stamp = self.max_joint_stamp
+            self.scene_future = self.scene_client.call_async(Trigger.Request())
+            self.scene_deadline = time.monotonic() + self.cfg.scene_reset_timeout_s
             return
         if self.scene_future is not None:
             if not self.scene_future.done():
@@ -207,17 +467,44 @@ class EpisodeManagerNode:
             if result is None or not result.success:
                 self._finish_reset(False, f"scene reset failed: {getattr(result, 'message', 'no answer')}")
                 return
-            # the joint states from before the scene reset are stale now
-            self.joint_positions.clear()
+            # the joint states from before the scene reset are stale now; the simulator says the stamp
+            # of its reset state (else: newer than any seen when the reset was asked for)
+            m = re.search(r"state stamped (\d+) ns", result.message or "")
+            with self.joint_lock:
+                if m:
+                    self.min_joint_stamp = int(m.group(1)) - 1
+                self.joint_positions.clear()
+            self.homing_wait_deadline = time.monotonic() + self.cfg.joint_state_timeout_s + 2.0
+            return
+        if self.settle_after is not None:
+            with self.joint_lock:
+                newest = self.max_joint_stamp
+                heard = self.joint_states_received > self.settle_received
+            stamped = newest is not None and newest > 0   # a driver that leaves stamps at 0: receive order only
+            if time.monotonic() >= self.settle_until and (newest > self.settle_after if stamped else heard):
+                self._finish_reset(True, self.settle_message,
+                                   ready_stamp_ns=newest - 1 if stamped and newest > self.settle_after else None)
+            elif time.monotonic() > self.settle_deadline:
+                self._finish_reset(False, "no joint state after the last homing command")
             return
         if self.homing is None:
             if self.current_positions() is not None:
                 self._begin_homing()
+            elif time.monotonic() > self.homing_wait_deadline:
+                self._finish_reset(False, "no fresh joint state of every joint after the scene reset")
             return
         self.homing_step += 1
         self.output.send(self.homing.command(self.homing_step))
         if self.homing.done(self.homing_step):
-            self._finish_reset(True, f"home reached in {self.homing.duration_s:.1f} s")
+            # done once the state this command produced has arrived and the stream settled
+            with self.joint_lock:
+                self.settle_after = -1 if self.max_joint_stamp is None else self.max_joint_stamp
+                self.settle_received = self.joint_states_received
+            self.settle_until = time.monotonic() + self.cfg.homing_settle_s
+            self.settle_deadline = time.monotonic() + self.cfg.joint_state_timeout_s + 2.0
+            self.settle_message = (f"home reached in {self.homing.duration_s:.1f} s (planned from the joint state "
+                                   f"stamped {(self.homing_from_stamp or 0) / 1e9:.3f} s)")
+
 
 
 def main(argv=None) -> int:

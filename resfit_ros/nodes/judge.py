@@ -15,7 +15,8 @@ from std_srvs.srv import Trigger
 from resfit_ros import names
 from resfit_ros.config import require
 from resfit_ros.msg import EpisodeStatus
-from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, run, steady_timer
+from resfit_ros.nodes.common import (LATCHED, STREAM, Rejections, make_node, node_config, run, status_problem,
+                                     steady_timer)
 from resfit_ros.srv import LabelEpisode, StartEpisode
 
 
@@ -27,11 +28,13 @@ class JudgeConfig:
     eval_every: int = 0            # every N-th episode is an evaluation episode (0 = never)
     success_topic: str = "/sim_robot/success"  # std_msgs/Bool from the simulator
     stall_timeout_s: float = 30.0  # abort a running episode whose step count does not move for this long
+    call_timeout_s: float = 5.0    # a service call unanswered this long is given up and retried (server restarted)
 
     def __post_init__(self):
         require(self.max_episodes >= 0, f"max_episodes must be >= 0, got {self.max_episodes}")
         require(self.max_steps > 0, f"max_steps must be > 0, got {self.max_steps}")
         require(self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}")
+        require(self.call_timeout_s > 0, f"call_timeout_s must be > 0, got {self.call_timeout_s}")
 
 
 class Judge:
@@ -53,8 +56,13 @@ class Judge:
         self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
         self.node.create_subscription(Bool, self.cfg.success_topic, self.on_success, STREAM)
         steady_timer(self.node, 0.02, self.tick)
+        self.rejections = Rejections(self.node)   # rejected/status_invalid on /diagnostics
+        self.rejections.start_diagnostics(1.0, extra=lambda: {"labelled": self.labelled})
 
     def on_status(self, msg: EpisodeStatus) -> None:
+        problem = status_problem(msg)
+        if problem is not None:
+            return self.rejections.reject("status_invalid", f"episode status: {problem}")
         self.status = msg
 
     def on_success(self, msg: Bool) -> None:
@@ -66,17 +74,25 @@ class Judge:
             return
         self.pending = client.call_async(request)
         self.pending.what = what
+        self.pending.client = client
+        self.pending.deadline = time.monotonic() + self.cfg.call_timeout_s
 
     def tick(self) -> None:
         if self.pending is not None:
             if not self.pending.done():
+                if time.monotonic() > self.pending.deadline:
+                    # the server died with our request (a restarted one never answers it): retry
+                    self.node.get_logger().warning(f"{self.pending.what}: no answer in {self.cfg.call_timeout_s} s; retrying")
+                    self.pending.client.remove_pending_request(self.pending)
+                    self.pending = None
                 return
             result, what = self.pending.result(), self.pending.what
             self.pending = None
             ok = getattr(result, "success", getattr(result, "accepted", False))
             if not ok:
-                self.node.get_logger().warn(f"{what} refused: {result.message}", throttle_duration_sec=2.0)
-                self.retry_after = time.monotonic() + 1.0   # do not hammer a node that is not ready
+                self.node.get_logger().warning(f"{what} refused: {result.message}", throttle_duration_sec=2.0)
+                # do not hammer a node that is not ready; a label put off (recorder catching up) soon
+                self.retry_after = time.monotonic() + (0.1 if what == "label" else 1.0)
             else:
                 self.node.get_logger().info(f"{what}: {result.message}")
                 if what == "label":

@@ -23,7 +23,11 @@ from resfit_ros.config import ConfigError, require
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.weights import pack_weights
 from resfit_ros.msg import LearnerMetrics, PolicyWeights, StepRecord, Tensor
-from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, run
+from resfit_ros.nodes.common import LATCHED, STREAM, Rejections, make_node, node_config, run
+
+# The policy node's training-step count grows by one per step record; a record claiming a larger
+# jump than this is malformed (a forged count would lift the learner's update budget for good).
+MAX_TRAINING_STEP_JUMP = 10_000
 
 
 @dataclass
@@ -75,9 +79,12 @@ class Learner:
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
         self.steps_seen = 0                       # training steps taken by the robot (StepRecords)
+        self.step_records = 0                     # step records accepted
         self.lock = threading.Lock()
         self.pub_weights = self.node.create_publisher(PolicyWeights, names.POLICY_WEIGHTS, LATCHED)
         self.pub_metrics = self.node.create_publisher(LearnerMetrics, names.LEARNER_METRICS, STREAM)
+        self.rejections = Rejections(self.node)   # rejected/step_jump on /diagnostics
+        self.rejections.start_diagnostics(1.0, extra=lambda: {"steps_seen": self.steps_seen})
         self.node.create_subscription(StepRecord, names.STEP_RECORD, self.on_step, STREAM)
         self.setup()
         self.stop = threading.Event()
@@ -103,6 +110,8 @@ class Learner:
                 raise ConfigError(str(exc)) from None
             log.error(f"cannot resume ({exc}); starting from the demonstrations")
             setup = build_setup(cfg.demos_dir, [cfg.episodes_dir], cfg.base_artifact, settings)
+        for reason in setup.refused_checkpoints:
+            log.error(f"refused checkpoint: {reason}")
         if setup.resumed_from is not None:
             log.info(f"resumed from {setup.resumed_from} at {setup.agent.critic_updates} critic updates")
         self.agent, self.buffer, self.ingest = setup.agent, setup.buffer, setup.ingest
@@ -111,8 +120,10 @@ class Learner:
         self.spec = PolicySpec(agent_config=dict(vars(a.config)), state_dim=a.state_dim, action_dim=a.action_dim,
                                camera_names=tuple(a.camera_names), image_size=tuple(a.image_size),
                                feature_dim=a.feature_dim)
+        online = self.ingest.history
         log.info(f"replay: {self.buffer.num_demo_transitions} demo + {self.buffer.num_online_transitions} "
-                 f"online transitions; {self.spec.state_dim}-D state, cameras {cameras or 'none'}")
+                 f"online transitions; {self.spec.state_dim}-D state, cameras {cameras or 'none'}; "
+                 f"{len(online)} online episodes" + (f", newest {online[-1][0]}" if online else ""))
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(self.out / "tensorboard"))
@@ -123,8 +134,18 @@ class Learner:
     # -- ROS side -----------------------------------------------------------------------------------
     def on_step(self, msg: StepRecord) -> None:
         # the policy node's own running count: steps taken before this learner subscribed count too
+        steps = int(msg.training_steps)
         with self.lock:
-            self.steps_seen = max(self.steps_seen, int(msg.training_steps))
+            # the first record sets the count (the policy may have run long before this learner)
+            if self.step_records and steps > self.steps_seen + MAX_TRAINING_STEP_JUMP:
+                jump = steps - self.steps_seen
+            else:
+                jump = 0
+                self.step_records += 1
+                self.steps_seen = max(self.steps_seen, steps)
+        if jump:
+            self.rejections.reject("step_jump", f"step record claims {steps} training steps, {jump} more than "
+                                   f"the {self.steps_seen} seen (at most {MAX_TRAINING_STEP_JUMP})")
 
     def publish_weights(self) -> None:
         msg = PolicyWeights(version=self.version, learner_step=self.agent.critic_updates,
@@ -194,7 +215,8 @@ class Learner:
         return float(max(0, done) / steps) if steps else 0.0
 
     def log_episode(self, path: Path) -> None:
-        name, success, explore, steps = self.ingest.history[-1]
+        # this episode's entry (one poll may ingest several: the newest is not necessarily this one)
+        name, success, explore, steps = next(h for h in reversed(self.ingest.history) if h[0] == path.name)
         window = [s for (_, s, e, _) in self.ingest.history[-20:] if e == explore]
         rate = float(np.mean(window)) if window else 0.0
         kind = "training" if explore else "eval"

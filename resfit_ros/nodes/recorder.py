@@ -9,20 +9,28 @@ flight on other topics land in it. A crash leaves earlier episodes intact and th
 as `<name>.incomplete`, which readers skip (resfit_ros/bags/writer.py).
 
 A write error (disk full, permissions) stops recording with a clear error AND engages the
-e-stop: a robot must not go on acting while its data is silently lost.
+e-stop: a robot must not go on acting while its data is silently lost. The bag writer keeps up to
+1 MB of an episode in memory and writes it in chunks, so a full disk may only show as a write error
+when the episode's bag is closed, after its label; the recorder therefore also watches the free
+space of `output_dir` (`min_free_mb`, checked every 0.25 s) and stops (e-stop) as soon as it runs
+low, which aborts the running episode instead of losing a labelled one.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool
+from std_msgs.msg import Bool, UInt64MultiArray
 
 from resfit_ros import names
 from resfit_ros.config import require
 from resfit_ros.msg import EpisodeStatus, Observation, StepRecord
-from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, run, steady_timer
+from resfit_ros.nodes.common import (LATCHED, STREAM, Rejections, make_node, node_config, run, status_problem,
+                                     steady_timer)
 from resfit_ros.robot import RobotDescription
 
 
@@ -35,10 +43,20 @@ class RecorderConfig:
     finish_delay_s: float = 0.3        # wait this long after the episode ended before closing its bag
     compress: bool = False             # zstd chunk compression (smaller, slower)
     task: str = ""                     # written into each bag's metadata
+    min_free_mb: float = 100.0         # stop recording (and e-stop) when output_dir has less free space
 
     def __post_init__(self):
         require(bool(self.output_dir), "output_dir must not be empty")
         require(0 <= self.finish_delay_s <= 10, f"finish_delay_s must be in [0, 10], got {self.finish_delay_s}")
+        require(self.min_free_mb >= 0, f"min_free_mb must be >= 0, got {self.min_free_mb}")
+
+
+# A recorder must not lose messages while it is busy (opening or closing a bag): a deep reliable queue.
+RECORDING = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Every episode status matters (RUNNING, then the label, then RESETTING may follow within ms): a deep
+# transient-local queue, compatible with the episode manager's latched publisher.
+STATUS_HISTORY = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
+                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class Recorder:
@@ -50,9 +68,16 @@ class Recorder:
         self.episode_id = 0
         self.finish_at: float | None = None
         self.failed = False
+        self.next_space_check = 0.0
         self.saved = 0
         self.newest: dict[str, bytes] = {}
+        self.recent_obs: deque[tuple[int, bytes]] = deque(maxlen=64)   # (sequence, raw observation), newest last
+        self.obs_in_bag: set[int] = set()                  # sequences of the observations in the open bag
+        self.steps_waiting: set[int] = set()
+        self.complete_steps = 0
+        from resfit_ros.bags import EpisodeWriter  # noqa: F401  (import now, not while the first episode starts)
         self.pub_estop = self.node.create_publisher(Bool, names.ESTOP, LATCHED)
+        self.pub_progress = self.node.create_publisher(UInt64MultiArray, names.RECORDER_PROGRESS, STREAM)
         topics = [(Observation, names.OBSERVATION), (StepRecord, names.STEP_RECORD)]
         if cfg.record_raw_inputs:
             topics += [(JointState, t) for t in self.robot.joint_state_topics]
@@ -60,9 +85,13 @@ class Recorder:
             topics += [(JointState, t) for t in cfg.extra_raw_topics]
         for msg_type, topic in topics:
             self.node.create_subscription(msg_type, topic, lambda data, t=topic: self.on_raw(t, data),
-                                          STREAM, raw=True)
-        self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status_raw, LATCHED, raw=True)
+                                          RECORDING, raw=True)
+        self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status_raw, STATUS_HISTORY, raw=True)
         steady_timer(self.node, 0.05, self.on_timer)
+        # raw inputs are recorded as they came (validated by their consumers); only the episode
+        # status, which opens and closes bags, is checked here: rejected/status_invalid
+        self.rejections = Rejections(self.node)
+        self.rejections.start_diagnostics(1.0, extra=lambda: {"episodes_saved": self.saved, "failed": self.failed})
         self.node.get_logger().info(f"recording episodes into {cfg.output_dir}")
 
     def now_ns(self) -> int:
@@ -74,9 +103,55 @@ class Recorder:
         # topic to write into the next bag when it opens.
         if topic != names.STEP_RECORD:
             self.newest[topic] = data
+        seq = None
+        if topic == names.OBSERVATION:
+            seq = self.sequence_of(data)
+            self.recent_obs.append((seq, data))
         if self.writer is None or self.failed:
             return
+        if topic == names.STEP_RECORD:
+            wanted, have = self.write_step_observation(data)
+            self.write(topic, data)
+            if have:
+                self.complete_steps += 1
+            else:
+                self.steps_waiting.add(wanted)      # its observation may still be on its way here
+            return self.publish_progress()
+        if seq is not None:
+            self.obs_in_bag.add(seq)
         self.write(topic, data)
+        if seq is not None and seq in self.steps_waiting:
+            self.steps_waiting.discard(seq)
+            self.complete_steps += 1
+            self.publish_progress()
+
+    def publish_progress(self) -> None:
+        # The episode manager accepts a label only when we have the episode's steps, each with the
+        # observation it acted on (a step without it is useless: the bag could not be trained on).
+        self.pub_progress.publish(UInt64MultiArray(data=[self.episode_id, self.complete_steps]))
+
+    @staticmethod
+    def sequence_of(obs_data: bytes) -> int:
+        from rclpy.serialization import deserialize_message
+
+        return int(deserialize_message(obs_data, Observation).sequence)
+
+    def write_step_observation(self, step_data: bytes) -> tuple[int, bool]:
+        # A step acted on an observation that is not in the bag when it arrived before the bag
+        # opened: the first step's always does (the newest one is written at open, but another
+        # may have arrived meanwhile), and, when this node lags (a loaded machine: the status that
+        # opens the bag processed after the next observations), a few more. Take it from the recent ones.
+        from rclpy.serialization import deserialize_message
+
+        wanted = int(deserialize_message(step_data, StepRecord).observation_sequence)
+        if wanted in self.obs_in_bag:
+            return wanted, True
+        for seq, data in reversed(self.recent_obs):
+            if seq == wanted:
+                self.obs_in_bag.add(seq)
+                self.write(names.OBSERVATION, data)
+                return wanted, True
+        return wanted, False
 
     def write(self, topic: str, data: bytes) -> None:
         try:
@@ -91,6 +166,9 @@ class Recorder:
         from rclpy.serialization import deserialize_message
 
         status = deserialize_message(data, EpisodeStatus)
+        problem = status_problem(status)
+        if problem is not None:   # never let a malformed status open, end or pollute an episode bag
+            return self.rejections.reject("status_invalid", f"episode status: {problem}")
         if self.failed:
             return
         if status.state == EpisodeStatus.RUNNING and status.episode_id != self.episode_id:
@@ -116,10 +194,33 @@ class Recorder:
         self.finish_at = None
         for topic, data in list(self.newest.items()):
             self.write(topic, data)
+        self.obs_in_bag = {self.sequence_of(self.newest[names.OBSERVATION])} if names.OBSERVATION in self.newest else set()
+        self.steps_waiting: set[int] = set()     # observations of written steps not in the bag (yet)
+        self.complete_steps = 0                  # steps written with their observation
 
     def on_timer(self) -> None:
         if self.finish_at is not None and time.monotonic() >= self.finish_at:
             self.finish_now()
+        if not self.failed and time.monotonic() >= self.next_space_check:
+            self.next_space_check = time.monotonic() + 0.25
+            self.check_free_space()
+
+    def check_free_space(self) -> None:
+        import os
+
+        try:
+            st = os.statvfs(self.cfg.output_dir)
+        except FileNotFoundError:
+            return                      # created with the first bag
+        except OSError as exc:
+            return self.fail(f"cannot check the free space of {self.cfg.output_dir}: {exc}")
+        free_mb = st.f_bavail * st.f_frsize / 2**20
+        if free_mb < self.cfg.min_free_mb:
+            if self.finish_at is not None:
+                self.finish_now()       # an episode already labelled: try to keep it (what space is left)
+            running = f"; episode {self.episode_id} is not kept" if self.writer is not None else ""
+            self.fail(f"disk nearly full: {free_mb:.1f} MB free in {self.cfg.output_dir} "
+                      f"(< min_free_mb {self.cfg.min_free_mb:g}){running}")
 
     def finish_now(self) -> None:
         from resfit_ros.bags import BagError
@@ -132,7 +233,7 @@ class Recorder:
             self.saved += 1
             self.node.get_logger().info(f"episode {writer.episode_id}: {writer.steps} steps -> {path}")
         except BagError as exc:  # ended without a label (e.g. the manager restarted): kept incomplete
-            self.node.get_logger().warn(f"episode {writer.episode_id} left incomplete: {exc}")
+            self.node.get_logger().warning(f"episode {writer.episode_id} left incomplete: {exc}")
         except OSError as exc:
             self.fail(f"cannot finish episode {writer.episode_id}: {exc}")
 

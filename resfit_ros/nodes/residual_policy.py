@@ -18,6 +18,7 @@ critic updates per training step, so the achieved UTD equals the configured one.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,9 +30,11 @@ from resfit_ros.config import ConfigError, require
 from resfit_ros.core.chunks import ChunkScheduler
 from resfit_ros.core.command import CommandLimits, Watchdog, WatchdogAction, compose_command
 from resfit_ros.core.policy_spec import PolicySpec
+from resfit_ros.core.stamps import StampOrder
 from resfit_ros.core.weights import WeightsRejected, unpack_weights
 from resfit_ros.msg import EpisodeStatus, LearnerMetrics, Observation, PolicyWeights, StepRecord
-from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, ns_to_stamp, run, steady_timer
+from resfit_ros.nodes.common import (LATCHED, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
+                                     stamp_to_ns, status_problem, steady_timer)
 from resfit_ros.nodes.controllers import INTERFACES, ControllerOutput
 from resfit_ros.nodes.convert import ObservationError, msg_to_observation
 from resfit_ros.robot import RobotDescription
@@ -57,6 +60,7 @@ class ResidualPolicyConfig:
     pace_learner_timeout_s: float = 10.0 # stop waiting for a learner silent this long (counted from start-up too)
     residual_checkpoint: str = "none"    # learner checkpoint to load at start ('none' = wait for the learner)
     seed: int = 0                        # exploration noise
+    future_tolerance_s: float = 1.0      # observations stamped further ahead of the node's clock are rejected
     diagnostics_period_s: float = 1.0
 
     def __post_init__(self):
@@ -68,6 +72,8 @@ class ResidualPolicyConfig:
         require(self.pace_learner_timeout_s >= 0,
                 f"pace_learner_timeout_s must be >= 0, got {self.pace_learner_timeout_s}")
         require(self.chunk_length >= 1, f"chunk_length must be >= 1, got {self.chunk_length}")
+        require(self.future_tolerance_s >= 0, f"future_tolerance_s must be >= 0, got {self.future_tolerance_s}")
+        require(self.diagnostics_period_s > 0, f"diagnostics_period_s must be > 0, got {self.diagnostics_period_s}")
 
 
 class ResidualPolicyNode:
@@ -94,6 +100,9 @@ class ResidualPolicyNode:
         self.last_position: np.ndarray | None = None
         self.train_steps = 0
         self.learner_updates = 0
+        self.learner_env_steps = 0
+        self.learner_restarted = False     # its step count went back: the next training step is not paced
+        self.ready_stamp_ns: int | None = None  # stamp of the last "reset done" status (episodes start after it)
         # a learner that is still starting (torch import, base actions over the demos) is waited
         # for as long as one that went silent
         self.learner_seen_wall = time.monotonic()
@@ -102,10 +111,16 @@ class ResidualPolicyNode:
         self.counts = {k: 0 for k in ("ticks", "malformed_observations", "stale_observations", "chunk_underruns",
                                       "chunk_errors", "weights_loaded", "weights_rejected", "paced_waits")}
         self.watchdog_reason = "ok"
+        # rejected inputs by reason (rejected/<reason> on /diagnostics): observation_*, weights_*,
+        # status_invalid, metrics_malformed; observations are acted on once, in stamp order
+        self.rejections = Rejections(self.node)
+        self.obs_order = StampOrder(cfg.future_tolerance_s)
 
         self.pub_step = self.node.create_publisher(StepRecord, names.STEP_RECORD, STREAM)
         self.pub_diag = self.node.create_publisher(DiagnosticArray, names.DIAGNOSTICS, 10)
         self.chunk_client = self.node.create_client(GetActionChunk, names.GET_ACTION_CHUNK)
+        self.chunk_answers: deque = deque()          # (future, generation) of answered chunk requests
+        self.chunk_ready = self.node.create_guard_condition(self.on_chunk_answers)   # default group
         # All callbacks share the node's default mutually exclusive group: a weights update can
         # never interleave with a tick.
         self.node.create_subscription(Observation, names.OBSERVATION, self.on_observation, STREAM)
@@ -128,9 +143,10 @@ class ResidualPolicyNode:
         from resfit_ros.learning.policy import ResidualPolicy
 
         if spec.action_dim != self.robot.dof:
-            raise WeightsRejected(f"weights are for {spec.action_dim} joints, robot has {self.robot.dof}")
+            raise WeightsRejected(f"weights are for {spec.action_dim} joints, robot has {self.robot.dof}", "wrong_dof")
         if version <= self.weights_version:
-            raise WeightsRejected(f"version {version} is not newer than the running version {self.weights_version}")
+            raise WeightsRejected(f"version {version} is not newer than the running version {self.weights_version}",
+                                  "old_version")
         if self.policy is not None and spec == self.spec:
             self.policy.load_weights(weights)   # validates names, shapes, finiteness; keeps the old on error
         else:
@@ -143,10 +159,14 @@ class ResidualPolicyNode:
 
     def on_weights(self, msg: PolicyWeights) -> None:
         try:
-            spec = PolicySpec.from_json(msg.spec)
+            try:
+                spec = PolicySpec.from_json(msg.spec)
+            except ValueError as exc:
+                raise WeightsRejected(str(exc), "bad_spec") from None
             self.install_weights(spec, unpack_weights(msg.tensors), int(msg.version))
-        except (WeightsRejected, ValueError, TypeError) as exc:
+        except (WeightsRejected, ValueError, TypeError, RuntimeError) as exc:
             self.counts["weights_rejected"] += 1
+            self.rejections.count(f"weights_{getattr(exc, 'reason', 'invalid')}")
             self.node.get_logger().error(f"rejected policy weights v{msg.version}: {exc} "
                                          f"(still using v{self.weights_version})")
 
@@ -163,22 +183,44 @@ class ResidualPolicyNode:
         self.install_weights(spec, agent.get_weights(), max(1, agent.critic_updates))
 
     def on_metrics(self, msg: LearnerMetrics) -> None:
+        if len(msg.names) != len(msg.values):
+            return self.rejections.reject("metrics_malformed",
+                                          f"learner metrics with {len(msg.names)} names for {len(msg.values)} values")
         self.learner_updates = int(msg.learner_step)
+        if int(msg.env_steps) < self.learner_env_steps:
+            self.learner_restarted = True
+        self.learner_env_steps = int(msg.env_steps)
+        # the learner's count of our training steps: a restarted policy node continues the count
+        # (exploration warm-up, pacing and the learner's update budget all depend on it)
+        self.train_steps = max(self.train_steps, int(msg.env_steps))
         self.learner_seen_wall = time.monotonic()
         self.try_tick()
 
     # -- episode / e-stop -------------------------------------------------------------------------
     def on_status(self, msg: EpisodeStatus) -> None:
+        problem = status_problem(msg)
+        if problem is not None:
+            return self.rejections.reject("status_invalid", f"episode status: {problem}")
         self.status = msg
         if msg.state == EpisodeStatus.RUNNING and msg.episode_id != self.episode_id:
             self.episode_id, self.step = msg.episode_id, 0
             self.chunks.reset()                    # never carry a chunk into a new episode
             # Act on the newest observation at once (the watchdog rejects it if stale): a lockstep
-            # simulator publishes nothing new until it is commanded.
-            self.pending = self.latest
+            # simulator publishes nothing new until it is commanded. But never on one from before
+            # the robot's last reset: the robot is elsewhere now (simulated time barely moves
+            # during a reset, so the age check alone cannot tell).
+            self.pending = self.latest if self.after_reset(self.latest) else None
             self.try_tick()
+        if msg.state == EpisodeStatus.IDLE and msg.ready:
+            self.ready_stamp_ns = stamp_to_ns(msg.header.stamp)
         if msg.state != EpisodeStatus.RUNNING:
             self.pending = None
+
+    def after_reset(self, item) -> bool:
+        """Is this (msg, obs, t) observation from after the last reset (not older than its "done" status)?"""
+        # the manager stamps "ready" with the newest joint state its homing used; the state after its
+        # last homing command is newer (and exists: the simulator steps on that command)
+        return item is not None and (self.ready_stamp_ns is None or item[1].stamp_ns > self.ready_stamp_ns)
 
     def on_estop(self, msg: Bool) -> None:
         self.estopped = bool(msg.data)
@@ -196,15 +238,23 @@ class ResidualPolicyNode:
         try:
             obs = msg_to_observation(msg, dof=self.robot.dof)
             if obs.joint_names != self.robot.joint_names:
-                raise ObservationError("joint order differs from the robot description")
+                raise ObservationError("joint order differs from the robot description", "joint_names")
+            if self.spec is not None:   # fits the loaded network (else act() would fail mid-tick)
+                problem = self.spec.observation_problem(len(obs.state_vector()), obs.images)
+                if problem is not None:
+                    raise ObservationError(problem[1], problem[0])
+            order = self.obs_order.check(obs.stamp_ns, self.node.get_clock().now().nanoseconds)
+            if order is not None:
+                raise ObservationError(f"observation stamped {obs.stamp_ns / 1e9:.3f} s is {order.replace('_', ' ')} "
+                                       f"(last acted-on stamp {(self.obs_order.last_stamp or 0) / 1e9:.3f} s)", order)
         except ObservationError as exc:
             self.counts["malformed_observations"] += 1
-            self.node.get_logger().warn(f"ignored observation: {exc}", throttle_duration_sec=2.0)
+            self.rejections.reject(f"observation_{exc.reason}", f"ignored observation: {exc}")
             return
         self.last_obs_stamp = obs.stamp_ns
         self.last_position = obs.position
         self.latest = (msg, obs, time.perf_counter())
-        if self.running():
+        if self.running() and (self.step > 0 or self.after_reset(self.latest)):
             self.pending = self.latest
             self.try_tick()
 
@@ -216,6 +266,10 @@ class ResidualPolicyNode:
             return False
         if time.monotonic() - self.learner_seen_wall > self.cfg.pace_learner_timeout_s:
             return False  # no learner (or it died): do not wait for it
+        if self.learner_restarted:
+            # a restarted learner counts the steps it has seen (none yet) for its update budget: it
+            # would wait for steps while we wait for updates. One step tells it our count.
+            return False
         return self.learner_updates < self.cfg.pace_utd * (self.train_steps - self.cfg.pace_free_steps)
 
     def request_chunk(self, msg: Observation) -> None:
@@ -223,7 +277,13 @@ class ResidualPolicyNode:
             return
         generation = self.chunks.request_sent()
         future = self.chunk_client.call_async(GetActionChunk.Request(observation=msg, episode_start=self.step == 0))
-        future.add_done_callback(lambda f, g=generation: self.on_chunk(f, g))
+        # A future's done-callback runs as an executor task outside every callback group, i.e. beside
+        # a tick: hand the answer to a guard condition of the node's own (mutually exclusive) group.
+        future.add_done_callback(lambda f, g=generation: (self.chunk_answers.append((f, g)), self.chunk_ready.trigger()))
+
+    def on_chunk_answers(self) -> None:
+        while self.chunk_answers:
+            self.on_chunk(*self.chunk_answers.popleft())
 
     def on_chunk(self, future, generation: int) -> None:
         result = future.result()
@@ -248,6 +308,11 @@ class ResidualPolicyNode:
             return
         msg, obs, t_received = self.pending
         decision = self.watchdog.check(self.node.get_clock().now().nanoseconds, obs.stamp_ns)
+        if decision.action is not WatchdogAction.COMMAND and decision.age_s < 0:
+            # stamped ahead of our clock: in simulation its /clock tick may simply not be here yet.
+            # Kept (not acted on) and retried by the watchdog tick; a lockstep simulator sends no other.
+            self.watchdog_reason = decision.reason
+            return
         if decision.action is not WatchdogAction.COMMAND:
             self.counts["stale_observations"] += 1
             self.watchdog_reason = decision.reason
@@ -266,12 +331,19 @@ class ResidualPolicyNode:
         explore = self.training_episode()
         residual = np.zeros(self.robot.dof)
         if self.policy is not None:
-            images = obs.image_stack(list(self.spec.camera_names)) if self.spec.camera_names else None
-            if explore and self.train_steps < self.cfg.warmup_random_steps:
-                residual = self.policy.random_residual(base, self.rng, self.cfg.warmup_noise_scale)
-            else:
-                residual = self.policy.act(obs.state_vector(), base, images=images, explore=explore, rng=self.rng)
-        command, flags = compose_command(base, residual, self.prev_command, self.limits, fallback=obs.position)
+            try:
+                images = obs.image_stack(list(self.spec.camera_names)) if self.spec.camera_names else None
+                if explore and self.train_steps < self.cfg.warmup_random_steps:
+                    residual = self.policy.random_residual(base, self.rng, self.cfg.warmup_noise_scale)
+                else:
+                    residual = self.policy.act(obs.state_vector(), base, images=images, explore=explore, rng=self.rng)
+            except (ValueError, KeyError, RuntimeError) as exc:   # never kill the control loop
+                self.rejections.reject("residual_error", f"residual not computed ({exc}): base only this tick")
+                residual = np.full(self.robot.dof, np.nan)    # compose_command's non-finite fallback
+        # The first command of an episode is rate-limited from where the robot IS (it was reset and
+        # homed since the previous episode's last command), never from that old command.
+        previous = self.prev_command if self.step > 0 else np.clip(obs.position, self.limits.lower, self.limits.upper)
+        command, flags = compose_command(base, residual, previous, self.limits, fallback=obs.position)
         self.output.send(command)
         self.prev_command = command
         latency = time.perf_counter() - t_received
@@ -280,6 +352,7 @@ class ResidualPolicyNode:
         self.counts["ticks"] += 1
         if explore:
             self.train_steps += 1
+            self.learner_restarted = False
         record = StepRecord(episode_id=self.episode_id, step=self.step, observation_sequence=obs.sequence,
                             joint_names=self.robot.joint_names, base_action=base.tolist(),
                             residual=np.nan_to_num(residual).tolist(), command=command.tolist(),
@@ -299,7 +372,7 @@ class ResidualPolicyNode:
         if decision.action is WatchdogAction.COMMAND:
             return
         self.watchdog_reason = decision.reason
-        self.node.get_logger().warn(f"watchdog: {decision.reason}", throttle_duration_sec=1.0)
+        self.node.get_logger().warning(f"watchdog: {decision.reason}", throttle_duration_sec=1.0)
         if decision.action is WatchdogAction.BASE_ONLY:
             base = self.chunks.next_action()
             if base is not None:
@@ -313,6 +386,7 @@ class ResidualPolicyNode:
         n = min(self.n_latency, len(self.latencies))
         lat = self.latencies[:n] * 1e3
         values = dict(self.counts)
+        values.update(self.rejections.values())
         values.update({"weights_version": self.weights_version, "train_steps": self.train_steps,
                        "tick_latency_p50_ms": float(np.percentile(lat, 50)) if n else float("nan"),
                        "tick_latency_p99_ms": float(np.percentile(lat, 99)) if n else float("nan"),

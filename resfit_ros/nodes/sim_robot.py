@@ -8,8 +8,11 @@ group, in the group's joint order) exactly like the robot's controllers; offers 
 Lockstep (default): the simulator advances one control period as soon as every controller group
 has sent a command for the current step, so training runs faster than real time and the learner
 can pace it. While an episode runs it waits for those commands (the episode's steps are exactly
-the policy's steps); otherwise it advances on its own every `idle_period_s` with the last targets
-held, so time never stops (resets, homing).
+the policy's steps); between episodes the episode manager's homing commands step it the same way.
+Without any command for `idle_period_s` it publishes its current state again (same stamp, no
+physics step) so late subscribers (a restarted node) see the robot. It never steps on its own:
+a step that nobody commanded could land between the episode's start and its first command, and the
+policy would then act one observation late for the whole episode (lockstep keeps any lag it gets).
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from std_srvs.srv import Trigger
 from resfit_ros import names
 from resfit_ros.config import require
 from resfit_ros.msg import EpisodeStatus
-from resfit_ros.nodes.common import LATCHED, STREAM, make_node, node_config, ns_to_stamp, run, steady_timer
+from resfit_ros.nodes.common import (LATCHED, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
+                                     status_problem, steady_timer)
 
 
 @dataclass
@@ -37,7 +41,7 @@ class SimRobotConfig:
     render: bool = True                  # render camera images at all
     seed: int = 0                        # first scene's seed; each reset_scene uses the next
     lockstep: bool = True                # step when all groups commanded (else: wall-clock timer)
-    idle_period_s: float = 0.05          # lockstep: step anyway after this long without commands
+    idle_period_s: float = 0.5           # lockstep: re-publish the state after this long without commands
     publish_clock: bool = True           # publish /clock (nodes run with use_sim_time)
     robot_description: str = ""          # unused by the simulator itself (the model defines it)
 
@@ -63,7 +67,9 @@ class SimRobotNode:
         self.groups = self.robot.group_indices()            # group -> joint indices
         self.target = np.array(self.robot.home)             # (29,) held position targets
         self.fresh: set[str] = set()                        # groups commanded since the last step
-        self.rejected = 0
+        # rejected inputs by reason (rejected/<reason> on /diagnostics): command_wrong_length,
+        # command_nonfinite, status_invalid, reset_scene_running
+        self.rejections = Rejections(self.node)
         self.seed = self.cfg.seed
         self.obs = self.env.reset(seed=self.seed)
         self.target = self.obs.position.copy()
@@ -88,6 +94,7 @@ class SimRobotNode:
         self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
         period = self.cfg.idle_period_s if self.cfg.lockstep else 1.0 / self.cfg.control_rate_hz
         steady_timer(self.node, min(period, 0.01) if self.cfg.lockstep else period, self.on_timer)
+        self.rejections.start_diagnostics(1.0, extra=lambda: {"seed": self.seed, "sim_time_s": self.clock_ns / 1e9})
         self.publish()
         self.node.get_logger().info(
             f"task {self.cfg.task}, {self.robot.dof} joints, cameras {list(cameras)}, "
@@ -97,12 +104,12 @@ class SimRobotNode:
     def on_command(self, group: str, msg: Float64MultiArray) -> None:
         idx = self.groups[group]
         data = np.asarray(msg.data, dtype=np.float64)
-        if data.shape != (len(idx),) or not np.all(np.isfinite(data)):
-            self.rejected += 1
-            self.node.get_logger().warn(
-                f"rejected command for group {group}: expected {len(idx)} finite values, got {data.shape[0]}"
-                f"{' with non-finite values' if data.shape == (len(idx),) else ''}", throttle_duration_sec=2.0)
-            return
+        if data.shape != (len(idx),):
+            return self.rejections.reject("command_wrong_length", f"rejected command for group {group}: expected "
+                                          f"{len(idx)} values, got {data.shape[0]}")
+        if not np.all(np.isfinite(data)):
+            return self.rejections.reject("command_nonfinite", f"rejected command for group {group}: "
+                                          f"non-finite values {data.tolist()}")
         # the controllers clamp to the joint limits, as the real ones do
         self.target[idx] = np.clip(data, self.robot.lower[idx], self.robot.upper[idx])
         self.fresh.add(group)
@@ -110,22 +117,32 @@ class SimRobotNode:
             self.step()
 
     def on_status(self, msg: EpisodeStatus) -> None:
+        problem = status_problem(msg)
+        if problem is not None:
+            return self.rejections.reject("status_invalid", f"episode status: {problem}")
         self.episode_running = msg.state == EpisodeStatus.RUNNING
 
     def on_timer(self) -> None:
         if not self.cfg.lockstep:
             self.step()
         elif not self.episode_running and time.monotonic() - self.last_step_wall >= self.cfg.idle_period_s:
-            self.step()
+            self.last_step_wall = time.monotonic()
+            self.publish()                 # same stamp: the synchronizer emits no second observation
 
     def on_reset_scene(self, request, response):
+        if self.episode_running:   # the episode manager resets only between episodes
+            self.rejections.reject("reset_scene_running", "reset_scene refused: an episode is running")
+            response.success, response.message = False, "an episode is running: label or abort it first"
+            return response
         self.seed += 1
         self.obs = self.env.reset(seed=self.seed)
         self.target = self.obs.position.copy()
         self.fresh.clear()
         self.clock_ns += self.dt_ns
         self.publish()
-        response.success, response.message = True, f"scene reset with seed {self.seed}"
+        # the stamp of the reset state: the episode manager plans its homing from joint states of
+        # at least this stamp (an older one, still in flight, shows the robot where it was before)
+        response.success, response.message = True, f"scene reset with seed {self.seed}; state stamped {self.clock_ns} ns"
         return response
 
     # -- simulation --------------------------------------------------------------------------

@@ -112,3 +112,111 @@ def test_operator_console_drives_the_services(manager, ros_domain, tmp_path):
     assert lines[5].startswith("[start] REFUSED") and "e-stop" in lines[5].lower()
     assert lines[6].startswith("[estop] OK") and "cleared" in lines[6]
     assert "unknown key 'x'" in out
+
+
+def test_every_service_in_every_wrong_state_is_refused_and_changes_nothing(ros_context, spawn):
+    """IDLE-not-ready, RESETTING (a 5 s homing motion), RUNNING (no steps yet), ESTOPPED, IDLE-not-ready:
+    every call not valid there answers success=false with a reason, publishes no status and leaves
+    the state as it was; duplicate / out-of-order / foreign step records are not counted as steps.
+    Each refusal is counted on /diagnostics (rejected/service_<name>, rejected/step_<reason>)."""
+    from sensor_msgs.msg import JointState
+    from std_srvs.srv import SetBool, Trigger
+
+    from resfit_ros.msg import EpisodeStatus, StepRecord
+    from resfit_ros.nodes.common import LATCHED, STREAM
+    from resfit_ros.srv import LabelEpisode, StartEpisode
+    from test.safety.helpers import CommandWatch, DiagWatch
+
+    robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
+    spawn(node_argv("episode_manager", "-p", f"robot_description:={config_dir() / 'robots' / 'g1_sim.yaml'}",
+                    "-p", "homing_min_duration_s:=5.0", "-p", "require_reset:=true"), name="episode_manager")
+    node = ros_context.node
+    calls = {"start_episode": node.create_client(StartEpisode, names.START_EPISODE),
+             "label_episode": node.create_client(LabelEpisode, names.LABEL_EPISODE),
+             "abort_episode": node.create_client(Trigger, names.ABORT_EPISODE),
+             "reset": node.create_client(Trigger, names.RESET),
+             "set_estop": node.create_client(SetBool, names.SET_ESTOP)}
+    requests = {"start_episode": lambda: StartEpisode.Request(explore=True, note="wrong state"),
+                "label_episode": lambda: LabelEpisode.Request(success=True, note="wrong state"),
+                "abort_episode": Trigger.Request, "reset": Trigger.Request}
+    statuses = []
+    node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, statuses.append, LATCHED)
+    diag = DiagWatch(node)
+    commands = CommandWatch(node, robot)
+    q = robot.home.copy()
+    q[8] += 0.3
+    js = node.create_publisher(JointState, names.JOINT_STATES, STREAM)
+    node.create_timer(0.02, lambda: js.publish(JointState(name=robot.joint_names, position=q.tolist())))
+    refused = {k: 0 for k in calls}
+
+    def call(name, request=None):
+        r = ros_context.call(calls[name], request if request is not None else requests[name](), timeout=20)
+        return getattr(r, "success", getattr(r, "accepted", None)), r.message
+
+    def fields(s):
+        return (s.state, s.episode_id, s.label, s.aborted, s.steps, s.ready, s.episodes_completed, s.message)
+
+    def refuse_all(wrong: list[str], state: int, estop_data: bool | None = None):
+        assert ros_context.spin_until(lambda: statuses and statuses[-1].state == state, 10), statuses[-1:]
+        ros_context.spin_until(lambda: False, 0.2)
+        n, before = len(statuses), fields(statuses[-1])
+        for name in wrong:
+            ok, message = call(name)
+            assert ok is False and message, (name, state, message)
+            refused[name] += 1
+        if estop_data is not None:
+            ok, message = call("set_estop", SetBool.Request(data=estop_data))
+            assert ok is False and "e-stop" in message, message
+            refused["set_estop"] += 1
+        ros_context.spin_until(lambda: False, 0.3)
+        assert len(statuses) == n, f"a refused call published a status: {statuses[n:]}"
+        assert fields(statuses[-1]) == before
+
+    # IDLE, never reset (require_reset): nothing to label, abort, clear, and no start
+    refuse_all(["label_episode", "abort_episode", "start_episode"], EpisodeStatus.IDLE, estop_data=False)
+    assert "reset first" in call("start_episode")[1]
+    refused["start_episode"] += 1
+
+    # RESETTING: a 5 s homing motion is running
+    assert call("reset")[0]
+    refuse_all(["start_episode", "label_episode", "abort_episode", "reset"], EpisodeStatus.RESETTING,
+               estop_data=False)
+    assert ros_context.spin_until(lambda: commands.count > 0, 5), "homing sends commands"
+    assert ros_context.spin_until(lambda: statuses[-1].ready, 30), statuses[-1]
+
+    # RUNNING, no step yet: no second start, no reset, no label (no step could carry the reward)
+    ok, _ = call("start_episode")
+    assert ok
+    refuse_all(["start_episode", "reset", "label_episode"], EpisodeStatus.RUNNING, estop_data=False)
+    steps = node.create_publisher(StepRecord, names.STEP_RECORD, STREAM)
+    assert ros_context.spin_until(lambda: steps.get_subscription_count() > 0, 10)
+
+    def record(episode, step, stamp_ns):
+        msg = StepRecord(episode_id=episode, step=step)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        steps.publish(msg)
+        ros_context.spin_until(lambda: False, 0.05)
+
+    record(1, 0, 5 * 10**9)
+    record(1, 0, 5 * 10**9)        # the same record again
+    record(1, 1, 4 * 10**9)        # older than the counted one
+    record(7, 1, 6 * 10**9)        # another episode
+    record(1, 1, 6 * 10**9)
+    assert ros_context.spin_until(lambda: statuses[-1].steps == 2, 5), statuses[-1]
+    ros_context.spin_until(lambda: False, 0.3)
+    assert statuses[-1].steps == 2, "a duplicate, out-of-order or foreign step record was counted"
+
+    # ESTOPPED (engaged while running: the episode is aborted)
+    assert call("set_estop", SetBool.Request(data=True))[0]
+    refuse_all(["start_episode", "label_episode", "abort_episode", "reset"], EpisodeStatus.ESTOPPED,
+               estop_data=True)
+    assert statuses[-1].aborted and statuses[-1].episode_id == 1
+
+    # cleared: IDLE but not ready, so no start until a reset completed
+    assert call("set_estop", SetBool.Request(data=False))[0]
+    refuse_all(["start_episode", "label_episode", "abort_episode"], EpisodeStatus.IDLE, estop_data=False)
+    assert not commands.problems(), commands.problems()[:3]
+    expected = {f"rejected/service_{k}": v for k, v in refused.items()}
+    expected.update({"rejected/step_duplicate": 1, "rejected/step_out_of_order": 1, "rejected/step_wrong_episode": 1})
+    assert ros_context.spin_until(lambda: all(diag.get("episode_manager", k) == v for k, v in expected.items()), 5), \
+        (expected, diag.values.get("episode_manager"))

@@ -1,0 +1,936 @@
+"""Fault suite: kill -9 each node of a running train_sim graph in turn, a corrupt newest
+checkpoint, a full disk under the recorder; a monitor node checks every command and every episode.
+
+    resfit-ros bench faults [--quick] [--faults synchronizer,recorder,...] [--json report.json]
+
+It launches the train_sim graph (`resfit-ros launch train_sim`, respawn on, `--pid-dir` so each
+node's process id is known) with a tiny state-only base on a random ROS_DOMAIN_ID, and a monitor
+node in this process subscribed to every controller command topic, /joint_states,
+/resfit/episode_status, /resfit/estop, the learner metrics and each node's presence topic. Then,
+one fault at a time, while an episode is running:
+
+  kill -9 <node>        the runner respawns it; the graph must make progress again (a new episode
+                        started after the node came back is labelled, learner updates advance).
+                        Checked: commands while it was down (count; all within limits); the
+                        episode it interrupted ends aborted, its bag is not a labelled one and the
+                        learner never ingests it (learner: that episode goes on and is kept; the
+                        restarted learner resumes from the newest checkpoint and rebuilds the same
+                        buffer: its online transitions = the killed one's + episodes labelled
+                        while it was down); episode manager: the ids continue.
+  corrupt_checkpoint    kill -9 the learner and truncate its newest checkpoint before the respawn:
+                        the restarted learner must refuse it with an error naming it and resume
+                        from the previous one.
+  full_disk             the recorder's episode directory is a small tmpfs (mount -t tmpfs; root in
+                        a container is enough); it is filled to the last byte while an episode
+                        runs: recording must stop with a clear error, the e-stop engage, no
+                        command follow it. Skipped (said so) when tmpfs cannot be mounted. Last,
+                        since it leaves the robot e-stopped.
+
+Safety check of every command message (per controller group): finite, within the robot's joint
+limits (config/robots/g1_sim.yaml), and within one step's change (max_velocity / 20 Hz) of the
+previous command on that topic OR of the measured joint position (the robot may have been reset
+or homed in between); after an e-stop, no command at all. A labelled episode (label on the status
+topic) is lost when its bag is missing, incomplete or carries another label.
+
+Ends with `faults_survived=<n>/<n> bad_inputs_rejected=<n> unsafe_commands=<n> episodes_lost=<n>`.
+bad_inputs_rejected: a malformed observation, weights message, chunk-size command and status
+are injected into the running graph (resfit_ros.faults.bad_inputs when it exists, else a small
+built-in set) and the nodes' rejection counters (/diagnostics) must grow by as many.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+KILLABLE = ("synchronizer", "base_chunk_server", "residual_policy", "episode_manager", "recorder", "learner")
+ALL_FAULTS = KILLABLE + ("corrupt_checkpoint", "full_disk")
+CONTROL_RATE_HZ = 20.0
+TOL = 1e-6
+
+
+# --- set-up ----------------------------------------------------------------------------------
+def cli(*args: str, timeout: float = 600) -> None:
+    subprocess.run([sys.executable, "-m", "resfit_ros.cli", *args], check=True, timeout=timeout,
+                   stdout=subprocess.DEVNULL)
+
+
+def tiny_base(work: Path) -> tuple[Path, Path]:
+    """Two state-only scripted demos and a BC base trained for a few steps (seconds)."""
+    demos, base = work / "demos", work / "base.safetensors"
+    if not base.is_file():
+        cli("demos", "--task", "g1_pick_lift", "--episodes", "2", "--out", str(demos), "--no-images", "--no-progress")
+        cli("train-bc", "--demos", str(demos), "--out", str(base), "--steps", "30", "--state-only", "--no-progress")
+    return demos, base
+
+
+def bench_config(work: Path) -> Path:
+    """config/sim.yaml with small, fast learner settings, no camera rendering, short stall timeouts."""
+    import yaml
+
+    from resfit_ros.robot import config_dir
+
+    cfg = yaml.safe_load((config_dir() / "sim.yaml").read_text())
+
+    def section(name: str) -> dict:
+        return cfg.setdefault(name, {}).setdefault("ros__parameters", {})
+
+    section("sim_robot").update(render=False)
+    section("synchronizer").update(use_cameras=False)
+    section("judge").update(stall_timeout_s=20.0)
+    section("residual_policy").update(pace_learner_timeout_s=30.0, warmup_random_steps=40, pace_free_steps=20)
+    section("learner").update(hidden_dim=32, num_critic_heads=2, batch_size=32, initial_updates=20,
+                              critic_warmup_updates=50, checkpoint_every_updates=100, publish_every_updates=50,
+                              utd=2)
+    section("recorder").update(min_free_mb=1.0)
+    path = work / "faults_sim.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def try_mount_tmpfs(path: Path, size_mb: int) -> str:
+    """Mount a tmpfs of `size_mb` at `path`; '' on success, else why not."""
+    path.mkdir(parents=True, exist_ok=True)
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return "not root: cannot mount a tmpfs"
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
+                       capture_output=True, text=True)
+    return "" if r.returncode == 0 else f"mount -t tmpfs failed: {r.stderr.strip() or r.returncode}"
+
+
+def fill_disk(path: Path, leave: int = 0, name: str = ".filler") -> int:
+    """Write zeros into `path/<name>` until the file system has at most `leave` bytes free (0 = full)."""
+    written = 0
+    with open(path / name, "wb", buffering=0) as f:
+        for block in (1 << 20, 1 << 12, 1):
+            data = b"\0" * block
+            while True:
+                st = os.statvfs(path)
+                if leave and st.f_bavail * st.f_frsize - block < leave:
+                    break
+                try:
+                    f.write(data)
+                    written += block
+                except OSError:
+                    break
+    return written
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> int:
+    """SIGINT (the runner's clean shutdown), then SIGTERM, then SIGKILL to its process group."""
+    for sig, wait_s in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait(timeout=5)
+
+
+# --- the monitor -------------------------------------------------------------------------------
+class Monitor:
+    """An rclpy node on the graph's domain: command safety, episodes, e-stop, learner progress, presence."""
+
+    def __init__(self, domain: int, robot, watched: tuple[str, ...]):
+        import rclpy
+        from rclpy.event_handler import SubscriptionEventCallbacks
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Bool, Empty, Float64MultiArray
+
+        from resfit_ros import names
+        from resfit_ros.msg import EpisodeStatus, LearnerMetrics, StepRecord
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+        from resfit_ros.nodes.common import LATCHED, PRESENCE, STREAM
+
+        self.rclpy = rclpy
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.node = rclpy.create_node(f"faults_monitor_{os.getpid()}", context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.robot = robot
+        self.groups = robot.group_indices()
+        self.max_step = robot.max_velocity / CONTROL_RATE_HZ
+        self.index = {n: i for i, n in enumerate(robot.joint_names)}
+        # Every check is made in the order the messages were SENT (DDS source timestamps, one host):
+        # a monitor lagging on a loaded machine must not compare a command with a robot state that
+        # was published after it, or miss one. Commands wait until the joint-state stream has
+        # passed their send time (the lockstep simulator publishes a state after every step and at
+        # least every 0.5 s), then are checked against the state just before them.
+        self.q: np.ndarray | None = None
+        self.states: list[tuple[int, np.ndarray]] = []       # (source ns, joint positions), recent
+        self.state_stamps: list[int] = []                   # their header stamps (simulated time)
+        self.recent_commands: list[tuple[int, str, np.ndarray]] = []
+        self.traces: list[list[str]] = []                   # what happened around each unsafe command
+        self.last_state_stamp = 0
+        self.pending: list[tuple[int, str, np.ndarray, object]] = []   # commands not checked yet
+        self.prev: dict[str, np.ndarray | None] = {g: None for g in self.groups}
+        self.prev_ts: dict[str, int] = {g: 0 for g in self.groups}
+        self.command_times: list[float] = []          # send time (s) of each command of the first group
+        self.first_group = next(iter(self.groups))
+        self.unsafe: list[tuple[float, str]] = []
+        self.estop_on_since: float | None = None
+        self.estop_times: list[float] = []
+        self.statuses: list[tuple[float, object]] = []
+        self.started: dict[int, float] = {}           # episode id -> first RUNNING seen
+        self.labelled: dict[int, tuple[float, int, int]] = {}   # id -> (time, label, steps)
+        self.aborted: dict[int, tuple[float, str]] = {}
+        self.status = None
+        self.learner_steps: list[tuple[float, int]] = []   # (time, learner_step) on every change
+        self.presence: dict[str, list[tuple[float, int]]] = {n: [] for n in watched}
+        self.alive: dict[str, int] = {n: 0 for n in watched}
+        # deep queues: a monitor lagging on a loaded machine must not drop a command (a gap would look
+        # like a jump); joint states subscribed first, so when both wait the robot state is read first
+        deep = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        self.node.create_subscription(JointState, names.JOINT_STATES, self.on_joints, deep)
+        for group, controller in robot.controllers.items():
+            self.node.create_subscription(Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=controller),
+                                          lambda m, info, g=group: self.on_command(g, m, info), deep)
+        self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
+        # step records: who sent a suspicious command (the policy publishes one right after each command)
+        self.step_sends: list[tuple[int, int, int]] = []      # (source ns, episode, step)
+        self.node.create_subscription(StepRecord, names.STEP_RECORD, lambda m, info: self.step_sends.append(
+            (int(info["source_timestamp"]), int(m.episode_id), int(m.step))), deep)
+        self.node.create_subscription(Bool, names.ESTOP, self.on_estop, LATCHED)
+        self.node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, self.on_metrics, STREAM)
+        for n in watched:
+            self.node.create_subscription(
+                Empty, names.ALIVE_TOPIC.format(node=n), lambda _m: None, PRESENCE,
+                event_callbacks=SubscriptionEventCallbacks(liveliness=lambda info, n=n: self.on_presence(n, info)))
+        self.EpisodeStatus = EpisodeStatus
+
+    # -- callbacks ---------------------------------------------------------------------------------
+    def on_joints(self, msg, info) -> None:
+        # only whole, finite, in-order robot states (the bad-input injection sends others)
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        if (sorted(msg.name) != sorted(self.index) or len(msg.position) != len(msg.name)
+                or not np.all(np.isfinite(msg.position)) or stamp < self.last_state_stamp):
+            return
+        self.last_state_stamp = stamp
+        q = np.full(self.robot.dof, np.nan)
+        for name, pos in zip(msg.name, msg.position):
+            q[self.index[name]] = pos
+        self.q = q
+        self.states.append((int(info["source_timestamp"]), q))
+        self.state_stamps.append(stamp)
+        self.check_pending()
+
+    def on_command(self, group: str, msg, info) -> None:
+        ts = int(info["source_timestamp"])
+        if group == self.first_group:
+            self.command_times.append(ts / 1e9)
+        self.pending.append((ts, group, np.asarray(msg.data, dtype=np.float64), self.status))
+        self.check_pending()
+
+    def check_pending(self, flush: bool = False) -> None:
+        """Check the commands sent before the newest joint state (all of them when flushing)."""
+        if not self.pending:
+            return
+        horizon = self.states[-1][0] if self.states else 0
+        wall_ns = time.time_ns()
+        ready = sorted(c for c in self.pending if flush or c[0] < horizon or wall_ns - c[0] > 2_000_000_000)
+        if not ready:
+            return
+        done = {id(c) for c in ready}
+        self.pending = [c for c in self.pending if id(c) not in done]
+        stamps = [t for t, _ in self.states]
+        import bisect
+
+        for ts, group, x, status in ready:
+            k = bisect.bisect_right(stamps, ts) - 1
+            q = self.states[k][1] if k >= 0 else None
+            self.check_command(ts, group, x, q, status)
+        if len(self.states) > 4000:
+            self.states, self.state_stamps = self.states[-2000:], self.state_stamps[-2000:]
+
+    def trace(self, ts: int, group: str, x: np.ndarray) -> list[str]:
+        """The states and commands of `group` sent in the 0.6 s before this command, in send order."""
+        idx = self.groups[group]
+        ev = [(t, f"state stamp {st / 1e9:.3f} q={np.round(q[idx], 2).tolist()}")
+              for (t, q), st in zip(self.states[-100:], self.state_stamps[-100:]) if ts - 6e8 <= t <= ts]
+        ev += [(t, f"command {np.round(c, 2).tolist()}" + (" <- THIS" if t == ts else ""))
+               for t, g, c in self.recent_commands[-300:] if g == group and ts - 6e8 <= t <= ts]
+        ev += [(t, f"step record ep {e} step {k}") for t, e, k in self.step_sends[-100:] if ts - 6e8 <= t <= ts]
+        return [f"{(t - ts) / 1e6:+8.1f} ms {what}" for t, what in sorted(ev)]
+
+    def check_command(self, ts: int, group: str, x: np.ndarray, q, status) -> None:
+        now = ts / 1e9
+        self.recent_commands.append((ts, group, x))
+        if len(self.recent_commands) > 2000:
+            self.recent_commands = self.recent_commands[-1000:]
+        idx = self.groups[group]
+        problem = ""
+        if x.shape != (len(idx),) or not np.all(np.isfinite(x)):
+            problem = f"{group}: {x.shape[0]} values / non-finite"
+        elif np.any(x < self.robot.lower[idx] - TOL) or np.any(x > self.robot.upper[idx] + TOL):
+            problem = f"{group}: outside the joint limits"
+        else:
+            step = self.max_step[idx] + TOL
+            prev = self.prev[group]
+            near_prev = prev is not None and bool(np.all(np.abs(x - prev) <= step))
+            near_q = q is not None and bool(np.all(np.abs(x - q[idx]) <= step))
+            if (prev is not None or q is not None) and not (near_prev or near_q):   # else nothing to compare
+                d_prev = float(np.max(np.abs(x - prev))) if prev is not None else float("nan")
+                d_q = float(np.max(np.abs(x - q[idx]))) if q is not None else float("nan")
+                st = status
+                where = (f"episode {st.episode_id} state {st.state} step {st.steps}" if st is not None else "no status")
+                near = [(abs(t - ts), e, k) for t, e, k in self.step_sends[-200:] if abs(t - ts) < 20_000_000]
+                who = (f"policy step {min(near)[2]} of episode {min(near)[1]}" if near else "no step record near it")
+                problem = (f"{group}: jump of {min(d_prev, d_q):.3f} rad from the last command ({d_prev:.3f}) and "
+                           f"the joints ({d_q:.3f}), limit {float(np.max(self.max_step[idx])):.3f}; {where}; {who}")
+        if self.estop_on_since is not None and now > self.estop_on_since + 0.5:
+            problem = problem or f"{group}: command {now - self.estop_on_since:.2f} s after the e-stop"
+        if ts < self.prev_ts[group]:
+            problem = problem or f"{group}: command sent before the previous one (out of order)"
+        self.prev_ts[group] = max(self.prev_ts[group], ts)
+        if problem:
+            self.unsafe.append((now, problem))
+            self.traces.append(self.trace(ts, group, x))
+        if x.shape == (len(idx),) and np.all(np.isfinite(x)):
+            self.prev[group] = x
+
+    def on_status(self, msg) -> None:
+        if msg.state not in (0, 1, 2, 3) or msg.label not in (-1, 0, 1):
+            return      # a malformed one (the bad-input injection): the graph must reject it, we ignore it
+        now = time.time()
+        self.status = msg
+        self.statuses.append((now, msg))
+        eid = int(msg.episode_id)
+        if msg.state == self.EpisodeStatus.RUNNING:
+            self.started.setdefault(eid, now)
+        elif eid and msg.label != self.EpisodeStatus.LABEL_NONE and not msg.aborted:
+            self.labelled.setdefault(eid, (now, int(msg.label), int(msg.steps)))
+        elif eid and msg.aborted:
+            self.aborted.setdefault(eid, (now, msg.message))
+
+    def on_estop(self, msg, info) -> None:
+        if msg.data:
+            sent = int(info["source_timestamp"]) / 1e9
+            self.estop_on_since = self.estop_on_since or sent
+            self.estop_times.append(sent)
+        else:
+            self.estop_on_since = None
+
+    def on_metrics(self, msg) -> None:
+        if len(msg.names) != len(msg.values):
+            return      # malformed (injected)
+        step = int(msg.learner_step)
+        if not self.learner_steps or self.learner_steps[-1][1] != step:
+            self.learner_steps.append((time.time(), step))
+
+    def on_presence(self, name: str, info) -> None:
+        self.alive[name] = int(info.alive_count)
+        self.presence[name].append((time.time(), int(info.alive_count)))
+
+    # -- queries -------------------------------------------------------------------------------------
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.02)
+
+    def wait(self, predicate, timeout: float, graph: subprocess.Popen | None = None) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return True
+            if graph is not None and graph.poll() is not None:
+                return bool(predicate())
+            self.executor.spin_once(timeout_sec=0.02)
+        return bool(predicate())
+
+    def running(self, min_steps: int = 0) -> int | None:
+        s = self.status
+        if s is not None and s.state == self.EpisodeStatus.RUNNING and s.steps >= min_steps:
+            return int(s.episode_id)
+        return None
+
+    def commands_between(self, t0: float, t1: float) -> int:
+        return sum(1 for t in self.command_times if t0 <= t <= t1)
+
+    def unsafe_between(self, t0: float, t1: float) -> list[str]:
+        return [p for t, p in self.unsafe if t0 <= t <= t1]
+
+    def learner_progress_after(self, t: float) -> bool:
+        after = [s for tt, s in self.learner_steps if tt > t]
+        return len(after) >= 2 and after[-1] > after[0]
+
+    def labelled_started_after(self, t: float) -> list[int]:
+        return [e for e, (tl, _, _) in self.labelled.items() if self.started.get(e, 0) > t]
+
+    def up_after(self, name: str, t: float) -> float | None:
+        for tt, alive in self.presence[name]:
+            if tt > t and alive > 0:
+                return tt
+        return None
+
+    def close(self) -> None:
+        self.check_pending(flush=True)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.shutdown(context=self.ctx)
+
+
+# --- the learner's log ----------------------------------------------------------------------------
+_ROS_TIME = r"\[(?:INFO|WARN|ERROR|FATAL)\] \[(\d+\.\d+)\] \[learner\]: "
+
+
+def learner_events(log_text: str) -> list[tuple[float, str, str]]:
+    """(ROS wall time, kind, text) of the learner's replay / ingest / resume / refusal lines."""
+    out = []
+    for line in log_text.splitlines():
+        if not line.startswith("[learner] "):
+            continue
+        m = re.search(_ROS_TIME + r"(.*)$", line)
+        if not m:
+            continue
+        t, text = float(m.group(1)), m.group(2)
+        for kind, prefix in (("replay", "replay: "), ("ingested", "ingested "), ("resumed", "resumed from "),
+                             ("refused", "refused checkpoint: "), ("cannot_resume", "cannot resume")):
+            if text.startswith(prefix):
+                out.append((t, kind, text))
+    return out
+
+
+def online_count(text: str) -> int | None:
+    m = re.search(r"(\d+) online transitions", text)
+    return int(m.group(1)) if m else None
+
+
+# --- the faults -----------------------------------------------------------------------------------
+@dataclass
+class FaultResult:
+    fault: str
+    survived: bool = False
+    interrupted_episode: int | None = None
+    downtime_s: float = float("nan")
+    commands_while_down: int = 0
+    unsafe_while_down: int = 0
+    recovered_s: float = float("nan")
+    t_fault: float = 0.0                 # wall time of the fault
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+class Suite:
+    def __init__(self, args, work: Path):
+        from resfit_ros.robot import RobotDescription, config_dir
+
+        self.args = args
+        self.work = work
+        self.run = work / "run"
+        self.episodes = self.run / "episodes"
+        self.pids = work / "pids"
+        self.log = work / "launch.log"
+        self.robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
+        # 215..232: valid with default Fast DDS ports and away from the tests' 1..100
+        self.domain = args.domain or random.SystemRandom().randint(215, 232)
+        self.graph: subprocess.Popen | None = None
+        self.mon: Monitor | None = None
+        self.mounted = False
+        self.results: list[FaultResult] = []
+        self.mon_labelled: dict = {}
+        self.unsafe: list = []
+        self.traces: list = []
+        self.commands = 0
+        self.mount_problem = ""
+        self.lost, self.lost_why, self.excluded_problems = 0, [], []
+        self.bad_missed = 0
+        self.recovery_timeout = 90.0 if args.quick else 150.0
+
+    # -- graph ---------------------------------------------------------------------------------
+    def pid(self, name: str) -> int | None:
+        try:
+            return int((self.pids / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def start(self, demos: Path, base: Path, config: Path, full_disk: bool) -> None:
+        for d in (self.run, self.pids):      # a fresh run in a reused --workdir
+            shutil.rmtree(d, ignore_errors=True)
+        self.run.mkdir(parents=True, exist_ok=True)
+        if full_disk:
+            why = try_mount_tmpfs(self.episodes, self.args.tmpfs_mb)
+            self.mounted = not why
+            self.mount_problem = why
+        env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain), PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "resfit_ros.cli", "launch", "--pid-dir", str(self.pids), "--max-restarts", "3",
+               "train_sim", f"base_artifact:={base}", f"demos_dir:={demos}", f"output_dir:={self.run}",
+               f"config:={config}", f"max_steps:={self.args.max_steps}"]
+        self.graph = subprocess.Popen(cmd, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        self.mon = Monitor(self.domain, self.robot, KILLABLE)
+
+    def stop(self) -> None:
+        """Stop the graph and the monitor, check the bags (before the tmpfs goes), unmount."""
+        self.stop_graph()
+        try:
+            self.lost, self.lost_why = self.episodes_lost()
+            self.excluded_problems = self.interrupted_excluded()
+        finally:
+            if self.mounted:
+                if subprocess.run(["umount", str(self.episodes)], capture_output=True).returncode != 0:
+                    subprocess.run(["umount", "-l", str(self.episodes)], capture_output=True)
+                self.mounted = False
+
+    def stop_graph(self) -> None:
+        if self.graph is not None and self.graph.poll() is None:
+            # let the last labelled episode's bag be finished (finish_delay_s) before stopping
+            if self.mon is not None:
+                self.mon.spin(1.5)
+            stop_process(self.graph, grace=15.0)
+        for f in self.pids.glob("*.pid") if self.pids.is_dir() else []:
+            # the runner removes these on a clean shutdown; any left name an orphaned node of ours
+            try:
+                pid = int(f.read_text())
+                if f.stem != "runner":
+                    os.killpg(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        if self.mon is not None:
+            self.mon_labelled = dict(self.mon.labelled)
+            self.unsafe = list(self.mon.unsafe)
+            self.traces = list(self.mon.traces)
+            self.commands = len(self.mon.command_times)
+            self.mon.close()
+            self.mon = None
+
+    def warm_up(self) -> bool:
+        """Every node up, two episodes labelled, a checkpoint written, learner updating."""
+        mon = self.mon
+        ok = mon.wait(lambda: len(mon.labelled) >= 2 and (self.run / "checkpoints" / "latest").is_file()
+                      and mon.learner_progress_after(0), 240, self.graph)
+        return ok
+
+    # -- one kill -9 ------------------------------------------------------------------------------
+    def kill(self, name: str, corrupt: bool = False, min_steps: int = 3) -> FaultResult:
+        mon = self.mon
+        res = FaultResult("corrupt_checkpoint" if corrupt else f"kill -9 {name}")
+        if not mon.wait(lambda: mon.running(min_steps) is not None, 120, self.graph):
+            res.problems.append("no running episode to interrupt")
+            return res
+        if corrupt and not mon.wait(lambda: len(list((self.run / "checkpoints").glob("ckpt-*"))) >= 2, 120,
+                                    self.graph):  # keep_last=2: the newest and the one before
+            res.problems.append("the learner never kept two checkpoints")
+            return res
+        eid = mon.running(min_steps)
+        pid = self.pid(name)
+        if pid is None:
+            res.problems.append(f"no pid file for {name}")
+            return res
+        events_before = learner_events(self.log_text())
+        online_before = next((online_count(t) for _, k, t in reversed(events_before) if k in ("replay", "ingested")
+                              and online_count(t) is not None), None)
+        t_kill = res.t_fault = time.time()
+        os.kill(pid, signal.SIGKILL)
+        mon.wait(lambda: not os.path.exists(f"/proc/{pid}/status") or "State:\tZ" in open(f"/proc/{pid}/status").read(),
+                 5)
+        # the killed learner writes no more checkpoints: its newest one, and the one before
+        ckpt_latest = self.latest_checkpoint()
+        previous = sorted(p.name for p in (self.run / "checkpoints").glob("ckpt-*")
+                          if ckpt_latest is None or p.name < ckpt_latest.name)
+        res.interrupted_episode = None if name == "learner" else eid
+        if corrupt:
+            # the runner respawns after respawn_delay_s (1 s): corrupt the newest checkpoint meanwhile
+            newest = ckpt_latest
+            tensors = newest / "tensors.safetensors"
+            size = tensors.stat().st_size
+            with open(tensors, "r+b") as f:
+                f.truncate(size // 2)
+            res.notes.append(f"truncated {newest.name}/tensors.safetensors from {size} to {size // 2} bytes")
+        if not mon.wait(lambda: self.pid(name) not in (None, pid), 30, self.graph):
+            res.problems.append("the runner did not respawn it")
+            return res
+        if not mon.wait(lambda: mon.up_after(name, t_kill) is not None, 90, self.graph):
+            res.problems.append("the respawned node never came up (presence)")
+            return res
+        t_up = mon.up_after(name, t_kill)
+        res.downtime_s = t_up - t_kill
+        res.commands_while_down = mon.commands_between(t_kill, t_up)
+        res.unsafe_while_down = len(mon.unsafe_between(t_kill, t_up))
+
+        # progress again: an episode started after the node came back is labelled; learner updates advance
+        need = 1 if self.args.quick else 2
+        recovered = mon.wait(lambda: len(mon.labelled_started_after(t_up)) >= need
+                             and mon.learner_progress_after(t_up), self.recovery_timeout, self.graph)
+        if not recovered:
+            res.problems.append(f"no progress within {self.recovery_timeout:.0f} s of the restart "
+                                f"({len(mon.labelled_started_after(t_up))} new labelled episodes, learner "
+                                f"{'advancing' if mon.learner_progress_after(t_up) else 'not advancing'})")
+            return res
+        res.recovered_s = time.time() - t_up
+
+        # the interrupted episode: aborted, never labelled (learner: goes on, kept)
+        if name == "learner":
+            if eid in mon.aborted:
+                res.notes.append(f"episode {eid} running at the kill was aborted ({mon.aborted[eid][1]})")
+            else:
+                mon.wait(lambda: eid in mon.labelled or eid in mon.aborted, 30, self.graph)
+                res.notes.append(f"episode {eid} running at the kill went on: "
+                                 + ("labelled" if eid in mon.labelled else "aborted" if eid in mon.aborted else "?"))
+            self.check_learner_resume(res, t_kill, ckpt_latest, online_before, previous[-1] if corrupt and previous else None)
+        else:
+            if eid in mon.labelled:
+                # it ended before the death was noticed (e.g. the rest of its base chunk was already
+                # there): a complete episode, kept; episodes_lost checks its bag is complete and usable
+                res.notes.append(f"episode {eid} completed before the death was noticed: kept")
+                res.interrupted_episode = None
+                if name in ("episode_manager", "recorder"):   # cannot complete without them
+                    res.problems.append(f"episode {eid} was labelled while the {name} was down")
+            elif eid not in mon.aborted:   # a restarted latched publisher: later statuses superseded it
+                res.notes.append(f"episode {eid}: no terminal status seen (superseded); its bag is checked")
+            else:
+                res.notes.append(f"episode {eid} aborted: {mon.aborted[eid][1]}")
+        if name == "episode_manager":
+            later = sorted(e for e in mon.started if mon.started[e] > t_kill)
+            if later and later[0] != eid + 1:
+                res.problems.append(f"episode ids did not continue: {eid} was followed by {later[0]}")
+            elif later:
+                res.notes.append(f"ids continue: next episode {later[0]}")
+        res.survived = not res.problems
+        return res
+
+    def latest_checkpoint(self) -> Path | None:
+        latest = self.run / "checkpoints" / "latest"
+        try:
+            return self.run / "checkpoints" / latest.read_text().strip()
+        except OSError:
+            return None
+
+    def check_learner_resume(self, res: FaultResult, t_kill: float, ckpt: Path | None, online_before: int | None,
+                             expected_previous: str | None) -> None:
+        events = [(t, k, x) for t, k, x in learner_events(self.log_text()) if t > t_kill]
+        resumed = next((x for _, k, x in events if k == "resumed"), None)
+        replay = next(((t, x) for t, k, x in events if k == "replay"), None)
+        refused = [x for _, k, x in events if k == "refused"]
+        if resumed is None or replay is None:
+            res.problems.append("the restarted learner did not log 'resumed from' and 'replay:'")
+            return
+        m = re.match(r"resumed from (\S+) at (\d+) critic updates", resumed)
+        used = Path(m.group(1)).name if m else "?"
+        if expected_previous is not None:      # the newest checkpoint was corrupted
+            if ckpt is None or not any(ckpt.name in r for r in refused):
+                res.problems.append(f"the corrupt checkpoint {ckpt.name if ckpt else '?'} was not refused")
+            else:
+                res.notes.append("refused: " + next(r for r in refused if ckpt.name in r).split(": ", 1)[-1][:110])
+            if used != expected_previous:
+                res.problems.append(f"resumed from {used}, expected the previous checkpoint {expected_previous}")
+        elif ckpt is not None and used != ckpt.name:
+            res.problems.append(f"resumed from {used}, but the newest checkpoint at the kill was {ckpt.name}")
+        if m:
+            res.notes.append(f"resumed from {used} at {m.group(2)} updates")
+        # same buffer: the rebuilt one holds exactly the complete labelled bags up to the newest it
+        # names, which include every bag the killed learner had
+        from resfit_ros.bags import scan_episodes
+
+        m = re.search(r"(\d+) online transitions.*?(\d+) online episodes(?:, newest (\S+))?", replay[1])
+        if not m:
+            res.problems.append(f"cannot parse the restarted learner's replay line: {replay[1]}")
+            return
+        online_after, n_after, newest = int(m.group(1)), int(m.group(2)), m.group(3) or ""
+        unusable = set(self.learner_skipped())
+        bags = [ep for _, ep in scan_episodes(self.episodes, images=False)
+                if not isinstance(ep, str) and ep.label is not None and not ep.aborted and ep.path.name <= newest
+                and ep.path.name not in unusable]
+        expected = sum(ep.num_steps for ep in bags)
+        before = [x.split()[1] for t, k, x in learner_events(self.log_text()) if k == "ingested" and t < t_kill]
+        if online_after != expected or n_after != len(bags):
+            res.problems.append(f"rebuilt buffer: {online_after} online transitions from {n_after} episodes; the "
+                                f"complete bags up to {newest or '-'} hold {expected} from {len(bags)}")
+        elif before and before[-1] > newest:
+            res.problems.append(f"rebuilt buffer lacks {before[-1]}, which the killed learner had")
+        elif online_before is not None and online_after < online_before:
+            res.problems.append(f"rebuilt buffer smaller ({online_after}) than before the kill ({online_before})")
+        else:
+            res.notes.append(f"same buffer: {online_after} online transitions = the {len(bags)} complete bags "
+                             f"(killed learner had {online_before})")
+
+    # -- full disk ------------------------------------------------------------------------------------
+    def full_disk(self) -> FaultResult:
+        mon = self.mon
+        res = FaultResult("full disk (recorder)")
+        if not self.mounted:
+            res.notes.append(f"skipped: {self.mount_problem}")
+            return res
+        # leave a few MB (above the recorder's min_free_mb), then take the rest while an episode has
+        # just started: the disk runs full mid-episode, not in the last moments before a label
+        prefill = fill_disk(self.episodes, leave=4 << 20)
+        if not mon.wait(lambda: mon.running(1) is not None and mon.status.steps <= 5, 120, self.graph):
+            res.problems.append("no running episode")
+            return res
+        eid = mon.running(1)
+        t_fill = res.t_fault = time.time()
+        written = prefill + fill_disk(self.episodes, name=".filler2")
+        res.interrupted_episode = eid
+        res.notes.append(f"filled the {self.args.tmpfs_mb} MB tmpfs under the episodes to the last byte "
+                         f"at step {mon.status.steps} of episode {eid} ({written / 2**20:.1f} MB of filler)")
+        if not mon.wait(lambda: mon.estop_on_since is not None, 15, self.graph):
+            res.problems.append("no e-stop within 15 s of the disk filling up")
+            return res
+        t_stop = mon.estop_on_since
+        res.downtime_s = t_stop - t_fill
+        mon.spin(3.0)
+        after = mon.commands_between(t_stop + 0.5, time.time())
+        res.commands_while_down = mon.commands_between(t_fill, t_stop)
+        res.unsafe_while_down = len(mon.unsafe_between(t_fill, time.time()))
+        if after:
+            res.problems.append(f"{after} commands more than 0.5 s after the e-stop")
+        text = self.log_text()
+        err = next((line for line in text.splitlines() if line.startswith("[recorder]") and "FATAL" in line), "")
+        if "disk nearly full" not in err and "No space left" not in err:
+            res.problems.append("the recorder gave no clear disk-full error")
+        else:
+            res.notes.append("recorder: " + err.split("]: ", 1)[-1][:140])
+        s = mon.status
+        if s is None or s.state != mon.EpisodeStatus.ESTOPPED:
+            res.problems.append("the episode manager is not e-stopped")
+        if eid in mon.labelled:
+            res.problems.append(f"episode {eid}, running when the disk filled, was labelled")
+        elif eid in mon.aborted:
+            res.notes.append(f"episode {eid} aborted: {mon.aborted[eid][1]}")
+        res.survived = not res.problems
+        return res
+
+    # -- bad inputs -----------------------------------------------------------------------------------
+    def estop(self) -> str:
+        """Engage the e-stop through the operator's service unless it is engaged already."""
+        from std_srvs.srv import SetBool
+
+        from resfit_ros import names
+
+        mon = self.mon
+        if mon.status is not None and mon.status.state == mon.EpisodeStatus.ESTOPPED:
+            mon.spin(1.0)
+            return "robot e-stopped (full disk)"
+        client = mon.node.create_client(SetBool, names.SET_ESTOP)
+        if not client.wait_for_service(timeout_sec=10.0):
+            return "e-stop service not available"
+        future = client.call_async(SetBool.Request(data=True))
+        mon.wait(lambda: future.done() and mon.status is not None and mon.status.state == mon.EpisodeStatus.ESTOPPED,
+                 10.0)
+        mon.spin(1.0)     # the recorder finishes the aborted episode's bag (finish_delay_s)
+        return "robot e-stopped through /resfit/set_estop"
+
+    def bad_inputs(self) -> tuple[int, list[str]]:
+        """The catalogue of malformed messages (resfit_ros/faults/bad_inputs.py) into the running
+        graph; (rejections counted on /diagnostics, notes). Controller commands and the scene
+        reset are left out (sim=False): this monitor must see only the graph's own commands."""
+        try:
+            from resfit_ros.faults.bad_inputs import catalogue, inject_bad_inputs
+        except ImportError as exc:
+            return 0, [f"no bad-input catalogue ({exc})"]
+        # this graph's synchronizer takes no camera (bench_config): camera inputs have no consumer
+        cameras = set(self.robot.cameras.values())
+        entries = [e for e in catalogue(self.robot) if e.target not in cameras]
+        report = inject_bad_inputs(self.mon.node, self.mon.spin, self.robot, sim=False, include_recorded=False,
+                                   entries=entries)
+        notes = [f"{len(report.rejected)} rejected of {report.injected} injected ({len(report.skipped)} skipped, "
+                 f"{len(report.missed)} missed)"]
+        notes += [f"MISSED {r.name}: {r.detail}" for r in report.missed]
+        self.bad_missed = len(report.missed)
+        return len(report.rejected), notes
+
+    # -- after the run --------------------------------------------------------------------------------
+    def episodes_lost(self) -> tuple[int, list[str]]:
+        from resfit_ros.bags import scan_episodes
+
+        found = {}
+        for path, ep in scan_episodes(self.episodes, images=False):
+            if not isinstance(ep, str):
+                found.setdefault(ep.episode_id, []).append(ep)
+        lost = []
+        names = {0: "failure", 1: "success"}
+        # a labelled bag the learner cannot use (it logs why) is lost for training all the same
+        skipped = self.learner_skipped()
+        for eid, (_, label, _) in sorted(self.mon_labelled.items()):
+            eps = found.get(eid, [])
+            good = [e for e in eps if e.label == names[label] and not e.aborted]
+            if not good:
+                lost.append(f"episode {eid} labelled {names[label]}: "
+                            + ("no bag" if not eps else f"bag says {[(e.label, e.aborted) for e in eps]}"))
+            elif good[0].path.name in skipped:
+                lost.append(f"episode {eid} labelled {names[label]}: the learner cannot use its bag "
+                            f"({skipped[good[0].path.name].split(': ')[-1]})")
+        return len(lost), lost
+
+    def learner_skipped(self) -> dict[str, str]:
+        """Labelled bags the learner refused (bag name -> its reason); aborted ones not included."""
+        skipped = {}
+        for line in self.log_text().splitlines():
+            m = re.match(r"\[learner\] skipped episode (\S+): (.*)$", line)
+            if m and "aborted or unlabelled" not in m.group(2):
+                skipped[Path(m.group(1)).name] = m.group(2)
+        return skipped
+
+    def interrupted_excluded(self) -> list[str]:
+        """Problems: an interrupted episode with a labelled bag, or ingested by a learner."""
+        from resfit_ros.bags import scan_episodes
+
+        problems = []
+        ingested = [x for _, k, x in learner_events(self.log_text()) if k == "ingested"]
+        bags = {ep.episode_id: ep for _, ep in scan_episodes(self.episodes, images=False) if not isinstance(ep, str)}
+        incomplete = {int(p.name.split("_")[1]) for p in self.episodes.glob("episode_*.incomplete")}
+        for r in self.results:
+            eid = r.interrupted_episode
+            if eid is None:
+                continue
+            ep = bags.get(eid)
+            if ep is not None and ep.label is not None and not ep.aborted:
+                problems.append(f"{r.fault}: interrupted episode {eid} has a labelled bag {ep.path.name}")
+            r.notes.append(f"bag of {eid}: " + ("aborted" if ep is not None and ep.aborted else
+                                                  ".incomplete" if eid in incomplete else "none"))
+            if any(x.startswith(f"ingested episode_{eid:06d}_") for x in ingested):
+                problems.append(f"{r.fault}: the learner ingested interrupted episode {eid}")
+        names = [x.split()[1] for x in ingested]
+        seen_twice = {n for n in names if names.count(n) > 1}
+        # a restarted learner re-reads bags at set-up without logging them; a name logged twice means
+        # the SAME learner process ingested an episode twice
+        if seen_twice:
+            problems.append(f"episodes ingested twice: {sorted(seen_twice)}")
+        return problems
+
+
+def bad_inputs_catalogue():
+    """resfit_ros.faults.bad_inputs when it exists (owned by the safety work), else None."""
+    try:
+        from resfit_ros.faults import bad_inputs  # type: ignore
+    except ImportError:
+        return None
+    return bad_inputs
+
+
+def print_table(results: list[FaultResult]) -> None:
+    print(f"{'fault':<26} {'ok':<4} {'episode':>7} {'down s':>7} {'cmds down':>9} {'unsafe':>6} {'recov s':>7}  notes")
+    for r in results:
+        ep = "-" if r.interrupted_episode is None else str(r.interrupted_episode)
+        print(f"{r.fault:<26} {'yes' if r.survived else 'NO':<4} {ep:>7} {r.downtime_s:>7.1f} "
+              f"{r.commands_while_down:>9} {r.unsafe_while_down:>6} {r.recovered_s:>7.1f}  "
+              + "; ".join(r.notes + [f"PROBLEM: {p}" for p in r.problems]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="resfit-ros bench faults", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="each fault once, one labelled episode as proof of recovery (default: the kills "
+                             "twice, early and late in an episode, two labelled episodes as proof)")
+    parser.add_argument("--faults", default=",".join(ALL_FAULTS),
+                        help=f"comma-separated subset of {','.join(ALL_FAULTS)} (default: all, in this order)")
+    parser.add_argument("--max-steps", type=int, default=30, help="episode step limit (default 30)")
+    parser.add_argument("--tmpfs-mb", type=int, default=64, help="size of the episodes tmpfs for full_disk")
+    parser.add_argument("--workdir", default="", help="keep everything here (default: a temporary directory, removed)")
+    parser.add_argument("--json", default="", help="write the per-fault results here")
+    parser.add_argument("--no-bad-inputs", dest="bad_inputs", action="store_false",
+                        help="do not inject the catalogue of malformed messages")
+    parser.add_argument("--domain", type=int, default=0, help="ROS_DOMAIN_ID (default: random 215..232)")
+    args = parser.parse_args(argv)
+    faults = [f for f in args.faults.split(",") if f]
+    unknown = sorted(set(faults) - set(ALL_FAULTS))
+    if unknown:
+        parser.error(f"unknown fault(s) {unknown}; known: {', '.join(ALL_FAULTS)}")
+
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_faults_"))
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    print(f"faults bench: work dir {work}, load average {os.getloadavg()[0]:.1f}", flush=True)
+    demos, base = tiny_base(work)
+    suite = Suite(args, work)
+    try:
+        suite.start(demos, base, bench_config(work), "full_disk" in faults)
+        print(f"graph launched on ROS_DOMAIN_ID={suite.domain}; warming up ...", flush=True)
+        if not suite.warm_up():
+            print("error: the graph never made progress; log tail:\n" + suite.log_text()[-4000:], file=sys.stderr)
+            return 1
+        print(f"warm: {len(suite.mon.labelled)} episodes labelled ({time.monotonic() - t0:.0f} s)", flush=True)
+        # the full disk last: it leaves the robot e-stopped. Without --quick every kill runs twice:
+        # early in an episode (step 3) and in its second half
+        plan = [(f, 3) for f in faults if f != "full_disk"]
+        if not args.quick:
+            plan += [(f, args.max_steps * 2 // 3) for f in faults if f in KILLABLE]
+        plan += [("full_disk", 0)] if "full_disk" in faults else []
+        for fault, at_step in plan:
+            if fault == "full_disk":
+                r = suite.full_disk()
+            elif fault == "corrupt_checkpoint":
+                r = suite.kill("learner", corrupt=True, min_steps=at_step)
+            else:
+                r = suite.kill(fault, min_steps=at_step)
+            if at_step > 3:
+                r.fault += f" @{at_step}"
+            suite.results.append(r)
+            print(f"  {r.fault}: {'survived' if r.survived else 'FAILED'} ({time.monotonic() - t0:.0f} s)"
+                  + "".join(f"\n    problem: {p}" for p in r.problems), flush=True)
+            if suite.graph.poll() is not None:
+                print("error: the graph stopped; log tail:\n" + suite.log_text()[-4000:], file=sys.stderr)
+                break
+            if any(p.startswith("no running episode") for p in r.problems):
+                print("error: the graph makes no progress any more; remaining faults not run", file=sys.stderr)
+                break
+        # Malformed messages last, with the robot e-stopped (by the full disk, else by the operator's
+        # service): no episode bag is open then, since the recorder writes what it receives as it
+        # is, and a malformed message in a bag makes the reader refuse the whole episode.
+        if args.bad_inputs and suite.graph.poll() is None:
+            estop = suite.estop()
+            rejected, bad_notes = suite.bad_inputs()
+            bad_notes.insert(0, estop)
+        else:
+            rejected, bad_notes = 0, ["not injected"]
+        print(f"bad inputs: {'; '.join(bad_notes)} ({time.monotonic() - t0:.0f} s)", flush=True)
+    finally:
+        suite.stop()
+    unsafe, commands = suite.unsafe, suite.commands
+    lost, lost_why, excluded_problems = suite.lost, suite.lost_why, suite.excluded_problems
+    for p in excluded_problems:
+        for r in suite.results:
+            if p.startswith(r.fault + ":"):
+                r.problems.append(p.split(": ", 1)[1])
+                r.survived = False
+    print()
+    print_table(suite.results)
+    def when(t: float) -> str:
+        before = [r for r in suite.results if 0 < r.t_fault <= t]
+        return f"{t - before[-1].t_fault:+.1f} s after {before[-1].fault}" if before else "before the first fault"
+
+    print(f"\ncommands checked: {commands} per group; unsafe: {len(unsafe)}"
+          + "".join(f"\n  {p} ({when(t)})" for t, p in unsafe[:10]))
+    print(f"labelled episodes: {len(suite.mon_labelled)}; lost: {lost}" + "".join(f"\n  {w}" for w in lost_why))
+    for p in excluded_problems:
+        print(f"problem: {p}")
+    run = [r for r in suite.results if not any(n.startswith("skipped") for n in r.notes)]
+    survived = sum(r.survived for r in run)
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "results": [asdict(r) for r in suite.results], "unsafe_commands": len(unsafe),
+            "unsafe_examples": [(round(t, 3), p) for t, p in unsafe[:50]], "unsafe_traces": suite.traces[:10], "commands": commands, "episodes_lost": lost,
+            "lost": lost_why, "labelled": len(suite.mon_labelled), "work": str(work),
+            "bad_inputs_rejected": rejected, "bad_inputs_notes": bad_notes}, indent=1))
+    print(f"time {time.monotonic() - t0:.0f} s, load average {os.getloadavg()[0]:.1f}")
+    print(f"faults_survived={survived}/{len(run)} bad_inputs_rejected={rejected} "
+          f"unsafe_commands={len(unsafe)} episodes_lost={lost}")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if survived == len(run) and not unsafe and not lost and not suite.bad_missed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

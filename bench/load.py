@@ -1,0 +1,207 @@
+"""Load: three 84x84 rgb8 cameras at 30 Hz and joint states at 200 Hz into the REAL synchronizer,
+base chunk server and residual policy processes for minutes (bench/control_loop.py's LoopRig).
+
+This process plays the robot: the humanoid's 29 joints split over two JointState topics
+(/joint_states/body: waist and arms, /joint_states/hands) at 200 Hz each, three cameras
+(head, left_wrist, right_wrist) at 30 Hz, all stamped with the wall clock when published; a
+RUNNING episode and residual weights with one image encoder per camera, so the actor's three-camera
+path runs on every 20 Hz control tick. Measured:
+
+  control latency   per tick, from the DDS source timestamps of the residual node's step record
+                    (sent right after the command): (a) from the observation's stamp (the reference
+                    joint state), (b) from the newest input of its synchronised set (the moment the
+                    set was complete: the synchronizer cannot emit earlier). Goal p99 <= 10 ms.
+  memory            RSS of each node process every 5 s; growth = least-squares slope (MB/min) over the
+                    run after the first minute (imports, first allocations), first and last values.
+  drops             the synchronizer's /diagnostics counters by reason (ApproximateTime keeps one of
+                    the ~10 joint messages per observation: `superseded` is the normal fate of the
+                    others), observations published vs control ticks expected, residual node ticks.
+
+    resfit-ros bench load [--minutes 10]
+Ends with `load_minutes=<m> control_p99_ms=<(a)> rss_growth_mb=<max over nodes> dropped=<ticks missed>`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+CAMERA_HZ = 30.0
+JOINT_HZ = 200.0
+CONTROL_HZ = 20.0
+CAMERAS = ("head", "left_wrist", "right_wrist")
+
+
+def load_robot_file(work: Path) -> Path:
+    """config/robots/g1_sim.yaml with three cameras and the joints split over two topics."""
+    import yaml
+
+    from resfit_ros.robot import config_dir
+
+    doc = yaml.safe_load((config_dir() / "robots" / "g1_sim.yaml").read_text())
+    doc["cameras"] = {c: f"/camera/{c}/image_raw" for c in CAMERAS}
+    doc["joint_state_topics"] = ["/joint_states/body", "/joint_states/hands"]
+    path = work / "g1_load.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+class Publisher(threading.Thread):
+    """Publishes every topic on its own schedule (absolute deadlines: no drift), wall-clock stamps."""
+
+    def __init__(self, rig):
+        super().__init__(daemon=True, name="robot")
+        self.rig = rig
+        self.stop_event = threading.Event()
+        self.sent = {"joints": 0, "images": 0}
+        self.late_ms: list[float] = []
+
+    def run(self) -> None:
+        rig = self.rig
+        joints = rig.joint_messages()
+        images = rig.image_messages()
+        clock = rig.node.get_clock()
+        t0 = time.monotonic()
+        next_js, next_img = t0, t0
+        js_period, img_period = 1.0 / JOINT_HZ, 1.0 / CAMERA_HZ
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            due = min(next_js, next_img)
+            if now < due:
+                time.sleep(min(due - now, 0.002))
+                continue
+            self.late_ms.append((now - due) * 1e3)
+            stamp = clock.now().to_msg()
+            if now >= next_js:
+                for topic, js in joints.items():
+                    js.header.stamp = stamp
+                    rig.pub_joints[topic].publish(js)
+                self.sent["joints"] += 1
+                next_js += js_period
+                if now - next_js > 0.1:          # fell far behind (machine stalled): do not burst
+                    next_js = now + js_period
+            if now >= next_img:
+                for cam, img in images.items():
+                    img.header.stamp = stamp
+                    rig.pub_images[cam].publish(img)
+                self.sent["images"] += 1
+                next_img += img_period
+                if now - next_img > 0.1:
+                    next_img = now + img_period
+
+
+def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
+    t = np.array([s[0] for s in samples]) / 60.0
+    y = np.array([s[1] for s in samples])
+    ok = np.isfinite(y)
+    if ok.sum() < 3:
+        return float("nan")
+    return float(np.polyfit(t[ok], y[ok], 1)[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="resfit-ros bench load", description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="measurement time (default 10)")
+    parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period (default 5 s)")
+    args = parser.parse_args(argv)
+    if args.minutes <= 0:
+        parser.error("--minutes must be > 0")
+
+    cl = runpy.run_path(str(Path(__file__).with_name("control_loop.py")), run_name="bench_control_loop")
+    LoopRig, sync_drops = cl["LoopRig"], cl["sync_drops"]
+    work = Path(tempfile.mkdtemp(prefix="bench_load_"))
+    # a set spans at most one camera period; older than 0.2 s is stale
+    rig = LoopRig(load_robot_file(work), work, sync_params=["-p", "slop_s:=0.02", "-p", "max_age_s:=0.2",
+                                                            "-p", "queue_size:=20"], control_rate_hz=CONTROL_HZ)
+    print(f"load bench: {len(CAMERAS)} cameras 84x84 at {CAMERA_HZ:g} Hz + {rig.robot.dof} joints on "
+          f"{len(rig.robot.joint_state_topics)} topics at {JOINT_HZ:g} Hz, control {CONTROL_HZ:g} Hz, "
+          f"{args.minutes:g} min; load average {os.getloadavg()[0]:.1f}; logs in {work}", flush=True)
+    rig.start()
+    pub = Publisher(rig)
+    try:
+        rig.start_episode()
+        pub.start()
+        if not rig.wait_records(20, 90):
+            print("error: the control loop did not start; logs in", work, file=sys.stderr)
+            return 1
+        start_rec = len(rig.records)
+        diag0 = {k: dict(v) for k, v in rig.diags.items()}
+        t_start = time.monotonic()
+        end = t_start + args.minutes * 60
+        rss: dict[str, list[tuple[float, float]]] = {n: [] for n in rig.procs}
+        next_sample, next_report = t_start, t_start + 60
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_sample:
+                for n, mb in rig.rss().items():
+                    rss[n].append((now - t_start, mb))
+                next_sample += args.sample_s
+            if now >= next_report:
+                n_ticks = len(rig.records) - start_rec
+                print(f"  {(now - t_start) / 60:4.1f} min: {n_ticks} ticks, RSS "
+                      + ", ".join(f"{n} {v[-1][1]:.0f} MB" for n, v in rss.items()) + f", load {os.getloadavg()[0]:.1f}",
+                      flush=True)
+                next_report += 60
+            if rig.alive() != list(rig.procs):
+                print(f"error: a node died: alive {rig.alive()}; logs in {work}", file=sys.stderr)
+                return 1
+            rig.spin(0.05)
+        seconds = time.monotonic() - t_start
+        pub.stop_event.set()
+        pub.join(timeout=5)
+        rig.spin(0.5)
+
+        recs = rig.records[start_rec:]
+        stamps = np.array([s for s, _ in recs], dtype=np.int64)
+        sent = np.array([t for _, t in recs], dtype=np.int64)
+        lat_a = (sent - stamps) / 1e6
+        # (b): the step record carries the observation's stamp; that observation names its inputs' stamps
+        lat_b = np.array([(t - rig.obs_newest_by_stamp[s]) / 1e6 for s, t in recs if s in rig.obs_newest_by_stamp])
+
+        expected = int(seconds * CONTROL_HZ)
+        sync = rig.diags.get("resfit_ros: synchronizer", {})
+        res = rig.diags.get("resfit_ros: residual_policy", {})
+        drops = sync_drops(sync)
+        drops0 = sync_drops(diag0.get("resfit_ros: synchronizer", {}))
+        drops = {k: v - drops0.get(k, 0) for k, v in drops.items()}
+        published = int(float(sync.get("published", 0))) - int(float(diag0.get("resfit_ros: synchronizer", {}).get(
+            "published", 0)))
+        missed = max(0, expected - len(recs))
+        print(f"\n{len(recs)} control ticks in {seconds / 60:.1f} min (expected {expected}); robot messages sent: "
+              f"{pub.sent['joints']} joint-state rounds, {pub.sent['images']} camera rounds "
+              f"(publisher late p99 {np.percentile(pub.late_ms, 99):.1f} ms)")
+        for label, lat in (("stamp -> command", lat_a), ("set complete -> command", lat_b)):
+            if len(lat):
+                print(f"latency {label}: p50 {np.percentile(lat, 50):.2f} ms  p90 {np.percentile(lat, 90):.2f} ms  "
+                      f"p99 {np.percentile(lat, 99):.2f} ms  max {lat.max():.2f} ms")
+        print(f"residual node tick: p50 {res.get('tick_latency_p50_ms', '?')} ms, p99 {res.get('tick_latency_p99_ms', '?')} ms"
+              f" (last 1000 ticks); stale observations {res.get('stale_observations', '?')}, chunk underruns "
+              f"{res.get('chunk_underruns', '?')}")
+        print(f"synchronizer: published {published} observations; by reason: "
+              + (", ".join(f"{k}={v}" for k, v in sorted(drops.items()) if v) or "no drops"))
+        growth = {}
+        for n, samples in rss.items():
+            late = [s for s in samples if s[0] >= min(60.0, seconds / 3)]
+            slope = slope_mb_per_min(late)
+            growth[n] = slope * (seconds / 60.0)
+            print(f"RSS {n:18s} first {samples[0][1]:7.1f} MB  after warm-up {late[0][1]:7.1f} MB  last "
+                  f"{samples[-1][1]:7.1f} MB  slope {slope:+.3f} MB/min ({len(samples)} samples)")
+        worst = max(growth.values())
+        print(f"load average {os.getloadavg()[0]:.1f}")
+        print(f"load_minutes={seconds / 60:.1f} control_p99_ms={np.percentile(lat_a, 99):.2f} "
+              f"rss_growth_mb={worst:.1f} dropped={missed}")
+        return 0
+    finally:
+        pub.stop_event.set()
+        rig.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
