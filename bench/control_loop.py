@@ -62,17 +62,28 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of a process so far, seconds (from /proc); NaN when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 class LoopRig:
     """The synchronizer, base chunk server and residual policy as processes on a private domain, and
     this process as the robot: camera and joint-state publishers, a latched RUNNING episode status,
     residual weights with one encoder per camera. Collects, with DDS source timestamps:
-      cmd_times    arrival (wall ns) of each command of the first controller group (control-loop bench)
+      cmd_times    arrival (DDS receive time, wall ns) of each command of the first controller group
       records      (observation stamp, step record sent) per control tick
       obs_newest_by_stamp  observation stamp -> newest stamp of its inputs (when the set was complete)
       diags        newest /diagnostics values per status name
     """
 
-    def __init__(self, robot_file: Path, work: Path, sync_params: list[str] | None = None, control_rate_hz: float = 20.0):
+    def __init__(self, robot_file: Path, work: Path, sync_params: list[str] | None = None, control_rate_hz: float = 20.0,
+                 watch_observations: bool = False):
         from resfit_ros.robot import RobotDescription
 
         self.robot_file = robot_file
@@ -90,6 +101,7 @@ class LoopRig:
         }
         self.procs: dict[str, subprocess.Popen] = {}
         self.node = None
+        self.watch_observations = watch_observations
 
     # -- processes ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,6 +139,9 @@ class LoopRig:
     def rss(self) -> dict[str, float]:
         return {n: rss_mb(p.pid) for n, p in self.procs.items()}
 
+    def cpu(self) -> dict[str, float]:
+        return {n: cpu_s(p.pid) for n, p in self.procs.items()}
+
     # -- topics -----------------------------------------------------------------------------------
     def _wire(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
@@ -150,11 +165,13 @@ class LoopRig:
         self.obs_newest_by_stamp: dict[int, int] = {}
         self.diags: dict[str, dict] = {}
         first_ctrl = next(iter(robot.controllers.values()))
+        # arrival = the middleware's receive time here (one DDS hop), not when this process gets to it
         node.create_subscription(Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=first_ctrl),
-                                 lambda m: self.cmd_times.append(time.time_ns()), deep)
+                                 lambda m, info: self.cmd_times.append(int(info["received_timestamp"])), deep)
         node.create_subscription(StepRecord, names.STEP_RECORD, lambda m, info: self.records.append(
             (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, int(info["source_timestamp"]))), deep)
-        node.create_subscription(Observation, names.OBSERVATION, self._on_obs, deep)
+        if self.watch_observations:   # 64 KB each with three cameras: only when asked for
+            node.create_subscription(Observation, names.OBSERVATION, self._on_obs, deep)
         node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, lambda m: [self.diags.__setitem__(
             s.name, {kv.key: kv.value for kv in s.values}) for s in m.status], 50)
         self.StepRecord, self.EpisodeStatus = StepRecord, EpisodeStatus

@@ -601,7 +601,7 @@ class Suite:
             elif eid not in mon.aborted:   # a restarted latched publisher: later statuses superseded it
                 res.notes.append(f"episode {eid}: no terminal status seen (superseded); its bag is checked")
             else:
-                res.notes.append(f"episode {eid} aborted: {mon.aborted[eid][1]}")
+                res.notes.append(f"episode {eid} aborted ({mon.aborted[eid][1].split(' aborted: ', 1)[-1]})")
         if name == "episode_manager":
             later = sorted(e for e in mon.started if mon.started[e] > t_kill)
             if later and later[0] != eid + 1:

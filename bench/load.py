@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_load_"))
     # a set spans at most one camera period; older than 0.2 s is stale
     rig = LoopRig(load_robot_file(work), work, sync_params=["-p", "slop_s:=0.02", "-p", "max_age_s:=0.2",
-                                                            "-p", "queue_size:=20"], control_rate_hz=CONTROL_HZ)
+                                                            "-p", "queue_size:=20"], control_rate_hz=CONTROL_HZ,
+                  watch_observations=True)
     print(f"load bench: {len(CAMERAS)} cameras 84x84 at {CAMERA_HZ:g} Hz + {rig.robot.dof} joints on "
           f"{len(rig.robot.joint_state_topics)} topics at {JOINT_HZ:g} Hz, control {CONTROL_HZ:g} Hz, "
           f"{args.minutes:g} min; load average {os.getloadavg()[0]:.1f}; logs in {work}", flush=True)
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         start_rec = len(rig.records)
         diag0 = {k: dict(v) for k, v in rig.diags.items()}
         t_start = time.monotonic()
+        cpu0, own0 = rig.cpu(), time.process_time()
         end = t_start + args.minutes * 60
         rss: dict[str, list[tuple[float, float]]] = {n: [] for n in rig.procs}
         next_sample, next_report = t_start, t_start + 60
@@ -154,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             rig.spin(0.05)
         seconds = time.monotonic() - t_start
+        cpu = {n: (c - cpu0[n]) / seconds * 100 for n, c in rig.cpu().items()}
+        cpu["this process (robot + measurements)"] = (time.process_time() - own0) / seconds * 100
         pub.stop_event.set()
         pub.join(timeout=5)
         rig.spin(0.5)
@@ -184,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"residual node tick: p50 {res.get('tick_latency_p50_ms', '?')} ms, p99 {res.get('tick_latency_p99_ms', '?')} ms"
               f" (last 1000 ticks); stale observations {res.get('stale_observations', '?')}, chunk underruns "
               f"{res.get('chunk_underruns', '?')}")
+        print("CPU (% of one core): " + ", ".join(f"{n} {v:.0f}" for n, v in cpu.items()))
+        print(f"synchronizer: observation age at emission p50 {float(sync.get('age_p50_s', 'nan')) * 1e3:.1f} ms, "
+              f"p99 {float(sync.get('age_p99_s', 'nan')) * 1e3:.1f} ms")
         print(f"synchronizer: published {published} observations; by reason: "
               + (", ".join(f"{k}={v}" for k, v in sorted(drops.items()) if v) or "no drops"))
         growth = {}
@@ -191,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             late = [s for s in samples if s[0] >= min(60.0, seconds / 3)]
             slope = slope_mb_per_min(late)
             growth[n] = slope * (seconds / 60.0)
+            half = [s for s in samples if s[0] >= seconds / 2]
             print(f"RSS {n:18s} first {samples[0][1]:7.1f} MB  after warm-up {late[0][1]:7.1f} MB  last "
-                  f"{samples[-1][1]:7.1f} MB  slope {slope:+.3f} MB/min ({len(samples)} samples)")
+                  f"{samples[-1][1]:7.1f} MB  slope {slope:+.3f} MB/min, second half {slope_mb_per_min(half):+.3f} "
+                  f"MB/min ({len(samples)} samples)")
         worst = max(growth.values())
         print(f"load average {os.getloadavg()[0]:.1f}")
         print(f"load_minutes={seconds / 60:.1f} control_p99_ms={np.percentile(lat_a, 99):.2f} "

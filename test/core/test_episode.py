@@ -161,3 +161,30 @@ def test_outcomes_have_distinct_codes_and_messages():
 def test_state_values_match_episode_status_msg():
     assert [s.value for s in EpisodeState] == [0, 1, 2, 3]  # EpisodeStatus IDLE RUNNING RESETTING ESTOPPED
     assert (LABEL_NONE, LABEL_FAILURE, LABEL_SUCCESS) == (-1, 0, 1)
+
+
+def test_restore_after_a_restart_continues_ids_and_aborts_the_running_episode():
+    m = EpisodeManager(require_reset=True)
+    r = m.restore(7, state=EpisodeState.RUNNING, episodes_completed=5, successes=2, episodes_aborted=1)
+    assert r.accepted and r.state is EpisodeState.IDLE and r.status.aborted and r.status.label == LABEL_NONE
+    assert r.status.episode_id == 7 and r.status.episodes_aborted == 2 and not r.status.ready
+    assert "restarted" in r.message
+    assert not m.start().accepted                    # not ready: a reset first
+    m.reset_begin()
+    m.reset_done(True)
+    assert m.start().status.episode_id == 8          # ids continue
+    m2 = EpisodeManager()
+    assert m2.restore(3, state=EpisodeState.ESTOPPED).state is EpisodeState.ESTOPPED   # an e-stop stays engaged
+    assert not m2.start().accepted
+    with pytest.raises(ValueError):
+        EpisodeManager().restore(-1)
+
+
+def test_not_ready_only_from_idle_and_ready():
+    m = EpisodeManager()
+    assert not m.not_ready("node restarted").accepted          # not ready yet: refused, unchanged
+    m.reset_begin()
+    m.reset_done(True)
+    assert m.status.ready
+    r = m.not_ready("residual_policy (re)started")
+    assert r.accepted and not r.status.ready and r.message == "residual_policy (re)started"

@@ -145,3 +145,26 @@ def test_existing_checkpoints_without_resume_is_an_error(data, tmp_path, capsys)
     assert main(_args(data, out, 2)) == 2
     assert "--resume" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
+
+
+def test_resume_refuses_a_corrupt_newest_checkpoint_and_uses_the_one_before(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_args(data, out, 2)) == 0
+    assert main(_args(data, out, 4, "--resume")) == 0          # a second checkpoint: ckpt-000002
+    ckpts = out / "checkpoints"
+    assert (ckpts / "latest").read_text().strip() == "ckpt-000002"
+    tensors = ckpts / "ckpt-000002" / "tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[: tensors.stat().st_size // 2])   # truncated
+    capsys.readouterr()
+    assert main(_args(data, out, 6, "--resume")) == 0
+    captured = capsys.readouterr()
+    assert "refused checkpoint: checkpoint" in captured.err and "ckpt-000002" in captured.err
+    assert "corrupt" in captured.err
+    assert "resumed from" in captured.out and "ckpt-000001 at iteration 2" in captured.out
+    state = _final_state(out)                                  # the new newest checkpoint, from the good one on
+    assert state["offline"]["iterations"] == 6
+    # every checkpoint corrupt: a clear error, nothing trained
+    for d in ckpts.glob("ckpt-*"):
+        (d / "meta.json").write_text("{ truncated")
+    assert main(_args(data, out, 8, "--resume")) != 0
+    assert "cannot resume" in capsys.readouterr().err

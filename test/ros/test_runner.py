@@ -106,3 +106,40 @@ def test_runner_rejects_unknown_graph_and_arguments():
     r = subprocess.run([sys.executable, "-m", "resfit_ros.cli", "launch", "echo_pair", "novalue"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "key:=value" in r.stderr
+
+
+def test_runner_pid_files_follow_respawns_and_go_at_shutdown(ros_domain, tmp_path):
+    log, pids = tmp_path / "launch.log", tmp_path / "pids"
+    runner = subprocess.Popen([sys.executable, "-m", "resfit_ros.cli", "launch", "--pid-dir", str(pids),
+                               "--max-restarts", "1", "echo_pair", "prefix:=/pf"],
+                              env=dict(os.environ, ROS_DOMAIN_ID=str(ros_domain)), stdout=open(log, "w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+
+    def pid_file(name):
+        try:
+            return int((pids / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def wait(predicate, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not predicate():
+            time.sleep(0.05)
+        return predicate()
+
+    try:
+        assert wait(lambda: pid_file("echo_a") and pid_file("echo_b")), log.read_text()
+        assert pid_file("runner") == runner.pid
+        first = pid_file("echo_a")
+        assert first == _pids(log.read_text(), "echo_a")[0] and _alive(first)
+        os.kill(first, signal.SIGKILL)
+        assert wait(lambda: pid_file("echo_a") not in (None, first)), log.read_text()
+        second = pid_file("echo_a")
+        assert second == _pids(log.read_text(), "echo_a")[1] and _alive(second)
+        # --max-restarts 1: the second death stops the graph
+        os.kill(second, signal.SIGKILL)
+        runner.wait(timeout=20)
+        assert "died 2 times; giving up" in log.read_text(), log.read_text()
+        assert not any(pids.glob("*.pid")), sorted(p.name for p in pids.iterdir())
+    finally:
+        stop_process(runner)
