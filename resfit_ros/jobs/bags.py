@@ -130,6 +130,11 @@ def summarise(root: str | Path, window: int = 10) -> dict:
                          "task": item.metadata.get("task", "?")})
         except Exception as exc:  # noqa: BLE001  one odd episode never stops the summary
             problems.append((path.name, f"unreadable episode fields: {type(exc).__name__}: {exc}"))
+    return {"rows": rows, "problems": problems, "windows": _windows(rows, window)}
+
+
+def _windows(rows: list[dict], window: int) -> dict:
+    """Success rate per window of labelled episodes: all, exploration and evaluation ones."""
     labelled = [r for r in rows if not r["aborted"] and r["label"] in ("success", "failure")]
     windows = {}
     for name, select in (("all", lambda r: True), ("explore", lambda r: r["kind"] == "explore"),
@@ -137,7 +142,7 @@ def summarise(root: str | Path, window: int = 10) -> dict:
         outcomes = [r["success"] for r in labelled if select(r)]
         if outcomes:
             windows[name] = success_windows(outcomes, window)
-    return {"rows": rows, "problems": problems, "windows": windows}
+    return windows
 
 
 def summarise_raw(root: str | Path, window: int = 10, args=None) -> dict:
@@ -159,13 +164,7 @@ def summarise_raw(root: str | Path, window: int = 10, args=None) -> dict:
                      "kind": kind, "success": bool(ep.success), "aborted": bool(ep.aborted),
                      "weights": (int(versions.min()), int(versions.max())) if ep.base_action.shape[0] else None,
                      "task": "?"})
-    labelled = [r for r in rows if not r["aborted"] and r["label"] in ("success", "failure")]
-    windows = {}
-    for name, select in (("all", lambda r: True), ("explore", lambda r: r["kind"] == "explore"),
-                         ("eval", lambda r: r["kind"] == "eval")):
-        outcomes = [r["success"] for r in labelled if select(r)]
-        if outcomes:
-            windows[name] = success_windows(outcomes, window)
+    windows = _windows(rows, window)
     steps = "/resfit/step records" if any(ep.base_action.shape[0] for ep in rec.episodes) else "controller commands"
     return {"rows": rows, "problems": [(f"episode {eid} (in the raw bag)", why) for eid, why in rec.problems],
             "windows": windows,

@@ -24,7 +24,7 @@ from resfit_ros.bags import BagError, read_episode, scan_episodes
 from resfit_ros.bags.raw_record import import_raw_bag, is_raw_bag, read_raw_bag
 from resfit_ros.learning.replay import nstep_targets
 from test.bags.raw_support import CAMERA, COMMAND_TOPICS, ROBOT, TASK, copy_bag, write_lockstep_bag
-from test.support import stop_process
+from test.support import build_tiny_base, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -191,13 +191,7 @@ RAW_TOPICS = [f"{CAMERA}:sensor_msgs/msg/Image", f"{names.JOINT_STATES}:sensor_m
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
     """Two state-only scripted demos and a BC base trained for a few steps (seconds)."""
-    root = tmp_path_factory.mktemp("base")
-    demos, base = root / "demos", root / "base.safetensors"
-    subprocess.run([sys.executable, "-m", "resfit_ros.cli", "demos", "--task", "g1_pick_lift", "--episodes", "2",
-                    "--out", str(demos), "--no-images", "--no-progress"], check=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "resfit_ros.cli", "train-bc", "--demos", str(demos), "--out", str(base),
-                    "--steps", "30", "--state-only", "--no-progress"], check=True, timeout=300)
-    return demos, base
+    return build_tiny_base(tmp_path_factory.mktemp("base"))
 
 
 def _wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout: float) -> None:

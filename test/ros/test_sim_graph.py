@@ -15,7 +15,7 @@ import pytest
 
 from resfit_ros import names
 from resfit_ros.robot import RobotDescription, config_dir
-from test.support import stop_process
+from test.support import build_tiny_base, stop_process
 
 pytestmark = pytest.mark.ros
 
@@ -23,13 +23,7 @@ pytestmark = pytest.mark.ros
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory):
     """Two state-only scripted demos and a BC base trained for a few steps (seconds)."""
-    root = tmp_path_factory.mktemp("base")
-    demos, base = root / "demos", root / "base.safetensors"
-    subprocess.run([sys.executable, "-m", "resfit_ros.cli", "demos", "--task", "g1_pick_lift", "--episodes", "2",
-                    "--out", str(demos), "--no-images", "--no-progress"], check=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "resfit_ros.cli", "train-bc", "--demos", str(demos), "--out", str(base),
-                    "--steps", "30", "--state-only", "--no-progress"], check=True, timeout=300)
-    return demos, base
+    return build_tiny_base(tmp_path_factory.mktemp("base"))
 
 
 def test_train_sim_graph_end_to_end(ros_context, ros_domain, tmp_path, tiny_base):
