@@ -563,7 +563,8 @@ class Suite:
             res.problems.append("the runner did not respawn it")
             return res
         if not mon.wait(lambda: mon.up_after(name, t_kill) is not None, 90, self.graph):
-            res.problems.append("the respawned node never came up (presence)")
+            res.problems.append("the respawned node never came up (presence); its log since the respawn:\n"
+                                + self.node_log_since_respawn(name))
             return res
         t_up = mon.up_after(name, t_kill)
         res.downtime_s = t_up - t_kill
@@ -610,6 +611,14 @@ class Suite:
                 res.notes.append(f"ids continue: next episode {later[0]}")
         res.survived = not res.problems
         return res
+
+    def node_log_since_respawn(self, name: str, lines: int = 25) -> str:
+        """The node's own lines (and the runner's about it) from its last start on: why it is not up."""
+        text = self.log_text().splitlines()
+        starts = [i for i, line in enumerate(text) if line.startswith(f"[launch] started {name} ")]
+        mine = [line for line in text[starts[-1] if starts else 0:]
+                if line.startswith(f"[{name}] ") or (line.startswith("[launch] ") and f" {name} " in line + " ")]
+        return "\n".join("      " + line for line in mine[-lines:]) or "      (nothing)"
 
     def latest_checkpoint(self) -> Path | None:
         latest = self.run / "checkpoints" / "latest"

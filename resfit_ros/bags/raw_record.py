@@ -575,9 +575,27 @@ def _steps_from_records(records, windows, rec: RawRecording) -> dict[int, list[d
             cands = by_stamp.get(stamp, [])
             before = [i for i in cands if rec.emitted_log_ns[i] <= log]
             obs = (before[-1] if before else cands[0]) if cands else -1
-            steps.append({"obs": obs, "record": r})
+            steps.append({"obs": obs, "record": r, "log": log})
         out[eid] = steps
     return out
+
+
+def _why_not_emitted(rec: RawRecording, missing: list[dict]) -> str:
+    """For the first few step records whose observation the replay did not emit: which inputs of
+    that stamp the bag holds and when they were received (a recorder that lost or received an input
+    late reads differently from a synchronizer that dropped a complete set)."""
+    parts = []
+    for s in missing[:3]:
+        r = s["record"]
+        stamp = _stamp(r.header.stamp)
+        got = []
+        for topic, msgs in rec.inputs.items():
+            logs = [log for st, log, _ in msgs if st == stamp]
+            got.append(f"{topic} " + (f"received {len(logs)}x, first {(logs[0] - s['log']) / 1e6:+.1f} ms from the record"
+                                      if logs else "never received"))
+        parts.append(f"step {int(r.step)} stamp {stamp} ns: " + ", ".join(got))
+    drops = {k: v for k, v in rec.sync_stats.items() if k.startswith("dropped/") and v}
+    return "; ".join(parts) + f" (synchronizer drops over the bag: {drops or 'none'})"
 
 
 def _episode(rec: RawRecording, eid: int, win: dict, steps: list[dict], robot: RobotDescription,
@@ -585,9 +603,9 @@ def _episode(rec: RawRecording, eid: int, win: dict, steps: list[dict], robot: R
     obs = rec.observations
     if steps and "record" in steps[0]:
         if any(s["obs"] < 0 for s in steps):
-            missing = sum(s["obs"] < 0 for s in steps)
-            raise ValueError(f"{missing} step records act on observations the synchronizer did not emit "
-                             "from the raw topics")
+            missing = [s for s in steps if s["obs"] < 0]
+            raise ValueError(f"{len(missing)} step records act on observations the synchronizer did not emit "
+                             f"from the raw topics: {_why_not_emitted(rec, missing)}")
     if not steps:
         raise ValueError("no step: no command (or step record) between the episode's start and its label")
     T = len(steps)

@@ -223,9 +223,9 @@ def test_raw_bag_of_the_sim_graph_gives_the_project_recordings_transitions(ros_d
     first command, the end of a reset before its last homing command: the matching rules are
     built for that (test_status_received_out_of_order_with_the_commands replays those races).
 
-    Compared where the project recorded: its recorder subscribes with queue depth 10 (depth 1 for
-    the status) and, when the graph runs fast, loses messages -- a whole episode (the label never
-    reached it: left .incomplete) or some step records/observations. So every transition the
+    Compared where the project recorded: a recorder can lose messages on a loaded machine (the
+    project's now keeps deep queues; a lost label leaves a whole episode .incomplete, a lost step
+    record or observation leaves a gap). So every transition the
     project DID record must be identical, complete project episodes entirely, and the raw bag's
     commands must give exactly the residual node's own step records (/resfit/step, recorded by the
     lossless raw recorder, which is why the test records that topic too and then drops it)."""
@@ -246,7 +246,7 @@ def test_raw_bag_of_the_sim_graph_gives_the_project_recordings_transitions(ros_d
         log = tmp_path / "launch.log"
         graph = subprocess.Popen(
             [sys.executable, "-m", "resfit_ros.cli", "launch", "train_sim", f"base_artifact:={base}",
-             f"demos_dir:={demos}", f"output_dir:={out}", "episodes:=3", "max_steps:=25"],
+             f"demos_dir:={demos}", f"output_dir:={out}", "episodes:=4", "max_steps:=25"],
             env=env, cwd=str(REPO), stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
         assert graph.wait(timeout=300) == 0, log.read_text(errors="replace")[-4000:]
         time.sleep(1.0)   # messages still on the wire
@@ -265,8 +265,14 @@ def test_raw_bag_of_the_sim_graph_gives_the_project_recordings_transitions(ros_d
     assert recorded.steps_rule == "records"
     with_steps = {e.episode_id: e for e in recorded.episodes}
     assert len([e for e in recorded.episodes if e.label is not None]) >= 3, recorded.problems   # the judge's
-    # an episode the policy never acted in (aborted by the judge as stalled) is a problem in both
-    assert all("no step" in why for _, why in recorded.problems), recorded.problems
+    # An episode the policy never acted in (aborted by the judge as stalled) is a problem in both.
+    # The first episode starts right after the graph came up, while the raw recorder (a separate
+    # process, like `ros2 bag record` started before a launch) may still be discovering the new
+    # publishers: what is published before a publisher matched it never reaches it (seen once on a
+    # loaded CI machine: the first step of episode 1). That episode may lack an input; no other.
+    first_id = min([e.episode_id for e in recorded.episodes] + [eid for eid, _ in recorded.problems])
+    for eid, why in recorded.problems:
+        assert "no step" in why or (eid == first_id and "never received" in why), (eid, why)
 
     # 1. the raw commands give exactly the residual node's own step records, in every episode the
     # simulator ran in lockstep (the residual's records act on consecutive observations). In an

@@ -35,7 +35,7 @@ def test_kill_9_and_corrupt_checkpoint_in_a_running_graph(tmp_path, ros_domain):
     m = FINAL.search(r.stdout)
     assert m, out[-4000:]
     survived, total, _, unsafe, lost = map(int, m.groups())
-    assert (survived, total) == (3, 3), out[-4000:]
+    assert (survived, total) == (3, 3), out[-8000:]
     assert unsafe == 0 and lost == 0, out[-4000:]
     assert r.returncode == 0, out[-4000:]
 
