@@ -1,5 +1,6 @@
 """`resfit-ros eval`: success rate of the base policy (optionally + a residual) or the scripted
-expert in simulation. The last line printed is exactly `success_rate=<0..1> episodes=<N>`.
+expert in simulation. The last line printed is exactly `success_rate=<0..1> episodes=<N>`, the one before it
+`outcomes=<0/1 per episode, in seed order>`.
 
     resfit-ros eval --task g1_pick_lift --base data/base/pick_lift.safetensors --episodes 50 --seed 0
     resfit-ros eval --task g1_pick_lift --policy scripted --episodes 20
@@ -147,14 +148,16 @@ def run(args) -> int:
             base.reset()  # clears the chunk queue at every episode start
             previous[0] = None
 
-    successes = 0
+    outcomes: list[bool] = []
     bar = tqdm(range(args.episodes), desc=f"eval {args.task} ({args.policy})", unit="ep",
                disable=args.no_progress, dynamic_ncols=True)
     for i in bar:
         trace = run_episode(env, act, episode_seed(PURPOSE_EVAL, args.seed, i), on_reset, max_steps=args.max_steps)
-        successes += trace.success
-        bar.set_postfix(success=f"{successes}/{i + 1}")
+        outcomes.append(bool(trace.success))
+        bar.set_postfix(success=f"{sum(outcomes)}/{i + 1}")
     bar.close()
     env.close()
-    print(f"success_rate={successes / args.episodes:.3f} episodes={args.episodes}", flush=True)
+    # per episode, in seed order: two policies on the same seeds compare pairwise (main-job's gain)
+    print("outcomes=" + "".join("1" if s else "0" for s in outcomes), flush=True)
+    print(f"success_rate={sum(outcomes) / args.episodes:.3f} episodes={args.episodes}", flush=True)
     return 0

@@ -52,18 +52,40 @@ def _cli(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def _eval(base: Path, episodes: int, max_steps: int, residual: Path | None = None) -> float:
+def _eval(base: Path, episodes: int, max_steps: int, residual: Path | None = None) -> list[bool]:
+    """Success of each of the fixed evaluation episodes (seed 1000), in seed order."""
     cmd = [sys.executable, "-m", "resfit_ros.cli", "eval", "--task", TASK, "--base", str(base),
            "--episodes", str(episodes), "--seed", "1000", "--max-steps", str(max_steps), "--no-progress"]
     if residual is not None:
-        cmd += ["--residual", str(residual)]
+        cmd += ["--residual", str(residual), "--residual-bound", str(_residual_bound())]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    line = [ln for ln in out.splitlines() if ln.startswith("success_rate=")][-1]
-    return float(line.split()[0].split("=")[1])
+    line = [ln for ln in out.splitlines() if ln.startswith("outcomes=")][-1]
+    return [c == "1" for c in line.split("=", 1)[1].strip()]
+
+
+def _residual_bound() -> float:
+    """The residual node's bound in the graph's config (the evaluation applies the same one)."""
+    import yaml
+
+    from resfit_ros.robot import config_dir
+
+    params = yaml.safe_load((config_dir() / "sim.yaml").read_text())["residual_policy"]["ros__parameters"]
+    return float(min(params["residual_bound"]))
 
 
 def _stderr(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+
+
+def paired_gain(base: list[bool], combined: list[bool]) -> tuple[float, float, int, int]:
+    """(gain, its standard error, episodes only the combined policy solved, episodes only the base
+    solved). Both ran on the SAME seeds, so the gain is the mean of per-episode differences and its
+    error comes from those differences (a paired comparison): seeds that both solve or both fail
+    cancel instead of adding the variance of two independent rates."""
+    d = np.asarray(combined, dtype=float) - np.asarray(base, dtype=float)
+    n = len(d)
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+    return float(d.mean()), se, int(np.sum(d > 0)), int(np.sum(d < 0))
 
 
 def _episodes(root: Path) -> list[tuple[str, bool, bool]]:
@@ -76,6 +98,14 @@ def _episodes(root: Path) -> list[tuple[str, bool, bool]]:
             continue
         out.append((path.name, ep.success, bool(ep.exploration.any()) if ep.exploration.size else False))
     return out
+
+
+def _episode_steps(root: Path) -> list[int]:
+    """Steps of every completed training-run episode (the env steps the run took)."""
+    from resfit_ros.bags import scan_episodes
+
+    return [ep.num_steps for _, ep in (scan_episodes(root, images=False) if root.is_dir() else [])
+            if not isinstance(ep, str) and ep.label is not None]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -118,12 +148,15 @@ def run(args: argparse.Namespace) -> int:
         _cli("train-bc", "--demos", str(demos), "--out", str(base), "--state-only", "--steps", str(args.bc_steps),
              "--num-demos", str(args.base_demos), "--seed", "0", "--no-progress")
     base_cache = base.with_suffix(f".eval{args.eval_episodes}_h{args.max_steps}.json")
-    if base_cache.is_file() and base_cache.stat().st_mtime > base.stat().st_mtime:
-        base_rate = json.loads(base_cache.read_text())["success_rate"]
-    else:
+    cached = json.loads(base_cache.read_text()) if base_cache.is_file() and \
+        base_cache.stat().st_mtime > base.stat().st_mtime else {}
+    base_outcomes = [c == "1" for c in cached.get("outcomes", "")]
+    if len(base_outcomes) != args.eval_episodes:
         print(f"evaluating the base on {args.eval_episodes} fixed episodes ...", flush=True)
-        base_rate = _eval(base, args.eval_episodes, args.max_steps)
-        base_cache.write_text(json.dumps({"success_rate": base_rate}))
+        base_outcomes = _eval(base, args.eval_episodes, args.max_steps)
+        base_cache.write_text(json.dumps({"success_rate": float(np.mean(base_outcomes)),
+                                          "outcomes": "".join("1" if s else "0" for s in base_outcomes)}))
+    base_rate = float(np.mean(base_outcomes))
     print(f"base success {base_rate:.2f} +- {_stderr(base_rate, args.eval_episodes):.2f} "
           f"({args.eval_episodes} episodes)", flush=True)
 
@@ -176,16 +209,24 @@ def run(args: argparse.Namespace) -> int:
         print("error: the learner wrote no checkpoint; see", out / "graph.log", file=sys.stderr)
         return 1
     print(f"evaluating base + residual on the same {args.eval_episodes} episodes ...", flush=True)
-    combined = _eval(base, args.eval_episodes, args.max_steps, residual=ckpt)
+    combined_outcomes = _eval(base, args.eval_episodes, args.max_steps, residual=ckpt)
+    combined = float(np.mean(combined_outcomes))
     n = args.eval_episodes
-    gain = combined - base_rate
-    se = math.hypot(_stderr(base_rate, n), _stderr(combined, n))
+    gain, se, won, lost = paired_gain(base_outcomes, combined_outcomes)
     _plot(eps, base_rate, combined, args.window, out / "learning_curve.png")
     print(f"training-run episodes: {len(eps)} ({sum(e for _, _, e in eps)} with exploration)")
     print(f"base success      {base_rate:.2f} +- {_stderr(base_rate, n):.2f}  ({n} episodes)")
     print(f"combined success  {combined:.2f} +- {_stderr(combined, n):.2f}  ({n} episodes, same seeds)")
-    print(f"gain              {gain:+.2f} +- {se:.2f}  ({'clear' if gain > 2 * se else 'NOT clear'}: 2 standard errors = {2 * se:.2f})")
+    print(f"gain              {gain:+.2f} +- {se:.2f}  paired over the same {n} seeds: {won} solved only with the "
+          f"residual, {lost} only by the base ({'clear' if gain > 2 * se else 'NOT clear'}: 2 standard errors = {2 * se:.2f})")
     print(f"learning curve    {out / 'learning_curve.png'}")
+    (out / "result.json").write_text(json.dumps({
+        "minutes": args.minutes, "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e in eps)),
+        "env_steps": int(sum(n for n in _episode_steps(out / "episodes"))),
+        "base_success": base_rate, "combined_success": combined, "gain": gain, "gain_stderr_paired": se,
+        "solved_only_with_residual": won, "solved_only_by_base": lost, "eval_episodes": n,
+        "base_outcomes": "".join("1" if x else "0" for x in base_outcomes),
+        "combined_outcomes": "".join("1" if x else "0" for x in combined_outcomes)}, indent=1))
     print(f"base_success={base_rate:.3f} combined_success={combined:.3f} episodes={n}")
     return 0
 

@@ -5,6 +5,7 @@ topics/services to it and calls `run(node_factory, argv)`.
 """
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 import threading
@@ -86,6 +87,11 @@ def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2) -> i
     try:
         app = build()
         node = app.node
+        # Everything built so far (rclpy, torch modules, models) lives until shutdown: move it out
+        # of the garbage collector's reach, so a collection during a control tick scans only what
+        # the callbacks allocate, not every object of torch and the models.
+        gc.collect()
+        gc.freeze()
         presence = None
         # threads=1: callbacks run in this (main) thread, which OpenGL contexts (the simulated
         # cameras) require; more threads let slow callbacks run beside fast ones.

@@ -64,9 +64,11 @@ def test_train_bc_writes_a_loadable_artifact_and_plot(artifact):
 def test_eval_base_prints_the_success_line(artifact):
     proc = cli("eval", "--task", "g1_pick_lift", "--base", str(artifact), "--episodes", "1", "--seed", "0")
     assert proc.returncode == 0, proc.stderr
-    last = proc.stdout.strip().splitlines()[-1]
+    *_, outcomes, last = proc.stdout.strip().splitlines()
     m = SUCCESS_LINE.match(last)
     assert m and m.group(4) == "1", last
+    # one 0/1 per episode before it (main-job pairs two policies' outcomes seed by seed)
+    assert outcomes in ("outcomes=0", "outcomes=1") and float(m.group(1)) == float(outcomes[-1]), (outcomes, last)
 
 
 def test_eval_scripted_expert(tmp_path):
@@ -171,10 +173,23 @@ def test_eval_with_a_zero_residual_equals_the_base(artifact, tmp_path, capsys):
     args = ["eval", "--task", "g1_pick_lift", "--base", str(artifact), "--episodes", "2", "--seed", "3",
             "--no-progress"]
     assert main(args) == 0
-    alone = capsys.readouterr().out.strip().splitlines()[-1]
+    alone = capsys.readouterr().out.strip().splitlines()[-2:]
     assert main(args + ["--residual", str(tmp_path / "ckpt")]) == 0
-    combined = capsys.readouterr().out.strip().splitlines()[-1]
-    assert alone.startswith("success_rate=") and combined == alone
+    combined = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert alone[0].startswith("outcomes=") and alone[1].startswith("success_rate=") and combined == alone
+
+
+def test_main_job_gain_is_paired_over_the_same_seeds():
+    from resfit_ros.jobs.main_job import paired_gain
+
+    base = [True, True, False, False, False, True, False, False]
+    combined = [True, False, True, True, False, True, True, False]     # +3 seeds, -1 seed
+    gain, se, won, lost = paired_gain(base, combined)
+    d = np.array([0, -1, 1, 1, 0, 0, 1, 0], dtype=float)
+    assert (won, lost) == (3, 1)
+    assert gain == pytest.approx(0.25) and se == pytest.approx(d.std(ddof=1) / np.sqrt(8))
+    # identical outcomes: no gain and no error, however many seeds both solve or fail
+    assert paired_gain(base, base)[:2] == (0.0, 0.0)
 
 
 def test_bags_verb_lists_episodes_and_problems(tmp_path, capsys):
