@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("resfit_ros: synchronizer", "resfit_ros: residual_policy"):
             d = rig.diags.get(name, {})
             keys = [k for k in d if k.startswith("dropped/") or k in ("published", "ticks", "tick_latency_p50_ms",
-                                                                       "tick_latency_p99_ms", "chunk_underruns")]
+                                                                       "tick_latency_p99_ms", "chunk_underruns",
+                                                                       "age_p50_s", "age_p99_s")]
             print(f"{name}: " + ", ".join(f"{k}={d[k]}" for k in sorted(keys)))
         print(f"control_p99_ms={np.percentile(lat_ms, 99):.2f}")
         return 0

@@ -83,6 +83,7 @@ class EpisodeManagerNode:
         self.joint_positions: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # topic -> (idx, pos, t)
         self.homing: HomingTrajectory | None = None
         self.homing_step = 0
+        self.sent_after = None          # newest joint stamp when the last homing command went out
         self.scene_future = None
         self.output = ControllerOutput(self.node, self.robot, cfg.command_interface, cfg.control_rate_hz)
         # rejected inputs by reason (rejected/<reason> on /diagnostics): joint_state_*, step_* and
@@ -408,6 +409,7 @@ class EpisodeManagerNode:
             self._finish_reset(False, str(exc))
             return
         self.homing_step = 0
+        self.sent_after = None
 
     def _finish_reset(self, ok: bool, message: str, response=None, ready_stamp_ns: int | None = None):
         self.homing = None
@@ -493,7 +495,25 @@ class EpisodeManagerNode:
             elif time.monotonic() > self.homing_wait_deadline:
                 self._finish_reset(False, "no fresh joint state of every joint after the scene reset")
             return
+        if self.sent_after is not None:
+            # Each homing command waits for the state the previous one produced. A lockstep
+            # simulator steps once per command: without this, a loaded machine (slow state delivery)
+            # could declare "ready" on the state of the second-to-last command while the last one
+            # is still to come, and the policy's first command would then act one step late for the
+            # whole episode. A streaming robot has a newer state within its state period anyway.
+            with self.joint_lock:
+                newest = self.max_joint_stamp
+                heard = self.joint_states_received > self.sent_received
+            stamped = newest is not None and newest > 0
+            if not (newest > self.sent_after if stamped else heard):
+                if time.monotonic() > self.sent_deadline:
+                    self._finish_reset(False, "no joint state after a homing command")
+                return
         self.homing_step += 1
+        with self.joint_lock:
+            self.sent_after = -1 if self.max_joint_stamp is None else self.max_joint_stamp
+            self.sent_received = self.joint_states_received
+        self.sent_deadline = time.monotonic() + self.cfg.joint_state_timeout_s + 2.0
         self.output.send(self.homing.command(self.homing_step))
         if self.homing.done(self.homing_step):
             # done once the state this command produced has arrived and the stream settled

@@ -220,3 +220,78 @@ def test_every_service_in_every_wrong_state_is_refused_and_changes_nothing(ros_c
     expected.update({"rejected/step_duplicate": 1, "rejected/step_out_of_order": 1, "rejected/step_wrong_episode": 1})
     assert ros_context.spin_until(lambda: all(diag.get("episode_manager", k) == v for k, v in expected.items()), 5), \
         (expected, diag.values.get("episode_manager"))
+
+
+def test_ready_only_after_the_state_the_last_homing_command_produced_with_slow_state_delivery(ros_context, manager):
+    """A lockstep robot that steps once per complete command set and delivers the resulting state
+    late (300 ms: longer than a homing tick and the settle time). The reset must pace its homing
+    commands on the states and report ready stamped just below the state its LAST command
+    produced: otherwise the first policy command lands after one more homing step and the whole
+    episode acts one step late (seen once in the sim graph test on a loaded machine)."""
+    import threading
+    import time
+
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+    from std_srvs.srv import Trigger
+
+    from resfit_ros.msg import EpisodeStatus
+    from resfit_ros.nodes.common import LATCHED, STREAM
+
+    node = ros_context.node
+    robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
+    q = robot.home.copy()
+    q[8] += 0.3
+    js_pub = node.create_publisher(JointState, names.JOINT_STATES, STREAM)
+    statuses = []
+    node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, statuses.append, LATCHED)
+    clock = {"stamp_ns": time.time_ns(), "fresh": set(), "steps": [], "lock": threading.Lock(), "lockstep": False}
+    period_ns = 50_000_000
+
+    def publish_state(stamp_ns: int, position: np.ndarray) -> None:
+        js = JointState(name=robot.joint_names, position=position.tolist())
+        js.header.stamp.sec, js.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        js_pub.publish(js)
+
+    def on_command(group: str, idx, msg) -> None:
+        with clock["lock"]:
+            q[idx] = msg.data
+            clock["fresh"].add(group)
+            if len(clock["fresh"]) < len(robot.controllers):
+                return
+            clock["fresh"].clear()
+            clock["stamp_ns"] += period_ns                     # one step per complete command set
+            stamp, position = clock["stamp_ns"], q.copy()
+            clock["steps"].append((time.monotonic(), stamp))
+        threading.Timer(0.3, publish_state, args=(stamp, position)).start()   # delivered late
+
+    for group, idx in robot.group_indices().items():
+        node.create_subscription(Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=robot.controllers[group]),
+                                 lambda m, g=group, i=idx: on_command(g, i, m), STREAM)
+    def at_rest() -> None:
+        # until the reset is asked for, the robot streams its state (the reset plans from a fresh
+        # one); from then on it is lockstep: a new state only for each complete command set
+        with clock["lock"]:
+            if clock["lockstep"]:
+                return
+            clock["stamp_ns"] += period_ns
+            stamp = clock["stamp_ns"]
+        publish_state(stamp, q.copy())
+
+    node.create_timer(0.05, at_rest)
+    reset = node.create_client(Trigger, names.RESET)
+    assert ros_context.spin_until(lambda: js_pub.get_subscription_count() > 0, 20)
+    ros_context.spin_until(lambda: False, 1.0)              # the manager hears the streaming state
+    with clock["lock"]:
+        clock["lockstep"] = True
+    r = ros_context.call(reset, Trigger.Request())
+    assert r.success, r.message
+    assert ros_context.spin_until(lambda: statuses and statuses[-1].ready, 20), statuses[-1:]
+    ready = statuses[-1]
+    t_ready = time.monotonic()
+    ros_context.spin_until(lambda: False, 0.5)              # any homing command still to come would land now
+    steps = list(clock["steps"])
+    assert len(steps) >= 6, steps                          # a 0.3 s homing at 20 Hz
+    assert all(t < t_ready for t, _ in steps), "a homing command arrived after ready: the episode would start late"
+    ready_ns = ready.header.stamp.sec * 1_000_000_000 + ready.header.stamp.nanosec
+    assert ready_ns == steps[-1][1] - 1, (ready_ns, steps[-1][1])   # just below the LAST command's state
