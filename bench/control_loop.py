@@ -17,7 +17,6 @@ is shared with bench/load.py (three cameras at 30 Hz, joint states at 200 Hz, fo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import subprocess
@@ -29,25 +28,6 @@ from pathlib import Path
 import numpy as np
 
 NODES = ("synchronizer", "base_chunk_server", "residual_policy")
-
-
-def make_hold_base(path: Path, joint_names: list[str], chunk: int = 20) -> None:
-    import torch
-
-    from resfit_ros.policy.base import TORCHSCRIPT_META
-
-    class Hold(torch.nn.Module):
-        def __init__(self, dof: int, k: int):
-            super().__init__()
-            self.dof, self.k = dof, k
-
-        def forward(self, state: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-            return state[:, : self.dof].unsqueeze(1).repeat(1, self.k, 1)   # (B, k, dof)
-
-    meta = {"joint_names": joint_names, "chunk_length": chunk, "state_keys": ["position", "velocity"],
-            "camera_names": []}
-    torch.jit.save(torch.jit.script(Hold(len(joint_names), chunk)), str(path),
-                   _extra_files={TORCHSCRIPT_META: json.dumps(meta)})
 
 
 def rss_mb(pid: int) -> float:
@@ -92,6 +72,8 @@ class LoopRig:
         self.domain = random.SystemRandom().randint(120, 200)
         self.env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain), PYTHONUNBUFFERED="1")
         base = work / "hold.pt"
+        from resfit_ros.policy.hold import make_hold_base
+
         make_hold_base(base, self.robot.joint_names)
         common = ["-p", f"robot_description:={robot_file}", "-p", f"control_rate_hz:={control_rate_hz}"]
         self.node_args = {

@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bc-steps", type=positive_int, default=2000, help="BC training steps (default 2000)")
     parser.add_argument("--max-steps", type=positive_int, default=120,
                         help="episode step limit for training and evaluation (default 120 = 6 s)")
-    parser.add_argument("--eval-episodes", type=positive_int, default=100,
-                        help="evaluation episodes for base and combined policy (default 100)")
+    parser.add_argument("--eval-episodes", type=positive_int, default=200,
+                        help="evaluation episodes for base and combined policy (default 200)")
     parser.add_argument("--eval-every", type=int, default=5, help="every N-th training-run episode is an evaluation one")
     parser.add_argument("--window", type=positive_int, default=10, help="episodes per printed success window")
     parser.add_argument("--fresh", action="store_true", help="start the training run from scratch (keep demos/base)")

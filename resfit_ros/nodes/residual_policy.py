@@ -101,7 +101,7 @@ class ResidualPolicyNode:
         self.train_steps = 0
         self.learner_updates = 0
         self.learner_env_steps = 0
-        self.learner_restarted = False     # its step count went back: the next training step is not paced
+        self.learner_restarted = False     # its step count went back: training steps are not paced until it counts ours
         self.ready_stamp_ns: int | None = None  # stamp of the last "reset done" status (episodes start after it)
         # a learner that is still starting (torch import, base actions over the demos) is waited
         # for as long as one that went silent
@@ -189,6 +189,8 @@ class ResidualPolicyNode:
         self.learner_updates = int(msg.learner_step)
         if int(msg.env_steps) < self.learner_env_steps:
             self.learner_restarted = True
+        elif self.learner_restarted and int(msg.env_steps) > self.learner_env_steps:
+            self.learner_restarted = False         # a step record of ours reached it: it knows our count
         self.learner_env_steps = int(msg.env_steps)
         # the learner's count of our training steps: a restarted policy node continues the count
         # (exploration warm-up, pacing and the learner's update budget all depend on it)
@@ -268,7 +270,10 @@ class ResidualPolicyNode:
             return False  # no learner (or it died): do not wait for it
         if self.learner_restarted:
             # a restarted learner counts the steps it has seen (none yet) for its update budget: it
-            # would wait for steps while we wait for updates. One step tells it our count.
+            # would wait for steps while we wait for updates. Our step records tell it our count;
+            # the first ones may be lost while DDS is still matching it (seen on a slow machine:
+            # one lost record and both waited forever), so we go on unpaced until its metrics
+            # show that one arrived.
             return False
         return self.learner_updates < self.cfg.pace_utd * (self.train_steps - self.cfg.pace_free_steps)
 
@@ -352,7 +357,6 @@ class ResidualPolicyNode:
         self.counts["ticks"] += 1
         if explore:
             self.train_steps += 1
-            self.learner_restarted = False
         record = StepRecord(episode_id=self.episode_id, step=self.step, observation_sequence=obs.sequence,
                             joint_names=self.robot.joint_names, base_action=base.tolist(),
                             residual=np.nan_to_num(residual).tolist(), command=command.tolist(),

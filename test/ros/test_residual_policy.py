@@ -56,3 +56,61 @@ def test_bad_weights_are_rejected_and_the_old_ones_stay(ros_context, spawn):
     assert ros_context.spin_until(lambda: diag.get("weights_version") == "4", 10)
     log = open(proc.log_path).read()
     assert "non-finite" in log or "NaN" in log or "finite" in log, log
+
+
+def test_pacing_survives_a_restarted_learner_that_missed_our_first_step_records(ros_context, spawn, tmp_path):
+    """Simulation pacing: training ticks wait until the learner has made pace_utd updates per step.
+    A restarted learner counts the steps it has heard of (none) for its update budget, so it waits
+    for our step records while we would wait for its updates. Here a stand-in learner plays the
+    restart and ignores our first step records (lost while DDS still matches a new process): the
+    policy node must go on ticking unpaced until the learner's metrics show it has our count, and
+    wait again (paced) once they do."""
+    import time
+
+    from resfit_ros.msg import EpisodeStatus, LearnerMetrics, Observation, StepRecord
+    from resfit_ros.nodes.common import LATCHED, STREAM
+    from resfit_ros.policy.hold import make_hold_base
+    from resfit_ros.robot import RobotDescription
+
+    robot_file = config_dir() / "robots" / "g1_sim.yaml"
+    robot = RobotDescription.load(robot_file)
+    base = tmp_path / "hold.pt"
+    make_hold_base(base, robot.joint_names)
+    spawn(node_argv("base_chunk_server", "-p", f"base_artifact:={base}"), name="base")
+    proc = spawn(node_argv("residual_policy", "-p", f"robot_description:={robot_file}", "-p", "pace_utd:=2.0",
+                           "-p", "pace_free_steps:=0", "-p", "pace_learner_timeout_s:=60.0",
+                           "-p", "warmup_random_steps:=0", "-p", "watchdog_timeout_s:=0.5"), name="residual")
+    node = ros_context.node
+    records = []
+    node.create_subscription(StepRecord, names.STEP_RECORD, records.append, STREAM)
+    status = node.create_publisher(EpisodeStatus, names.EPISODE_STATUS, LATCHED)
+    obs_pub = node.create_publisher(Observation, names.OBSERVATION, STREAM)
+    metrics = node.create_publisher(LearnerMetrics, names.LEARNER_METRICS, STREAM)
+    learner = {"updates": 10_000, "env_steps": 1_000}
+
+    def tick_robot() -> None:
+        now = node.get_clock().now()
+        obs = Observation(sequence=len(records), joint_names=robot.joint_names, position=robot.home.tolist(),
+                          velocity=[0.0] * robot.dof)
+        obs.header.stamp = now.to_msg()
+        obs_pub.publish(obs)
+        metrics.publish(LearnerMetrics(learner_step=learner["updates"], env_steps=learner["env_steps"]))
+
+    node.create_timer(0.05, tick_robot)
+    status.publish(EpisodeStatus(state=EpisodeStatus.RUNNING, episode_id=1, explore=True))
+    # the old learner, far ahead: every observation is acted on
+    assert ros_context.spin_until(lambda: len(records) >= 5, 60), open(proc.log_path).read()[-3000:]
+    # it restarts from an older checkpoint and has heard none of our steps; it drops the records
+    # that reach it for now (we keep publishing env_steps 0): ticks must go on, not one and stop
+    learner.update(updates=500, env_steps=0)
+    ros_context.spin_until(lambda: False, 0.3)
+    n0 = len(records)
+    assert ros_context.spin_until(lambda: len(records) >= n0 + 10, 10), \
+        f"{len(records) - n0} ticks after the learner restarted: the policy waits for a learner that waits for it"
+    # a record got through: the learner has our count and is behind it -> paced again
+    learner["env_steps"] = int(records[-1].training_steps)
+    ros_context.spin_until(lambda: False, 0.5)
+    n1 = len(records)
+    ros_context.spin_until(lambda: False, 1.0)
+    assert len(records) <= n1 + 1, f"{len(records) - n1} unpaced ticks after the learner counted our steps"
+    assert records[-1].training_steps > 1_000                # the count continued across the restart
