@@ -183,7 +183,8 @@ def _raw_messages(path: Path, info: dict, topics: set[str]) -> dict[str, list[tu
 
 # --- episodes ------------------------------------------------------------------------------------
 def _label(path: Path, statuses: list[tuple[int, memoryview]], episode_id: int | None):
-    """(label, aborted, episode_id) from the last terminal EpisodeStatus."""
+    """(label, aborted, episode_id, steps counted by the episode manager when it ended the
+    episode) from the last terminal EpisodeStatus."""
     store = t.typestore()
     final = None
     for _, data in statuses:
@@ -199,7 +200,7 @@ def _label(path: Path, statuses: list[tuple[int, memoryview]], episode_id: int |
         raise BagError(path, "no label: the episode was never labelled success/failure or aborted "
                              "(incomplete episode)")
     label = {convert.LABEL_SUCCESS: "success", convert.LABEL_FAILURE: "failure"}.get(int(final.label))
-    return (None if final.aborted else label), bool(final.aborted), int(final.episode_id)
+    return (None if final.aborted else label), bool(final.aborted), int(final.episode_id), int(final.steps)
 
 
 def read_episode(path: str | Path, *, images: bool = True) -> Episode:
@@ -223,7 +224,7 @@ def read_episode(path: str | Path, *, images: bool = True) -> Episode:
     if not obs_raw or not step_raw:
         raise BagError(path, f"empty episode: {len(obs_raw)} observations and {len(step_raw)} step records")
     episode_id = int(custom["episode_id"]) if custom.get("episode_id", "").isdigit() else None
-    label, aborted, status_episode = _label(path, raw[names.EPISODE_STATUS], episode_id)
+    label, aborted, status_episode, counted = _label(path, raw[names.EPISODE_STATUS], episode_id)
 
     keep: Callable[[str], bool] | None = None if images else (lambda n: not n.startswith("images."))
     try:
@@ -235,10 +236,10 @@ def read_episode(path: str | Path, *, images: bool = True) -> Episode:
     except LayoutError as exc:
         raise BagError(path, f"bad {names.STEP_RECORD} message: {exc}") from None
     return _assemble(path, ob, st, label, aborted, episode_id if episode_id is not None else status_episode,
-                     custom, images)
+                     custom, images, counted)
 
 
-def _assemble(path, ob, st, label, aborted, episode_id, custom, with_images) -> Episode:
+def _assemble(path, ob, st, label, aborted, episode_id, custom, with_images, counted: int = 0) -> Episode:
     om, of = ob.meta, ob.fields
     joint_names = list(om["joint_names"])
     dof = len(joint_names)
@@ -273,7 +274,15 @@ def _assemble(path, ob, st, label, aborted, episode_id, custom, with_images) -> 
     sf = st.fields
     step_no = sf["step"][:, 0].astype(np.int64)
     sorder = np.argsort(step_no, kind="stable")
-    if np.array_equal(sorder, np.arange(len(sorder))):
+    if label is not None and counted > 0:
+        # A labelled episode is the steps the episode manager counted before the label. In a
+        # lockstep simulator the policy goes on stepping until it hears that the episode ended,
+        # and the recorder keeps those records too: they are not part of the episode (the reward
+        # belongs on the step the manager counted last).
+        sorder = sorder[step_no[sorder] < counted]
+        if len(sorder) == 0:
+            raise BagError(path, f"no step record numbered below the {counted} steps the episode manager counted")
+    if np.array_equal(sorder, np.arange(len(step_no))):
         sorder = slice(None)
     step_no = step_no[sorder]
     obs_seq_of_step = sf["observation_sequence"][sorder, 0].astype(np.int64)

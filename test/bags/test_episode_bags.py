@@ -334,3 +334,23 @@ def test_zstd_compressed_bag_round_trip(tmp_path):
     assert ep.label == "failure"
     np.testing.assert_array_equal(ep.images["head"], np.stack([o.images["head"] for o in observations]))
     np.testing.assert_array_equal(ep.command, np.stack([o.position for o in observations]))
+
+
+def test_steps_recorded_after_the_label_are_not_part_of_the_episode(tmp_path):
+    """The lockstep simulator keeps stepping on the policy's commands until the policy hears that
+    the episode ended, and the recorder keeps those step records: the episode is the steps the
+    episode manager counted when it was labelled, the reward on the last of them."""
+    rng = np.random.default_rng(0)
+    w = EpisodeWriter(tmp_path, 4, metadata={"task": "synthetic"})
+    for t_ in range(6):
+        obs = make_observation(t_, rng, ("head",), 16)
+        w.write_observation(obs)
+        if t_ == 3:   # the label arrives here: the manager counted steps 0, 1, 2
+            w.write_status(convert.STATE_IDLE, obs.stamp_ns, label=convert.LABEL_SUCCESS)
+        if t_ < 5:
+            w.write_step(StepData(step=t_, observation_sequence=obs.sequence, command=rng.normal(size=29)),
+                         obs.stamp_ns)
+    path = w.finish()
+    ep = read_episode(path)
+    assert ep.num_steps == 3 and list(ep.step) == [0, 1, 2] and ep.success
+    assert list(ep.next_obs_index) == [1, 2, 3]          # the last counted step's next observation

@@ -104,7 +104,10 @@ def test_synchronizer_and_episode_manager_reject_bad_joint_states_images_and_tas
     assert commands.count == 0  # neither node commands the robot on its own
     # each node says so in its log (throttled: at least one clear line, not one per message)
     for proc in (sync, manager):
-        lines = [line for line in _log(proc).splitlines() if "rejected (" in line]
+        def rejected_lines():
+            return [line for line in _log(proc).splitlines() if "rejected (" in line]
+        ros_context.spin_until(lambda: rejected_lines(), 10)   # the node's log reaches its file a little later
+        lines = rejected_lines()
         assert 1 <= len(lines) < len(entries), lines
 
 
