@@ -601,6 +601,12 @@ def _why_not_emitted(rec: RawRecording, missing: list[dict]) -> str:
 def _episode(rec: RawRecording, eid: int, win: dict, steps: list[dict], robot: RobotDescription,
              images: bool) -> Episode:
     obs = rec.observations
+    terminal = win["terminal"]
+    counted = int(terminal.steps)
+    if not terminal.aborted and counted and len(steps) > counted:
+        # as read_episode: a labelled episode is the steps the episode manager counted before the
+        # label (a lockstep robot goes on stepping until the policy hears that the episode ended)
+        steps = steps[:counted]
     if steps and "record" in steps[0]:
         if any(s["obs"] < 0 for s in steps):
             missing = [s for s in steps if s["obs"] < 0]
@@ -609,7 +615,6 @@ def _episode(rec: RawRecording, eid: int, win: dict, steps: list[dict], robot: R
     if not steps:
         raise ValueError("no step: no command (or step record) between the episode's start and its label")
     T = len(steps)
-    counted = int(win["terminal"].steps)
     if T < counted:   # the episode manager counted the policy's step records up to the label
         raise ValueError(f"{T} steps found but the episode manager counted {counted} before the label: "
                          "commands (or step records) are missing from the bag")
@@ -627,7 +632,6 @@ def _episode(rec: RawRecording, eid: int, win: dict, steps: list[dict], robot: R
     nxt = np.full(T, -1, dtype=np.int64)
     nxt[:-1] = step_idx[1:]
     nxt[-1] = hi - lo if hi > int(step_obs[-1]) else -1
-    terminal = win["terminal"]
     label = None if terminal.aborted else {convert.LABEL_SUCCESS: "success",
                                            convert.LABEL_FAILURE: "failure"}.get(int(terminal.label))
     explore = bool(win["running"].explore)
