@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from resfit_ros.runner import stop_process
+
 KILLABLE = ("synchronizer", "base_chunk_server", "residual_policy", "episode_manager", "recorder", "learner")
 ALL_FAULTS = KILLABLE + ("corrupt_checkpoint", "full_disk")
 CONTROL_RATE_HZ = 20.0
@@ -126,22 +128,6 @@ def fill_disk(path: Path, leave: int = 0, name: str = ".filler") -> int:
                 except OSError:
                     break
     return written
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> int:
-    """SIGINT (the runner's clean shutdown), then SIGTERM, then SIGKILL to its process group."""
-    for sig, wait_s in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-    return proc.wait(timeout=5)
 
 
 # --- the monitor -------------------------------------------------------------------------------
@@ -499,7 +485,7 @@ class Suite:
             # let the last labelled episode's bag be finished (finish_delay_s) before stopping
             if self.mon is not None:
                 self.mon.spin(1.5)
-            stop_process(self.graph, grace=15.0)
+            stop_process(self.graph, grace=15.0, term_s=5.0, kill_s=5.0)
         for f in self.pids.glob("*.pid") if self.pids.is_dir() else []:
             # the runner removes these on a clean shutdown; any left name an orphaned node of ours
             try:

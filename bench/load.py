@@ -65,36 +65,29 @@ class Publisher(threading.Thread):
 
     def run(self) -> None:
         rig = self.rig
-        joints = rig.joint_messages()
-        images = rig.image_messages()
         clock = rig.node.get_clock()
         t0 = time.monotonic()
-        next_js, next_img = t0, t0
-        js_period, img_period = 1.0 / JOINT_HZ, 1.0 / CAMERA_HZ
+        # name -> (messages by topic, their publishers, period, next deadline)
+        streams = {"joints": [rig.joint_messages(), rig.pub_joints, 1.0 / JOINT_HZ, t0],
+                   "images": [rig.image_messages(), rig.pub_images, 1.0 / CAMERA_HZ, t0]}
         while not self.stop_event.is_set():
             now = time.monotonic()
-            due = min(next_js, next_img)
+            due = min(s[3] for s in streams.values())
             if now < due:
                 time.sleep(min(due - now, 0.002))
                 continue
             self.late_ms.append((now - due) * 1e3)
             stamp = clock.now().to_msg()
-            if now >= next_js:
-                for topic, js in joints.items():
-                    js.header.stamp = stamp
-                    rig.pub_joints[topic].publish(js)
-                self.sent["joints"] += 1
-                next_js += js_period
-                if now - next_js > 0.1:          # fell far behind (machine stalled): do not burst
-                    next_js = now + js_period
-            if now >= next_img:
-                for cam, img in images.items():
-                    img.header.stamp = stamp
-                    rig.pub_images[cam].publish(img)
-                self.sent["images"] += 1
-                next_img += img_period
-                if now - next_img > 0.1:
-                    next_img = now + img_period
+            for name, stream in streams.items():
+                msgs, pubs, period, next_t = stream
+                if now < next_t:
+                    continue
+                for key, msg in msgs.items():
+                    msg.header.stamp = stamp
+                    pubs[key].publish(msg)
+                self.sent[name] += 1
+                # fell far behind (machine stalled): do not burst
+                stream[3] = next_t + period if now - (next_t + period) <= 0.1 else now + period
 
 
 def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:

@@ -57,6 +57,23 @@ def enabled_nodes(graph: GraphSpec, args: dict[str, str]) -> list[NodeSpec]:
     return [n for n in graph.nodes if not n.enabled_if or args.get(n.enabled_if, "").lower() == "true"]
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 5.0, term_s: float = 3.0, kill_s: float = 3.0) -> int:
+    """Stop one child started with start_new_session=True, which may ignore signals: SIGINT to its
+    process group (a clean shutdown), then SIGTERM, then SIGKILL; never hangs. Its exit code."""
+    for sig, wait_s in ((signal.SIGINT, grace), (signal.SIGTERM, term_s), (signal.SIGKILL, kill_s)):
+        if proc.poll() is not None:
+            break
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait(timeout=5)
+
+
 @dataclass
 class _Running:
     spec: NodeSpec

@@ -1,27 +1,10 @@
 """Helpers for tests that run node processes."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 
-
-def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
-    """Stop a child that may ignore signals: SIGINT, SIGTERM, then SIGKILL; never hangs."""
-    for sig, wait_s in ((signal.SIGINT, grace), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            continue
-    return proc.wait(timeout=5)
-
+from resfit_ros.runner import stop_process  # noqa: F401  (tests import it from here)
 
 
 def node_argv(executable: str, *ros_args: str) -> list[str]:

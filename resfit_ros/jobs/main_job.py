@@ -88,24 +88,17 @@ def paired_gain(base: list[bool], combined: list[bool]) -> tuple[float, float, i
     return float(d.mean()), se, int(np.sum(d > 0)), int(np.sum(d < 0))
 
 
-def _episodes(root: Path) -> list[tuple[str, bool, bool]]:
-    """(name, success, explore) of the completed training-run episodes, in order."""
+def _episodes(root: Path) -> list[tuple[str, bool, bool, int]]:
+    """(name, success, explore, steps) of the completed training-run episodes, in order."""
     from resfit_ros.bags import scan_episodes
 
     out = []
     for path, ep in scan_episodes(root, images=False) if root.is_dir() else []:
         if isinstance(ep, str) or ep.label is None:
             continue
-        out.append((path.name, ep.success, bool(ep.exploration.any()) if ep.exploration.size else False))
+        out.append((path.name, ep.success, bool(ep.exploration.any()) if ep.exploration.size else False,
+                    ep.num_steps))
     return out
-
-
-def _episode_steps(root: Path) -> list[int]:
-    """Steps of every completed training-run episode (the env steps the run took)."""
-    from resfit_ros.bags import scan_episodes
-
-    return [ep.num_steps for _, ep in (scan_episodes(root, images=False) if root.is_dir() else [])
-            if not isinstance(ep, str) and ep.label is not None]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,8 +184,8 @@ def run(args: argparse.Namespace) -> int:
             eps = _episodes(out / "episodes")
             while len(eps) >= shown + args.window:
                 chunk = eps[shown:shown + args.window]
-                train = [s for _, s, e in chunk if e]
-                evals = [s for _, s, e in chunk if not e]
+                train = [s for _, s, e, _ in chunk if e]
+                evals = [s for _, s, e, _ in chunk if not e]
                 print(f"episodes {shown + 1:4d}-{shown + args.window:4d}: training success "
                       f"{np.mean(train) if train else float('nan'):.2f} ({len(train)})"
                       + (f", evaluation success {np.mean(evals):.2f} ({len(evals)})" if evals else ""),
@@ -214,15 +207,15 @@ def run(args: argparse.Namespace) -> int:
     n = args.eval_episodes
     gain, se, won, lost = paired_gain(base_outcomes, combined_outcomes)
     _plot(eps, base_rate, combined, args.window, out / "learning_curve.png")
-    print(f"training-run episodes: {len(eps)} ({sum(e for _, _, e in eps)} with exploration)")
+    print(f"training-run episodes: {len(eps)} ({sum(e for _, _, e, _ in eps)} with exploration)")
     print(f"base success      {base_rate:.2f} +- {_stderr(base_rate, n):.2f}  ({n} episodes)")
     print(f"combined success  {combined:.2f} +- {_stderr(combined, n):.2f}  ({n} episodes, same seeds)")
     print(f"gain              {gain:+.2f} +- {se:.2f}  paired over the same {n} seeds: {won} solved only with the "
           f"residual, {lost} only by the base ({'clear' if gain > 2 * se else 'NOT clear'}: 2 standard errors = {2 * se:.2f})")
     print(f"learning curve    {out / 'learning_curve.png'}")
     (out / "result.json").write_text(json.dumps({
-        "minutes": args.minutes, "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e in eps)),
-        "env_steps": int(sum(n for n in _episode_steps(out / "episodes"))),
+        "minutes": args.minutes, "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e, _ in eps)),
+        "env_steps": int(sum(n for *_, n in eps)),
         "base_success": base_rate, "combined_success": combined, "gain": gain, "gain_stderr_paired": se,
         "solved_only_with_residual": won, "solved_only_by_base": lost, "eval_episodes": n,
         "base_outcomes": "".join("1" if x else "0" for x in base_outcomes),
@@ -238,8 +231,8 @@ def _plot(eps, base_rate: float, combined: float, window: int, path: Path) -> No
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    train = [(i, s) for i, (_, s, e) in enumerate(eps) if e]
-    evals = [(i, s) for i, (_, s, e) in enumerate(eps) if not e]
+    train = [(i, s) for i, (_, s, e, _) in enumerate(eps) if e]
+    evals = [(i, s) for i, (_, s, e, _) in enumerate(eps) if not e]
     for pts, label in ((train, "training episodes (with exploration)"), (evals, "evaluation episodes")):
         if len(pts) >= window:
             x = np.array([p[0] for p in pts])
