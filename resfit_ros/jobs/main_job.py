@@ -6,7 +6,8 @@
 4. training: the real `train_sim` node graph over DDS (sim robot, synchronizer, base chunk server,
    residual policy, episode manager, recorder, learner, judge) for --minutes; every --eval-every-th
    episode runs without exploration; success per window of episodes is printed as bags arrive;
-5. the combined policy (base + the learner's final residual) on the same evaluation set;
+5. the combined policy (base + the learner's final residual) on the same evaluation set, and with
+   --snapshot-every the learner's checkpoint of every such interval too: the gain against wall time;
 6. a learning-curve PNG and a summary with the episode counts and standard errors.
 Observations are STATE-based (joint positions, velocities, and the simulator's object pose).
 """
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=5, help="every N-th training-run episode is an evaluation one")
     parser.add_argument("--window", type=positive_int, default=10, help="episodes per printed success window")
     parser.add_argument("--fresh", action="store_true", help="start the training run from scratch (keep demos/base)")
+    parser.add_argument("--snapshot-every", type=float, default=0.0,
+                        help="also keep the learner's checkpoint every this many minutes and evaluate each one "
+                             "on the same seeds: the gain against training time (default 0: final only)")
 
 
 def _cli(*args: str) -> None:
@@ -105,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     # argument checks first: one message, exit 2, nothing computed or written (nan fails too)
     problem = ("" if args.minutes > 0 else f"--minutes must be > 0, got {args.minutes}") or (
         "" if args.eval_every >= 0 else f"--eval-every must be >= 0, got {args.eval_every}") or (
+        "" if args.snapshot_every >= 0 else f"--snapshot-every must be >= 0, got {args.snapshot_every}") or (
         f"--base-demos {args.base_demos} exceeds --demos {args.demos}" if args.base_demos > args.demos else "") or (
         f"--out {args.out} exists and is not a directory" if Path(args.out).exists() and not Path(args.out).is_dir()
         else "")
@@ -176,12 +181,20 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     runner.start()
-    deadline = time.monotonic() + args.minutes * 60
+    started = time.monotonic()
+    deadline = started + args.minutes * 60
     shown = 0
+    snapshots: list[tuple[float, int, int, Path]] = []   # (minutes, env steps, episodes, checkpoint copy)
+    next_snapshot = args.snapshot_every if args.snapshot_every > 0 else math.inf
     try:
         while time.monotonic() < deadline and runner.poll():
             time.sleep(2.0)
             eps = _episodes(out / "episodes")
+            if next_snapshot < args.minutes and (time.monotonic() - started) / 60 >= next_snapshot:
+                copy = _snapshot(out / "checkpoints", out / "snapshots" / f"{next_snapshot:g}min")
+                if copy is not None:
+                    snapshots.append((next_snapshot, int(sum(n for *_, n in eps)), len(eps), copy))
+                next_snapshot += args.snapshot_every
             while len(eps) >= shown + args.window:
                 chunk = eps[shown:shown + args.window]
                 train = [s for _, s, e, _ in chunk if e]
@@ -206,6 +219,22 @@ def run(args: argparse.Namespace) -> int:
     combined = float(np.mean(combined_outcomes))
     n = args.eval_episodes
     gain, se, won, lost = paired_gain(base_outcomes, combined_outcomes)
+    over_time = []
+    for minutes, steps, episodes, copy in snapshots:
+        outcomes = _eval(base, n, args.max_steps, residual=copy)
+        g, e, w, lo = paired_gain(base_outcomes, outcomes)
+        over_time.append({"minutes": minutes, "env_steps": steps, "episodes": episodes,
+                          "combined_success": float(np.mean(outcomes)), "gain": g, "gain_stderr_paired": e,
+                          "solved_only_with_residual": w, "solved_only_by_base": lo})
+    over_time.append({"minutes": args.minutes, "env_steps": int(sum(n_ for *_, n_ in eps)), "episodes": len(eps),
+                      "combined_success": combined, "gain": gain, "gain_stderr_paired": se,
+                      "solved_only_with_residual": won, "solved_only_by_base": lost})
+    if len(over_time) > 1:
+        print("gain against training time (same seeds):")
+        for row in over_time:
+            print(f"  after {row['minutes']:5g} min ({row['env_steps']:6d} env steps, {row['episodes']:4d} episodes): "
+                  f"combined {row['combined_success']:.2f}, gain {row['gain']:+.2f} +- {row['gain_stderr_paired']:.2f}"
+                  f" ({'clear' if row['gain'] > 2 * row['gain_stderr_paired'] else 'not clear'})")
     _plot(eps, base_rate, combined, args.window, out / "learning_curve.png")
     print(f"training-run episodes: {len(eps)} ({sum(e for _, _, e, _ in eps)} with exploration)")
     print(f"base success      {base_rate:.2f} +- {_stderr(base_rate, n):.2f}  ({n} episodes)")
@@ -219,9 +248,28 @@ def run(args: argparse.Namespace) -> int:
         "base_success": base_rate, "combined_success": combined, "gain": gain, "gain_stderr_paired": se,
         "solved_only_with_residual": won, "solved_only_by_base": lost, "eval_episodes": n,
         "base_outcomes": "".join("1" if x else "0" for x in base_outcomes),
-        "combined_outcomes": "".join("1" if x else "0" for x in combined_outcomes)}, indent=1))
+        "combined_outcomes": "".join("1" if x else "0" for x in combined_outcomes),
+        "over_time": over_time}, indent=1))
     print(f"base_success={base_rate:.3f} combined_success={combined:.3f} episodes={n}")
     return 0
+
+
+def _snapshot(checkpoints: Path, dest: Path) -> Path | None:
+    """A copy of the learner's newest complete checkpoint (None before its first one): the learner
+    prunes old ones, so the copy is what lets the job evaluate this moment of training later."""
+    import shutil
+
+    from resfit_ros.learning.checkpoint import CheckpointError, resolve_checkpoint
+
+    try:
+        src = resolve_checkpoint(checkpoints)
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(src, dest)
+    except (OSError, CheckpointError) as exc:   # pruned while copying, or none yet: try at the next interval
+        print(f"no snapshot at this interval: {exc}", flush=True)
+        return None
+    return dest
 
 
 def _plot(eps, base_rate: float, combined: float, window: int, path: Path) -> None:
