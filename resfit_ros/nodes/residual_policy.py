@@ -8,7 +8,7 @@ Per tick (only while an episode runs and the e-stop is clear):
   command  = compose_command(...): joint limits, per-step change limit, residual bound
              (resfit_ros/core/command.py: finite and within limits for ANY input)
 and a StepRecord for the recorder. Weights from the learner are validated and loaded between
-ticks (same mutually exclusive callback group), never mid-tick. Observations older than
+ticks (one executor thread runs every callback), never mid-tick. Observations older than
 `watchdog_timeout_s` are not acted on: the node stops commanding (hold) or runs the base chunk
 open loop for a short while (base_only) and says so on /diagnostics.
 
@@ -18,7 +18,6 @@ critic updates per training step, so the achieved UTD equals the configured one.
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +59,7 @@ class ResidualPolicyConfig:
     pace_learner_timeout_s: float = 10.0 # stop waiting for a learner silent this long (counted from start-up too)
     residual_checkpoint: str = "none"    # learner checkpoint to load at start ('none' = wait for the learner)
     seed: int = 0                        # exploration noise
+    num_threads: int = 1                 # torch threads for the actor: more only add scheduling jitter to a ~1 ms forward
     future_tolerance_s: float = 1.0      # observations stamped further ahead of the node's clock are rejected
     diagnostics_period_s: float = 1.0
 
@@ -71,6 +71,7 @@ class ResidualPolicyConfig:
         require(self.pace_utd >= 0, f"pace_utd must be >= 0, got {self.pace_utd}")
         require(self.pace_learner_timeout_s >= 0,
                 f"pace_learner_timeout_s must be >= 0, got {self.pace_learner_timeout_s}")
+        require(self.num_threads >= 1, f"num_threads must be >= 1, got {self.num_threads}")
         require(self.chunk_length >= 1, f"chunk_length must be >= 1, got {self.chunk_length}")
         require(self.future_tolerance_s >= 0, f"future_tolerance_s must be >= 0, got {self.future_tolerance_s}")
         require(self.diagnostics_period_s > 0, f"diagnostics_period_s must be > 0, got {self.diagnostics_period_s}")
@@ -80,6 +81,10 @@ class ResidualPolicyNode:
     def __init__(self):
         self.node = make_node("residual_policy")
         cfg = self.cfg = node_config(self.node, ResidualPolicyConfig)
+        import torch
+
+        # the default (one thread per core) makes a tick wait for a busy core's worker thread
+        torch.set_num_threads(cfg.num_threads)
         self.robot = RobotDescription.load(cfg.robot_description)
         self.limits = CommandLimits.from_robot(self.robot, cfg.control_rate_hz, cfg.residual_bound)
         self.watchdog = Watchdog(cfg.watchdog_timeout_s, cfg.watchdog_mode, cfg.base_only_max_s)
@@ -119,10 +124,8 @@ class ResidualPolicyNode:
         self.pub_step = self.node.create_publisher(StepRecord, names.STEP_RECORD, STREAM)
         self.pub_diag = self.node.create_publisher(DiagnosticArray, names.DIAGNOSTICS, 10)
         self.chunk_client = self.node.create_client(GetActionChunk, names.GET_ACTION_CHUNK)
-        self.chunk_answers: deque = deque()          # (future, generation) of answered chunk requests
-        self.chunk_ready = self.node.create_guard_condition(self.on_chunk_answers)   # default group
-        # All callbacks share the node's default mutually exclusive group: a weights update can
-        # never interleave with a tick.
+        # One executor thread (the EventsExecutor, see main) runs every callback of this node, chunk
+        # answers included: a weights update or a chunk hand-off can never interleave with a tick.
         self.node.create_subscription(Observation, names.OBSERVATION, self.on_observation, STREAM)
         self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
         self.node.create_subscription(Bool, names.ESTOP, self.on_estop, LATCHED)
@@ -282,13 +285,8 @@ class ResidualPolicyNode:
             return
         generation = self.chunks.request_sent()
         future = self.chunk_client.call_async(GetActionChunk.Request(observation=msg, episode_start=self.step == 0))
-        # A future's done-callback runs as an executor task outside every callback group, i.e. beside
-        # a tick: hand the answer to a guard condition of the node's own (mutually exclusive) group.
-        future.add_done_callback(lambda f, g=generation: (self.chunk_answers.append((f, g)), self.chunk_ready.trigger()))
-
-    def on_chunk_answers(self) -> None:
-        while self.chunk_answers:
-            self.on_chunk(*self.chunk_answers.popleft())
+        # the done-callback runs in the executor's one thread, between other callbacks (never mid-tick)
+        future.add_done_callback(lambda f, g=generation: self.on_chunk(f, g))
 
     def on_chunk(self, future, generation: int) -> None:
         result = future.result()
@@ -407,4 +405,4 @@ class ResidualPolicyNode:
 
 
 def main(argv=None) -> int:
-    return run(ResidualPolicyNode, argv, threads=2)
+    return run(ResidualPolicyNode, argv, events=True)

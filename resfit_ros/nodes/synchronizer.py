@@ -60,4 +60,4 @@ class Synchronizer:
 
 
 def main(argv=None) -> int:
-    return run(Synchronizer, argv, threads=1)
+    return run(Synchronizer, argv, events=True)
