@@ -109,6 +109,7 @@ class GraphRunner:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.exit_reason = ""
+        self.gave_up = False               # a respawned node died more than max_restarts times
 
     # -- process handling ------------------------------------------------------------------
     def _start(self, node: _Running) -> None:
@@ -165,6 +166,7 @@ class GraphRunner:
             if node.spec.respawn and not self._stop.is_set():
                 if node.restarts >= self.max_restarts:
                     self.exit_reason = f"{node.spec.name} died {node.restarts + 1} times; giving up"
+                    self.gave_up = True
                     return False
                 node.restarts += 1
                 time.sleep(node.spec.respawn_delay_s)
@@ -200,7 +202,9 @@ class GraphRunner:
         self._remove_pid("runner")
 
     def run(self) -> int:
-        """Run until Ctrl-C/SIGTERM or a required node exits; 0 on a clean stop."""
+        """Run until Ctrl-C/SIGTERM, a required node exits or a respawned one dies too often; 0 on a
+        clean stop, 1 when a required node failed or the runner gave up on a node (a supervisor
+        such as systemd then sees the failure)."""
         interrupted = threading.Event()
 
         def on_signal(signum, _frame):
@@ -220,7 +224,7 @@ class GraphRunner:
                 signal.signal(s, h)
         failed = [n.spec.name for n in self.nodes
                   if n.spec.required and n.exit_codes and n.exit_codes[-1] not in (0, -2, -15)]
-        return 1 if failed else 0
+        return 1 if failed or self.gave_up else 0
 
 
 # -- CLI verb ------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_runner_pid_files_follow_respawns_and_go_at_shutdown(ros_domain, tmp_pat
         assert second == _pids(log.read_text(), "echo_a")[1] and _alive(second)
         # --max-restarts 1: the second death stops the graph
         os.kill(second, signal.SIGKILL)
-        runner.wait(timeout=20)
+        assert runner.wait(timeout=20) == 1, "giving up on a node is a failure for a supervisor"
         assert "died 2 times; giving up" in log.read_text(), log.read_text()
         assert not any(pids.glob("*.pid")), sorted(p.name for p in pids.iterdir())
     finally:
