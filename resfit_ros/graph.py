@@ -27,6 +27,26 @@ class LaunchArg:
     name: str
     default: str
     description: str
+    kind: str = "text"                 # text | bool | count (integer >= 0) | file (must exist) | checkpoint
+
+
+def arg_problem(arg: LaunchArg, value: str, files: bool = True) -> str | None:
+    """Why `value` is not a valid value of launch argument `arg`, or None (`files=False`: paths are
+    not checked). The runner checks before any node starts: a typo stops the launch with one line
+    instead of a node crash-looping on its config."""
+    import os
+
+    if arg.kind == "bool" and value not in ("true", "false"):   # as ros2 launch's choices
+        return f"launch argument {arg.name}:={value!r} must be true or false"
+    if arg.kind == "count" and not (value.isdigit() and value.isascii()):
+        return f"launch argument {arg.name}:={value!r} must be a whole number >= 0"
+    if not files:
+        return None
+    if arg.kind == "file" and not os.path.isfile(value):
+        return f"launch argument {arg.name}:={value!r}: no such file"
+    if arg.kind == "checkpoint" and value not in ("", "none") and not os.path.exists(value):
+        return f"launch argument {arg.name}:={value!r}: no such checkpoint (or 'none')"
+    return None
 
 
 @dataclass(frozen=True)
@@ -82,16 +102,26 @@ def resolve_args(graph: GraphSpec, overrides: dict[str, str], package_config_dir
     return values
 
 
+def check_args(graph: GraphSpec, values: dict[str, str], files: bool = True) -> None:
+    """ValueError naming the first launch argument whose value is invalid (see arg_problem)."""
+    for arg in graph.args:
+        problem = arg_problem(arg, values[arg.name], files)
+        if problem:
+            raise ValueError(problem)
+
+
 # --- the graphs -------------------------------------------------------------------------------
 
 _COMMON_ARGS = (
-    LaunchArg("config", "$(arg config_dir)/sim.yaml", "ROS parameter YAML for every node of the graph"),
+    LaunchArg("config", "$(arg config_dir)/sim.yaml", "ROS parameter YAML for every node of the graph", "file"),
     LaunchArg("config_dir", "", "directory of the config files ('' = the package's own config/)"),
-    LaunchArg("robot", "$(arg config_dir)/robots/g1_sim.yaml", "robot description YAML (joints, limits, controllers, cameras)"),
-    LaunchArg("base_artifact", "outputs/base/g1_pick_lift_state.safetensors", "frozen BC base policy artifact (or TorchScript .pt)"),
+    LaunchArg("robot", "$(arg config_dir)/robots/g1_sim.yaml", "robot description YAML (joints, limits, controllers, cameras)",
+              "file"),
+    LaunchArg("base_artifact", "outputs/base/g1_pick_lift_state.safetensors", "frozen BC base policy artifact (or TorchScript .pt)",
+              "file"),
     LaunchArg("output_dir", "outputs/run", "where episode bags, checkpoints and metrics go"),
     LaunchArg("demos_dir", "outputs/demos/g1_pick_lift", "demonstration episode bags for the replay buffer"),
-    LaunchArg("use_sim_time", "false", "use /clock (simulated time) instead of the wall clock"),
+    LaunchArg("use_sim_time", "false", "use /clock (simulated time) instead of the wall clock", "bool"),
 )
 
 
@@ -125,7 +155,7 @@ _register(GraphSpec(
     name="train_real",
     description="Residual RL on the real robot: no simulator, the operator labels and resets.",
     args=_COMMON_ARGS[1:] + (
-        LaunchArg("config", "$(arg config_dir)/real.yaml", "ROS parameter YAML for every node of the graph"),),
+        LaunchArg("config", "$(arg config_dir)/real.yaml", "ROS parameter YAML for every node of the graph", "file"),),
     nodes=_training_nodes("true") + (
         _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
                                      "episodes_dir": "$(arg output_dir)/episodes",
@@ -137,11 +167,11 @@ _register(GraphSpec(
     name="train_sim",
     description="Residual RL on the simulated 29-DoF humanoid; a judge node labels episodes.",
     args=_COMMON_ARGS[:-1] + (
-        LaunchArg("use_sim_time", "true", "use the simulator's /clock (the simulated robot runs in lockstep)"),
+        LaunchArg("use_sim_time", "true", "use the simulator's /clock (the simulated robot runs in lockstep)", "bool"),
         LaunchArg("task", "g1_pick_lift", "simulated task (g1_pick_lift or g1_handover)"),
-        LaunchArg("episodes", "0", "stop after this many training episodes (0 = run until Ctrl-C)"),
-        LaunchArg("max_steps", "200", "the judge labels an episode a failure after this many steps"),
-        LaunchArg("eval_every", "0", "every N-th episode is an evaluation episode without exploration (0 = none)"),
+        LaunchArg("episodes", "0", "stop after this many training episodes (0 = run until Ctrl-C)", "count"),
+        LaunchArg("max_steps", "200", "the judge labels an episode a failure after this many steps", "count"),
+        LaunchArg("eval_every", "0", "every N-th episode is an evaluation episode without exploration (0 = none)", "count"),
     ),
     nodes=(
         _node("sim_robot", parameters={"task": "$(arg task)"}, required=True),
@@ -158,11 +188,11 @@ _register(GraphSpec(
     name="eval",
     description="Evaluation: base + residual without exploration and without learner.",
     args=_COMMON_ARGS[:-1] + (
-        LaunchArg("use_sim_time", "true", "use the simulator's /clock (false on the real robot)"),
-        LaunchArg("use_sim", "true", "start the simulated robot and the judge (false on the real robot)"),
+        LaunchArg("use_sim_time", "true", "use the simulator's /clock (false on the real robot)", "bool"),
+        LaunchArg("use_sim", "true", "start the simulated robot and the judge (false on the real robot)", "bool"),
         LaunchArg("task", "g1_pick_lift", "simulated task when use_sim is true"),
-        LaunchArg("episodes", "0", "stop after this many episodes (0 = run until Ctrl-C)"),
-        LaunchArg("residual_checkpoint", "none", "residual checkpoint to evaluate (none = base policy only)"),
+        LaunchArg("episodes", "0", "stop after this many episodes (0 = run until Ctrl-C)", "count"),
+        LaunchArg("residual_checkpoint", "none", "residual checkpoint to evaluate (none = base policy only)", "checkpoint"),
     ),
     nodes=(
         _node("sim_robot", parameters={"task": "$(arg task)"}, enabled_if="use_sim", required=True),

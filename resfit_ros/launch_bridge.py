@@ -42,8 +42,10 @@ def to_launch_description(graph: GraphSpec):
     actions = []
     for arg in graph.args:
         default = share_config if arg.name == "config_dir" and not arg.default else arg.default
+        # true/false arguments are checked by ros2 launch itself (the runner checks every kind)
+        extra = {"choices": ["true", "false"]} if arg.kind == "bool" else {}
         actions.append(DeclareLaunchArgument(arg.name, default_value=_substitutions(default),
-                                             description=arg.description))
+                                             description=arg.description, **extra))
     for spec in graph.nodes:
         parameters = []
         if spec.params_file:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resfit_ros.graph import GRAPHS, GraphSpec, NodeSpec, resolve_args, substitute
+from resfit_ros.graph import GRAPHS, GraphSpec, NodeSpec, check_args, resolve_args, substitute
 
 
 def parse_launch_overrides(items: list[str]) -> dict[str, str]:
@@ -88,7 +88,7 @@ class GraphRunner:
 
     def __init__(self, graph: GraphSpec, overrides: dict[str, str] | None = None,
                  env: dict[str, str] | None = None, output=None, max_restarts: int = 5,
-                 pid_dir: str | os.PathLike | None = None):
+                 pid_dir: str | os.PathLike | None = None, check_files: bool = True):
         from resfit_ros.robot import config_dir
 
         try:
@@ -97,6 +97,7 @@ class GraphRunner:
             pkg_config = ""
         self.graph = graph
         self.args = resolve_args(graph, overrides or {}, package_config_dir=pkg_config)
+        check_args(graph, self.args, files=check_files)   # ValueError naming the argument
         self.env = dict(os.environ if env is None else env)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.output = output or sys.stdout
@@ -246,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
         if args.max_restarts < 0:
             raise ValueError(f"--max-restarts must be >= 0, got {args.max_restarts}")
         runner = GraphRunner(GRAPHS[args.graph], parse_launch_overrides(args.overrides),
-                             max_restarts=args.max_restarts, pid_dir=None if args.show else (args.pid_dir or None))
+                             max_restarts=args.max_restarts, pid_dir=None if args.show else (args.pid_dir or None),
+                             check_files=not args.show)
     except (KeyError, ValueError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2

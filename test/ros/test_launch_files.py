@@ -58,6 +58,8 @@ def test_launch_file_declares_the_graph(monkeypatch, graph_name):
     nodes = [a for a in actions if isinstance(a, classes["Node"])]
     assert [d.args[0] for d in declared] == [a.name for a in graph.args]
     assert all(d.kwargs["description"] for d in declared), "every launch argument needs a description"
+    for d, arg in zip(declared, graph.args):
+        assert d.kwargs.get("choices") == (["true", "false"] if arg.kind == "bool" else None), arg.name
     assert [n.kwargs["name"] for n in nodes] == [s.name for s in graph.nodes]
     for n, spec in zip(nodes, graph.nodes):
         assert n.kwargs["package"] == "resfit_ros" and n.kwargs["executable"] == spec.executable

@@ -139,6 +139,12 @@ CLI_CASES = [
     (["launch", "echo_pair", "wrong:=1", "--show"], ["wrong"]),
     (["launch", "echo_pair", "novalue", "--show"], ["novalue", "key:=value"]),
     (["launch", "train_sim", "episodez:=3", "--show"], ["episodez"]),
+    (["launch", "train_sim", "use_sim_time:=yes", "--show"], ["use_sim_time", "'yes'", "true or false"]),
+    (["launch", "train_sim", "max_steps:=-5", "--show"], ["max_steps", "'-5'"]),
+    (["launch", "eval", "episodes:=2.5", "--show"], ["episodes", "'2.5'"]),
+    (["launch", "train_sim", "base_artifact:={tmp}/none.safetensors", "--pid-dir", "{tmp}/pids"],
+     ["base_artifact", "none.safetensors", "no such file"]),
+    (["launch", "eval", "base_artifact:={file}", "residual_checkpoint:={tmp}/gone"], ["residual_checkpoint", "gone"]),
     (["demos", "--task", "g1_pick_lift", "--episodes", "-3", "--out", "{tmp}/d"], ["--episodes", "-3"]),
     (["demos", "--task", "g1_pick_lift", "--episodes", "2", "--out", "{tmp}/d", "--control-hz", "nan"],
      ["--control-hz", "nan"]),
@@ -164,6 +170,7 @@ CLI_CASES = [
     (["main-job", "--base-demos", "9", "--demos", "3", "--out", "{tmp}/mj"], ["--base-demos", "9"]),
     (["main-job", "--out", "{file}"], ["--out", "not a directory"]),
     (["main-job", "--demos", "0"], ["--demos", "0"]),
+    (["main-job", "--snapshot-every", "-1", "--out", "{tmp}/mj"], ["--snapshot-every", "-1"]),
     (["bench", "nope"], ["no benchmark 'nope'"]),
 ]
 
