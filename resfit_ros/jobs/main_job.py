@@ -92,16 +92,26 @@ def paired_gain(base: list[bool], combined: list[bool]) -> tuple[float, float, i
     return float(d.mean()), se, int(np.sum(d > 0)), int(np.sum(d < 0))
 
 
-def _episodes(root: Path) -> list[tuple[str, bool, bool, int]]:
-    """(name, success, explore, steps) of the completed training-run episodes, in order."""
-    from resfit_ros.bags import scan_episodes
+def _episodes(root: Path, seen: dict | None = None) -> list[tuple[str, bool, bool, int]]:
+    """(name, success, explore, steps) of the completed training-run episodes, in order.
 
+    `seen` caches what earlier calls read: a finished episode bag never changes, and re-reading
+    every bag of a long run every 2 s would take CPU from the learner."""
+    from resfit_ros.bags.errors import BagError
+    from resfit_ros.bags.reader import is_episode_dir, read_episode
+
+    seen = {} if seen is None else seen
     out = []
-    for path, ep in scan_episodes(root, images=False) if root.is_dir() else []:
-        if isinstance(ep, str) or ep.label is None:
-            continue
-        out.append((path.name, ep.success, bool(ep.exploration.any()) if ep.exploration.size else False,
-                    ep.num_steps))
+    for path in sorted(p for p in root.iterdir() if is_episode_dir(p)) if root.is_dir() else []:
+        if path.name not in seen:
+            try:
+                ep = read_episode(path, images=False)
+                seen[path.name] = None if ep.label is None else (
+                    path.name, ep.success, bool(ep.exploration.any()) if ep.exploration.size else False, ep.num_steps)
+            except BagError:
+                seen[path.name] = None     # unreadable: not an episode of the run (scan_episodes says why)
+        if seen[path.name] is not None:
+            out.append(seen[path.name])
     return out
 
 
@@ -184,12 +194,13 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     deadline = started + args.minutes * 60
     shown = 0
+    seen: dict = {}                                      # episode bags read so far
     snapshots: list[tuple[float, int, int, Path]] = []   # (minutes, env steps, episodes, checkpoint copy)
     next_snapshot = args.snapshot_every if args.snapshot_every > 0 else math.inf
     try:
         while time.monotonic() < deadline and runner.poll():
             time.sleep(2.0)
-            eps = _episodes(out / "episodes")
+            eps = _episodes(out / "episodes", seen)
             if next_snapshot < args.minutes and (time.monotonic() - started) / 60 >= next_snapshot:
                 copy = _snapshot(out / "checkpoints", out / "snapshots" / f"{next_snapshot:g}min")
                 if copy is not None:
@@ -209,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         runner.shutdown()
         log.close()
-    eps = _episodes(out / "episodes")
+    eps = _episodes(out / "episodes", seen)
     ckpt = out / "checkpoints"
     if not ckpt.is_dir():
         print("error: the learner wrote no checkpoint; see", out / "graph.log", file=sys.stderr)
