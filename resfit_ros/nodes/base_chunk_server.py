@@ -93,4 +93,4 @@ class BaseChunkServer:
 
 
 def main(argv=None) -> int:
-    return run(BaseChunkServer, argv, threads=1)
+    return run(BaseChunkServer, argv, events=True)

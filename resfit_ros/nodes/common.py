@@ -64,10 +64,13 @@ def make_node(name: str, **kw) -> Node:
 def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2, events: bool = False) -> int:
     """Init rclpy with `argv` (--ros-args ...), build the node, spin until Ctrl-C/SIGTERM, clean up.
 
-    `events=True`: rclpy's EventsExecutor (C++ event queue, one thread) for the nodes on the
-    control path. It dispatches a message in a fraction of the time the Python executors need to
-    rebuild their wait set, which is most of the control loop's tail latency on a 2-core machine.
-    It supports subscriptions, timers, services, clients and their futures, not guard conditions.
+    `events=True`: rclpy's EventsExecutor (C++ event queue; every callback in this main thread,
+    which the simulated cameras' OpenGL context needs). It dispatches a message in a fraction of
+    the time the Python executors need to rebuild their wait set: on the control path that wait set
+    was most of the tail latency, and in a training run it was CPU taken from the learner. It
+    supports subscriptions (raw too), timers, services, clients and their futures; not guard
+    conditions, not message-info callbacks. The episode manager keeps the MultiThreadedExecutor: it
+    relies on DDS liveliness events of the nodes it watches.
 
     `build()` returns the node's adapter object: it has `.node` (an rclpy Node) and may have
     `.finished` (stop spinning when true), `.exit_code` and `close()` (called once at shutdown).
@@ -98,8 +101,8 @@ def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2, even
         gc.collect()
         gc.freeze()
         presence = None
-        # threads=1: callbacks run in this (main) thread, which OpenGL contexts (the simulated
-        # cameras) require; more threads let slow callbacks run beside fast ones.
+        # threads=1: callbacks run in this (main) thread; more threads let slow callbacks run
+        # beside fast ones.
         if events:
             from rclpy.experimental import EventsExecutor
 

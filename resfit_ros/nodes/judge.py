@@ -129,4 +129,4 @@ class Judge:
 
 
 def main(argv=None) -> int:
-    return run(Judge, argv, threads=1)
+    return run(Judge, argv, events=True)

@@ -235,4 +235,4 @@ class Learner:
 
 
 def main(argv=None) -> int:
-    return run(Learner, argv, threads=2)
+    return run(Learner, argv, events=True)

@@ -260,4 +260,4 @@ class Recorder:
 
 
 def main(argv=None) -> int:
-    return run(Recorder, argv, threads=1)
+    return run(Recorder, argv, events=True)

@@ -174,4 +174,4 @@ class SimRobotNode:
 
 
 def main(argv=None) -> int:
-    return run(SimRobotNode, argv, threads=1)
+    return run(SimRobotNode, argv, events=True)
