@@ -45,6 +45,7 @@ class McapContents:
     channels: dict[int, McapChannel] = field(default_factory=dict)
     # topic -> [(log_time_ns, payload memoryview), ...] for the wanted topics, in file order
     messages: dict[str, list[tuple[int, memoryview]]] = field(default_factory=dict)
+    truncated_at: int | None = None   # allow_truncated: where the complete records end (None: a whole file)
 
 
 def _string(buf: memoryview, pos: int) -> tuple[str, int]:
@@ -75,11 +76,13 @@ def _decompress(data: memoryview, compression: str, size: int) -> memoryview:
     return memoryview(out)
 
 
-def read_mcap(path: str | Path, topics: set[str] | None = None) -> McapContents:
+def read_mcap(path: str | Path, topics: set[str] | None = None, allow_truncated: bool = False) -> McapContents:
     """Channels and the raw messages of `topics` (all topics when None) of the MCAP file at `path`.
 
     Raises McapError for a truncated file (no footer: the writer never closed it) or a corrupt
     one (bad magic, a record or chunk that runs past its container, bad chunk CRC).
+    `allow_truncated`: a file its writer never closed (killed) gives the messages of its complete
+    top-level records instead (`truncated_at` says where they end); corrupt records still raise.
     """
     path = Path(path)
     try:
@@ -90,7 +93,10 @@ def read_mcap(path: str | Path, topics: set[str] | None = None) -> McapContents:
     size = len(buf)
     if size < 8 or bytes(buf[:8]) != MAGIC:
         raise McapError("not an MCAP file (bad magic at the start)" if size else "file is empty")
-    if size < 8 + _FOOTER_LEN + 8 or bytes(buf[size - 8:]) != MAGIC:
+    closed = size >= 8 + _FOOTER_LEN + 8 and bytes(buf[size - 8:]) == MAGIC
+    if not closed and allow_truncated:
+        return _walk_data(buf, 8, size, topics, truncated_ok=True)
+    if not closed:
         raise McapError("truncated: no MCAP footer (the writer did not close the file)")
     footer = size - 8 - _FOOTER_LEN
     op, length = _rec(buf, footer)
@@ -101,14 +107,23 @@ def read_mcap(path: str | Path, topics: set[str] | None = None) -> McapContents:
     if not 8 < data_end <= footer:
         raise McapError(f"corrupt MCAP footer: summary offset {summary_start} outside the file")
 
-    out = McapContents()
+    return _walk_data(buf, 8, data_end, topics)
+
+
+def _walk_data(buf: memoryview, start: int, data_end: int, topics: set[str] | None,
+               truncated_ok: bool = False) -> McapContents:
+    """The records from the Header at `start` up to `data_end`: channels and wanted messages."""
+    out = McapContents(truncated_at=data_end if truncated_ok else None)
     schemas: dict[int, str] = {}
     wanted: dict[int, list] = {}  # channel id -> message list of a wanted topic
 
     def walk(data: memoryview, start: int, end: int, top: bool) -> None:
         pos = start
         while pos < end:
-            if pos + 9 > end:
+            if pos + 9 > end or (top and truncated_ok and _rec(data, pos)[1] > end - pos - 9):
+                if top and truncated_ok:   # the record the writer was writing when it stopped
+                    out.truncated_at = pos
+                    return
                 raise McapError(f"corrupt: record header at byte {pos} runs past its container")
             op, length = _rec(data, pos)
             body = pos + 9
@@ -150,10 +165,10 @@ def read_mcap(path: str | Path, topics: set[str] | None = None) -> McapContents:
 
     try:
         # skip the Header record after the magic
-        op, length = _rec(buf, 8)
+        op, length = _rec(buf, start)
         if op != 0x01:
             raise McapError("corrupt: the first record is not an MCAP header")
-        walk(buf, 8 + 9 + length, data_end, True)
+        walk(buf, start + 9 + length, data_end, True)
     except (struct.error, UnicodeDecodeError) as exc:
         raise McapError(f"corrupt MCAP data: {exc}") from None
     return out

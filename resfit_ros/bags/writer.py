@@ -158,6 +158,17 @@ class EpisodeWriter:
             if status.label != convert.LABEL_NONE or status.aborted:
                 self._label, self._aborted = int(status.label), bool(status.aborted)
 
+    def flush(self) -> None:
+        """Put everything written so far on disk (a complete MCAP chunk, fsynced). The bag stays
+        open and `.incomplete`, but a process killed after this leaves these messages readable:
+        `recover_episode` (bags/recover.py) can finish a labelled episode from them."""
+        self._check_open()
+        storage = self._writer.storage
+        if storage.chunk.bio.tell():
+            storage.close_chunk()
+        storage.bio.flush()
+        os.fsync(storage.bio.fileno())
+
     # --- high level (simulation, tests) -------------------------------------------------------
     def write_observation(self, obs: ObservationData, *, inputs: bool = True) -> None:
         """/resfit/observation; with `inputs`, also the raw inputs it stands for (what the robot's

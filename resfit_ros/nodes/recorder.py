@@ -9,7 +9,11 @@ flight on other topics land in it. A crash leaves earlier episodes intact and th
 as `<name>.incomplete`, which readers skip (resfit_ros/bags/writer.py).
 
 A write error (disk full, permissions) stops recording with a clear error AND engages the
-e-stop: a robot must not go on acting while its data is silently lost. The bag writer keeps up to
+e-stop: a robot must not go on acting while its data is silently lost.
+
+The bag is flushed to disk when the label arrives, and a (re)started recorder first finishes the
+labelled episodes a killed predecessor left open (resfit_ros/bags/recover.py): a kill between the
+label and the close loses nothing. The bag writer keeps up to
 1 MB of an episode in memory and writes it in chunks, so a full disk may only show as a write error
 when the episode's bag is closed, after its label; the recorder therefore also watches the free
 space of `output_dir` (`min_free_mb`, checked every 0.25 s) and stops (e-stop) as soon as it runs
@@ -20,6 +24,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -92,6 +97,7 @@ class Recorder:
         # status, which opens and closes bags, is checked here: rejected/status_invalid
         self.rejections = Rejections(self.node)
         self.rejections.start_diagnostics(1.0, extra=lambda: {"episodes_saved": self.saved, "failed": self.failed})
+        self.recover()
         self.node.get_logger().info(f"recording episodes into {cfg.output_dir}")
 
     def now_ns(self) -> int:
@@ -178,14 +184,34 @@ class Recorder:
             self.write(names.EPISODE_STATUS, data)
             if status.state != EpisodeStatus.RUNNING and self.finish_at is None:
                 self.finish_at = time.monotonic() + self.cfg.finish_delay_s
+                self.flush()   # killed before the bag closes: the labelled episode is recovered at restart
+
+    def flush(self) -> None:
+        try:
+            self.writer.flush()
+        except OSError as exc:
+            self.fail(f"cannot write episode {self.episode_id} to {self.cfg.output_dir}: {exc}")
+
+    def recover(self) -> None:
+        """Finish the labelled episodes a killed recorder left open (bags/recover.py); say what stays incomplete."""
+        from resfit_ros.bags.recover import recover_episodes
+
+        for path, result in recover_episodes(self.cfg.output_dir, self.bag_metadata()):
+            if isinstance(result, Path):
+                self.saved += 1
+                self.node.get_logger().warning(f"recovered labelled episode {path.name} -> {result.name}")
+            else:
+                self.node.get_logger().warning(f"{path.name} stays incomplete: {result}")
+
+    def bag_metadata(self) -> dict[str, str]:
+        return {"source": "recorder", "task": self.cfg.task, "robot": self.robot.name}
 
     def open(self, episode_id: int, explore: bool) -> None:
         from resfit_ros.bags import EpisodeWriter
 
         try:
             self.writer = EpisodeWriter(self.cfg.output_dir, episode_id, joint_names=self.robot.joint_names,
-                                        metadata={"source": "recorder", "task": self.cfg.task,
-                                                  "robot": self.robot.name},
+                                        metadata=self.bag_metadata(),
                                         compress=self.cfg.compress, explore=explore)
         except OSError as exc:
             self.fail(f"cannot open a bag for episode {episode_id} in {self.cfg.output_dir}: {exc}")

@@ -354,3 +354,102 @@ def test_steps_recorded_after_the_label_are_not_part_of_the_episode(tmp_path):
     ep = read_episode(path)
     assert ep.num_steps == 3 and list(ep.step) == [0, 1, 2] and ep.success
     assert list(ep.next_obs_index) == [1, 2, 3]          # the last counted step's next observation
+
+
+# --- a recorder killed after the label, before the bag was closed ---------------------------------------
+def _labelled_then_killed(root: Path, episode_id: int, *, steps: int = 6, flush_after_label: bool = True,
+                          drop_step: int | None = None, rng_seed: int = 0):
+    """An episode written as the recorder does, whose process is 'killed' after the label: the
+    bag directory is copied as the disk holds it at that moment (the writer still open), then the
+    writer is closed normally elsewhere. Returns (copy of the killed bag, observations, commands)."""
+    import shutil
+
+    rng = np.random.default_rng(rng_seed)
+    work = root / "live"
+    w = EpisodeWriter(work, episode_id, metadata={"task": "synthetic"})
+    w.write_status(convert.STATE_RUNNING, 1, label=convert.LABEL_NONE)
+    observations, commands = [], []
+    for i in range(steps + 1):
+        obs = make_observation(i, rng, ("head",), 16)
+        observations.append(obs)
+        w.write_observation(obs)
+        if i < steps and i != drop_step:
+            commands.append(rng.normal(size=len(obs.position)))
+            w.write_step(StepData(step=i, observation_sequence=obs.sequence, command=commands[-1]), obs.stamp_ns)
+    w.steps = steps                      # the episode manager's count (what the label carries)
+    w.write_status(convert.STATE_IDLE, observations[-1].stamp_ns, label=convert.LABEL_SUCCESS)
+    if flush_after_label:
+        w.flush()
+    killed = root / "episodes"
+    killed.mkdir()
+    shutil.copytree(w.path, killed / w.path.name)      # what kill -9 leaves on disk
+    w.close()
+    return killed / w.path.name, observations, commands
+
+
+def test_a_labelled_episode_whose_recorder_died_before_closing_is_recovered(tmp_path):
+    from resfit_ros.bags.recover import recover_episodes
+
+    bag, observations, commands = _labelled_then_killed(tmp_path, 9)
+    assert bag.name.endswith(INCOMPLETE_SUFFIX)
+    with pytest.raises(BagError, match="incomplete"):
+        read_episode(bag)
+    [(src, result)] = recover_episodes(bag.parent, metadata={"task": "synthetic"})
+    assert src == bag and isinstance(result, Path), result
+    ep = read_episode(result)
+    assert result.name == bag.name.removesuffix(INCOMPLETE_SUFFIX) and not bag.exists()
+    assert ep.success and ep.episode_id == 9 and ep.num_steps == 6
+    assert ep.metadata["recovered"] == "true" and ep.metadata["task"] == "synthetic"
+    np.testing.assert_array_equal(ep.command, np.stack(commands))
+    np.testing.assert_array_equal(ep.position, np.stack([o.position for o in observations]))
+    np.testing.assert_array_equal(ep.images["head"], np.stack([o.images["head"] for o in observations]))
+    assert sorted(p.name for p in bag.parent.iterdir()) == [result.name]      # no leftovers
+
+
+def test_a_bag_without_the_label_or_a_counted_step_on_disk_stays_incomplete(tmp_path):
+    from resfit_ros.bags.recover import recover_episodes
+
+    # the label never reached the disk (no flush): nothing says the episode ended
+    bag, _, _ = _labelled_then_killed(tmp_path / "a", 1, flush_after_label=False)
+    [(_, why)] = recover_episodes(bag.parent)
+    assert isinstance(why, str) and ("file is empty" in why or "no label on disk" in why), why
+    assert bag.is_dir() and sorted(p.name for p in bag.parent.iterdir()) == [bag.name]
+    # a step the manager counted is missing: training on it would put the reward on the wrong step
+    bag, _, _ = _labelled_then_killed(tmp_path / "b", 2, drop_step=3)
+    [(_, why)] = recover_episodes(bag.parent)
+    assert why == "1 of the 6 counted steps are not on disk (first: step 3)"
+    assert bag.is_dir() and sorted(p.name for p in bag.parent.iterdir()) == [bag.name]
+
+
+def test_an_interrupted_recovery_is_undone_and_redone(tmp_path):
+    import shutil
+
+    from resfit_ros.bags.recover import RECOVERING_PREFIX, recover_episodes
+
+    bag, _, commands = _labelled_then_killed(tmp_path, 5)
+    name = bag.name.removesuffix(INCOMPLETE_SUFFIX)
+    # killed while rebuilding: the original moved aside, a half-written replacement beside it
+    work = bag.with_name(RECOVERING_PREFIX + name)
+    os.rename(bag, work)
+    (bag.parent / (name + INCOMPLETE_SUFFIX)).mkdir()
+    [(_, result)] = recover_episodes(bag.parent)
+    assert isinstance(result, Path) and not work.exists()
+    np.testing.assert_array_equal(read_episode(result).command, np.stack(commands))
+    # killed after the rebuilt bag was renamed: only the original's copy is left to delete
+    shutil.copytree(result, work)
+    assert recover_episodes(bag.parent) == [] and not work.exists() and result.is_dir()
+
+
+def test_an_unclosed_mcap_file_reads_up_to_its_last_complete_record(tmp_path):
+    from resfit_ros.bags.mcap_scan import McapError, read_mcap
+
+    bag, _, commands = _labelled_then_killed(tmp_path, 3)
+    [mcap] = bag.glob("*.mcap")
+    size = mcap.stat().st_size
+    with open(mcap, "ab") as f:              # the start of a chunk the writer was writing when killed
+        f.write(b"\x06" + (10_000).to_bytes(8, "little") + b"\x00" * 100)
+    with pytest.raises(McapError, match="truncated"):
+        read_mcap(mcap)
+    got = read_mcap(mcap, allow_truncated=True)
+    assert got.truncated_at == size
+    assert len(got.messages[names.STEP_RECORD]) == len(commands) == 6

@@ -1,0 +1,84 @@
+"""kill -9 of the recorder between an episode's label and the close of its bag (the
+`finish_delay_s` window): the restarted recorder finishes the labelled episode from what the
+killed one flushed at the label. Before this, the episode stayed `.incomplete`: labelled by the
+operator, lost for training."""
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from resfit_ros import names
+from test.bags.synthetic import make_observation
+from test.safety import helpers
+from test.support import node_argv
+
+pytestmark = pytest.mark.ros
+
+
+def test_a_labelled_episode_survives_a_recorder_killed_before_closing_it(ros_context, spawn, tmp_path):
+    from resfit_ros.bags import INCOMPLETE_SUFFIX, read_episode
+    from resfit_ros.bags.mcap_scan import McapError, read_mcap
+    from resfit_ros.msg import EpisodeStatus, Observation, StepRecord
+    from resfit_ros.nodes.common import LATCHED, STREAM, ns_to_stamp
+    from resfit_ros.nodes.convert import observation_to_msg
+
+    episodes = tmp_path / "episodes"
+    argv = node_argv("recorder", "-p", f"output_dir:={episodes}", "-p", "record_raw_inputs:=false",
+                     "-p", f"robot_description:={helpers.robot_path()}", "-p", "finish_delay_s:=8.0")
+    recorder = spawn(argv, name="recorder")
+    node = ros_context.node
+    diag = helpers.DiagWatch(node)
+    pub_status = node.create_publisher(EpisodeStatus, names.EPISODE_STATUS, LATCHED)
+    pub_obs = node.create_publisher(Observation, names.OBSERVATION, STREAM)
+    pub_step = node.create_publisher(StepRecord, names.STEP_RECORD, STREAM)
+    assert ros_context.spin_until(lambda: "recorder" in diag.values, 60), recorder.log_path.read_text()
+
+    def status(state, label=EpisodeStatus.LABEL_NONE, steps=0):
+        msg = EpisodeStatus(state=state, episode_id=1, label=label, explore=True, steps=steps)
+        msg.header.stamp = node.get_clock().now().to_msg()
+        pub_status.publish(msg)
+
+    status(EpisodeStatus.RUNNING)
+    assert ros_context.spin_until(lambda: any(episodes.glob("*" + INCOMPLETE_SUFFIX)), 10)
+    rng = np.random.default_rng(0)
+    commands = []
+    for i in range(6):
+        obs = make_observation(i, rng, cameras=(), dof=29)
+        pub_obs.publish(observation_to_msg(obs))
+        if i < 5:
+            commands.append(rng.normal(size=29))
+            rec = StepRecord(episode_id=1, step=i, observation_sequence=i, joint_names=obs.joint_names,
+                             command=commands[-1].tolist(), exploration=True)
+            rec.header.stamp = ns_to_stamp(obs.stamp_ns)
+            pub_step.publish(rec)
+        ros_context.spin_until(lambda: False, 0.05)
+    ros_context.spin_until(lambda: False, 0.5)
+    status(EpisodeStatus.IDLE, EpisodeStatus.LABEL_SUCCESS, steps=5)
+    [bag] = episodes.glob("*" + INCOMPLETE_SUFFIX)
+
+    def label_on_disk() -> bool:
+        try:
+            [mcap] = bag.glob("*.mcap")
+            got = read_mcap(mcap, {names.EPISODE_STATUS}, allow_truncated=True).messages
+        except (ValueError, McapError):
+            return False
+        return len(got.get(names.EPISODE_STATUS, [])) >= 2
+
+    assert ros_context.spin_until(label_on_disk, 5), "the recorder did not flush the label to disk"
+    os.killpg(recorder.pid, signal.SIGKILL)          # within the 8 s before it would close the bag
+    recorder.wait(timeout=10)
+    assert bag.is_dir() and not [p for p in episodes.iterdir() if not p.name.endswith(INCOMPLETE_SUFFIX)]
+
+    again = spawn(argv, name="recorder_again")
+    final = bag.with_name(bag.name.removesuffix(INCOMPLETE_SUFFIX))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not final.is_dir():
+        time.sleep(0.1)
+    assert final.is_dir(), again.log_path.read_text()
+    ep = read_episode(final, images=False)
+    assert ep.success and ep.num_steps == 5 and ep.metadata["recovered"] == "true"
+    np.testing.assert_allclose(ep.command, np.stack(commands))
+    assert not bag.exists()
+    assert "recovered labelled episode" in again.log_path.read_text()
