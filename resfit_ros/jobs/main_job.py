@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  after {row['minutes']:5g} min ({row['env_steps']:6d} env steps, {row['episodes']:4d} episodes): "
                   f"combined {row['combined_success']:.2f}, gain {row['gain']:+.2f} +- {row['gain_stderr_paired']:.2f}"
                   f" ({'clear' if row['gain'] > 2 * row['gain_stderr_paired'] else 'not clear'})")
-    _plot(eps, base_rate, combined, args.window, out / "learning_curve.png")
+    _plot(eps, base_rate, combined, args.window, out / "learning_curve.png", over_time)
     print(f"training-run episodes: {len(eps)} ({sum(e for _, _, e, _ in eps)} with exploration)")
     print(f"base success      {base_rate:.2f} +- {_stderr(base_rate, n):.2f}  ({n} episodes)")
     print(f"combined success  {combined:.2f} +- {_stderr(combined, n):.2f}  ({n} episodes, same seeds)")
@@ -283,13 +283,17 @@ def _snapshot(checkpoints: Path, dest: Path) -> Path | None:
     return dest
 
 
-def _plot(eps, base_rate: float, combined: float, window: int, path: Path) -> None:
+def _plot(eps, base_rate: float, combined: float, window: int, path: Path, over_time: list[dict] | None = None) -> None:
+    """Success per training-run episode (moving means); with snapshots, a second panel: the
+    combined policy on the fixed evaluation set against training minutes (paired standard errors)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    panels = 2 if over_time and len(over_time) > 1 else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, 4), squeeze=False)
+    ax = axes[0][0]
     train = [(i, s) for i, (_, s, e, _) in enumerate(eps) if e]
     evals = [(i, s) for i, (_, s, e, _) in enumerate(eps) if not e]
     for pts, label in ((train, "training episodes (with exploration)"), (evals, "evaluation episodes")):
@@ -304,6 +308,18 @@ def _plot(eps, base_rate: float, combined: float, window: int, path: Path) -> No
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{TASK}: residual RL through the ROS 2 graph")
     ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
+    if panels == 2:
+        ax = axes[0][1]
+        minutes = [r["minutes"] for r in over_time]
+        ax.errorbar(minutes, [r["combined_success"] for r in over_time],
+                    yerr=[2 * r["gain_stderr_paired"] for r in over_time], marker="o", capsize=3,
+                    color="green", label="base + residual (bars: 2 paired standard errors of the gain)")
+        ax.axhline(base_rate, color="gray", linestyle="--", label=f"base alone ({base_rate:.2f})")
+        ax.set_xlabel("training minutes")
+        ax.set_ylabel("success on the fixed evaluation set")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title("the learner's checkpoint against training time")
+        ax.legend(loc="upper left", fontsize=7, framealpha=0.6)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
