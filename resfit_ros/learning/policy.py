@@ -183,12 +183,13 @@ class ResidualPolicy:
 
     def act(self, state: np.ndarray, base_action: np.ndarray, images: np.ndarray | None = None,
             features: np.ndarray | None = None, explore: bool = False,
-            rng: np.random.Generator | None = None) -> np.ndarray:
+            rng: np.random.Generator | None = None, noise: np.ndarray | None = None) -> np.ndarray:
         """Residual (A,) float64 in JOINT units for one observation; base + residual is the command.
 
         state (S,), base_action (A,) joint units, images (ncam, 3, H, W) uint8 at the configured
         size, features (F,). explore=True adds N(0, exploration_std) noise in normalised units
-        (needs `rng`), clamped to +-action_scale. Non-finite inputs give a NaN residual (the command
+        (needs `rng`; or the caller's (A,) `noise`, e.g. held over several steps: HeldNoise), clamped
+        to +-action_scale. Non-finite inputs give a NaN residual (the command
         layer's non-finite check then falls back); finite inputs of any size give a finite residual.
         """
         if self.normaliser is None:
@@ -204,19 +205,22 @@ class ResidualPolicy:
         base_n = self.normaliser.normalise_action(base_action)                               # (A,)
         residual_n = self._residual_normalised(state, base_n, images, features)
         if explore:
-            if rng is None:
-                raise ValueError("explore=True needs a numpy Generator `rng`")
-            residual_n = residual_n + rng.normal(0.0, self.config.exploration_std, self.action_dim)
+            if noise is None and rng is None:
+                raise ValueError("explore=True needs a numpy Generator `rng` or the `noise`")
+            if noise is None:
+                noise = rng.normal(0.0, self.config.exploration_std, self.action_dim)
+            residual_n = residual_n + np.asarray(noise, dtype=np.float64).reshape(self.action_dim)
             residual_n = np.clip(residual_n, -self.config.action_scale, self.config.action_scale)
         return self.compose(base_action, residual_n)
 
-    def random_residual(self, base_action: np.ndarray, rng: np.random.Generator, scale: float) -> np.ndarray:
+    def random_residual(self, base_action: np.ndarray, rng: np.random.Generator, scale: float,
+                        noise: np.ndarray | None = None) -> np.ndarray:
         """Warm-up exploration: a uniform residual in [-scale, scale] (normalised units, clamped to
-        +-action_scale), composed like act(); (A,) float64 in joint units."""
+        +-action_scale; or the caller's (A,) `noise`), composed like act(); (A,) float64 in joint units."""
         if self.normaliser is None:
             raise RuntimeError("ResidualPolicy has no weights yet: call load_weights first")
-        residual_n = np.clip(rng.uniform(-scale, scale, self.action_dim), -self.config.action_scale,
-                             self.config.action_scale)
+        draw = rng.uniform(-scale, scale, self.action_dim) if noise is None else np.asarray(noise, dtype=np.float64)
+        residual_n = np.clip(draw.reshape(self.action_dim), -self.config.action_scale, self.config.action_scale)
         return self.compose(base_action, residual_n)
 
     def compose(self, base_action: np.ndarray, residual_normalised: np.ndarray) -> np.ndarray:

@@ -49,6 +49,7 @@ class ResidualPolicyConfig:
     explore: bool = True                 # exploration allowed at all (false in the eval graph)
     warmup_random_steps: int = 0         # first N training steps use a uniform random residual
     warmup_noise_scale: float = 0.05     # ... in [-scale, scale] normalised units
+    exploration_hold_steps: int = 1      # each noise draw (warm-up and Gaussian) is held this many steps (learning/exploration.py)
     watchdog_timeout_s: float = 0.1      # observations older than this are not acted on
     watchdog_mode: str = "hold"          # hold (stop commanding) or base_only (base chunk open loop)
     base_only_max_s: float = 0.5         # base_only: hold after this much longer
@@ -72,6 +73,8 @@ class ResidualPolicyConfig:
         require(self.pace_learner_timeout_s >= 0,
                 f"pace_learner_timeout_s must be >= 0, got {self.pace_learner_timeout_s}")
         require(self.num_threads >= 1, f"num_threads must be >= 1, got {self.num_threads}")
+        require(self.exploration_hold_steps >= 1,
+                f"exploration_hold_steps must be >= 1, got {self.exploration_hold_steps}")
         require(self.chunk_length >= 1, f"chunk_length must be >= 1, got {self.chunk_length}")
         require(self.future_tolerance_s >= 0, f"future_tolerance_s must be >= 0, got {self.future_tolerance_s}")
         require(self.diagnostics_period_s > 0, f"diagnostics_period_s must be > 0, got {self.diagnostics_period_s}")
@@ -91,6 +94,9 @@ class ResidualPolicyNode:
         self.output = ControllerOutput(self.node, self.robot, cfg.command_interface, cfg.control_rate_hz)
         self.chunks = ChunkScheduler(cfg.chunk_length, cfg.prefetch_steps)
         self.rng = np.random.default_rng(cfg.seed)
+        from resfit_ros.learning.exploration import HeldNoise
+
+        self.noise = HeldNoise(cfg.exploration_hold_steps)   # redrawn at every episode start
         self.policy = None                 # ResidualPolicy once weights arrived
         self.spec: PolicySpec | None = None
         self.weights_version = 0
@@ -210,6 +216,7 @@ class ResidualPolicyNode:
         if msg.state == EpisodeStatus.RUNNING and msg.episode_id != self.episode_id:
             self.episode_id, self.step = msg.episode_id, 0
             self.chunks.reset()                    # never carry a chunk into a new episode
+            self.noise.reset()
             # Act on the newest observation at once (the watchdog rejects it if stale): a lockstep
             # simulator publishes nothing new until it is commanded. But never on one from before
             # the robot's last reset: the robot is elsewhere now (simulated time barely moves
@@ -336,10 +343,16 @@ class ResidualPolicyNode:
         if self.policy is not None:
             try:
                 images = obs.image_stack(list(self.spec.camera_names)) if self.spec.camera_names else None
+                dof, rng = self.robot.dof, self.rng
                 if explore and self.train_steps < self.cfg.warmup_random_steps:
-                    residual = self.policy.random_residual(base, self.rng, self.cfg.warmup_noise_scale)
+                    scale = self.cfg.warmup_noise_scale
+                    residual = self.policy.random_residual(
+                        base, rng, scale, noise=self.noise.next(lambda: rng.uniform(-scale, scale, dof)))
                 else:
-                    residual = self.policy.act(obs.state_vector(), base, images=images, explore=explore, rng=self.rng)
+                    std = self.policy.config.exploration_std
+                    noise = self.noise.next(lambda: rng.normal(0.0, std, dof)) if explore else None
+                    residual = self.policy.act(obs.state_vector(), base, images=images, explore=explore, rng=rng,
+                                               noise=noise)
             except (ValueError, KeyError, RuntimeError) as exc:   # never kill the control loop
                 self.rejections.reject("residual_error", f"residual not computed ({exc}): base only this tick")
                 residual = np.full(self.robot.dof, np.nan)    # compose_command's non-finite fallback
