@@ -218,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: stopping the graph", flush=True)
     finally:
+        trained_min = (time.monotonic() - started) / 60    # less than --minutes when interrupted
         runner.shutdown()
         log.close()
     eps = _episodes(out / "episodes", seen)
@@ -237,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
         over_time.append({"minutes": minutes, "env_steps": steps, "episodes": episodes,
                           "combined_success": float(np.mean(outcomes)), "gain": g, "gain_stderr_paired": e,
                           "solved_only_with_residual": w, "solved_only_by_base": lo})
-    over_time.append({"minutes": args.minutes, "env_steps": int(sum(n_ for *_, n_ in eps)), "episodes": len(eps),
+    over_time.append({"minutes": round(trained_min, 1), "env_steps": int(sum(n_ for *_, n_ in eps)), "episodes": len(eps),
                       "combined_success": combined, "gain": gain, "gain_stderr_paired": se,
                       "solved_only_with_residual": won, "solved_only_by_base": lost})
     if len(over_time) > 1:
@@ -254,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
           f"residual, {lost} only by the base ({'clear' if gain > 2 * se else 'NOT clear'}: 2 standard errors = {2 * se:.2f})")
     print(f"learning curve    {out / 'learning_curve.png'}")
     (out / "result.json").write_text(json.dumps({
-        "minutes": args.minutes, "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e, _ in eps)),
+        "minutes": round(trained_min, 1), "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e, _ in eps)),
         "env_steps": int(sum(n for *_, n in eps)),
         "base_success": base_rate, "combined_success": combined, "gain": gain, "gain_stderr_paired": se,
         "solved_only_with_residual": won, "solved_only_by_base": lost, "eval_episodes": n,
