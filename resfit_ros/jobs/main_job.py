@@ -45,9 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=5, help="every N-th training-run episode is an evaluation one")
     parser.add_argument("--window", type=positive_int, default=10, help="episodes per printed success window")
     parser.add_argument("--fresh", action="store_true", help="start the training run from scratch (keep demos/base)")
-    parser.add_argument("--snapshot-every", type=float, default=0.0,
+    parser.add_argument("--snapshot-every", type=float, default=10.0,
                         help="also keep the learner's checkpoint every this many minutes and evaluate each one "
-                             "on the same seeds: the gain against training time (default 0: final only)")
+                             "on the same seeds: the gain against training time (default 10; 0: final only)")
 
 
 def _cli(*args: str) -> None:
