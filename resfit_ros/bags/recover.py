@@ -39,6 +39,8 @@ def recover_episode(path: str | Path, metadata: Mapping[str, object] | None = No
     if not path.name.endswith(INCOMPLETE_SUFFIX) or not path.is_dir():
         raise BagError(path, "not an incomplete episode bag directory")
     name = path.name.removesuffix(INCOMPLETE_SUFFIX)
+    if path.with_name(name).exists():   # never touch (nor, on failure, delete) a finished bag
+        raise BagError(path, f"a finished bag {name} exists already")
     episode_id, explore, messages = _check(path, name)
     work = path.with_name(RECOVERING_PREFIX + name)
     os.rename(path, work)

@@ -438,6 +438,11 @@ def test_an_interrupted_recovery_is_undone_and_redone(tmp_path):
     # killed after the rebuilt bag was renamed: only the original's copy is left to delete
     shutil.copytree(result, work)
     assert recover_episodes(bag.parent) == [] and not work.exists() and result.is_dir()
+    # an incomplete bag beside a finished one of the same name is never rebuilt over it
+    shutil.copytree(result, bag)
+    [(_, why)] = recover_episodes(bag.parent)
+    assert why == f"a finished bag {result.name} exists already" and result.is_dir() and bag.is_dir()
+    np.testing.assert_array_equal(read_episode(result).command, np.stack(commands))
 
 
 def test_an_unclosed_mcap_file_reads_up_to_its_last_complete_record(tmp_path):
