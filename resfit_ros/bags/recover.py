@@ -116,9 +116,8 @@ def _check(path: Path, name: str):
         if missing:
             raise BagError(path, f"{len(missing)} of the {final.steps} counted steps are not on disk "
                                  f"(first: step {missing[0]})")
-    topic_of = {c.id: (c.topic, c.schema_name) for c in contents.channels.values()}
-    by_topic = {topic: schema for topic, schema in topic_of.values()}
-    messages = [(stamp, topic, by_topic[topic], bytes(data))
+    msgtype = {c.topic: c.schema_name for c in contents.channels.values()}
+    messages = [(stamp, topic, msgtype[topic], bytes(data))
                 for topic, msgs in contents.messages.items() for stamp, data in msgs]
     messages.sort(key=lambda m: m[0])            # stable: file order within a stamp
     return episode_id, explore, messages

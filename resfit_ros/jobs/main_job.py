@@ -231,16 +231,11 @@ def run(args: argparse.Namespace) -> int:
     combined = float(np.mean(combined_outcomes))
     n = args.eval_episodes
     gain, se, won, lost = paired_gain(base_outcomes, combined_outcomes)
-    over_time = []
-    for minutes, steps, episodes, copy in snapshots:
-        outcomes = _eval(base, n, args.max_steps, residual=copy)
-        g, e, w, lo = paired_gain(base_outcomes, outcomes)
-        over_time.append({"minutes": minutes, "env_steps": steps, "episodes": episodes,
-                          "combined_success": float(np.mean(outcomes)), "gain": g, "gain_stderr_paired": e,
-                          "solved_only_with_residual": w, "solved_only_by_base": lo})
-    over_time.append({"minutes": round(trained_min, 1), "env_steps": int(sum(n_ for *_, n_ in eps)), "episodes": len(eps),
-                      "combined_success": combined, "gain": gain, "gain_stderr_paired": se,
-                      "solved_only_with_residual": won, "solved_only_by_base": lost})
+    # the gain of every snapshot and of the final checkpoint, as one table
+    over_time = [_gain_row(minutes, steps, episodes, base_outcomes, _eval(base, n, args.max_steps, residual=copy))
+                 for minutes, steps, episodes, copy in snapshots]
+    over_time.append(_gain_row(round(trained_min, 1), int(sum(n_ for *_, n_ in eps)), len(eps), base_outcomes,
+                               combined_outcomes))
     if len(over_time) > 1:
         print("gain against training time (same seeds):")
         for row in over_time:
@@ -264,6 +259,13 @@ def run(args: argparse.Namespace) -> int:
         "over_time": over_time}, indent=1))
     print(f"base_success={base_rate:.3f} combined_success={combined:.3f} episodes={n}")
     return 0
+
+
+def _gain_row(minutes: float, env_steps: int, episodes: int, base: list[bool], combined: list[bool]) -> dict:
+    gain, se, won, lost = paired_gain(base, combined)
+    return {"minutes": minutes, "env_steps": env_steps, "episodes": episodes,
+            "combined_success": float(np.mean(combined)), "gain": gain, "gain_stderr_paired": se,
+            "solved_only_with_residual": won, "solved_only_by_base": lost}
 
 
 def _snapshot(checkpoints: Path, dest: Path) -> Path | None:
