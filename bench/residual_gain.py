@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--demo-fraction", type=float, default=0.5)
     g.add_argument("--push-every", type=int, default=100, help="critic updates between weight pushes")
     g.add_argument("--residual-bound", type=float, default=0.2, help="safety bound on |residual| per joint, rad")
+    g.add_argument("--residual-penalty", type=float, default=0.0, help="actor loss weight of |residual / action_scale|^2")
+    g.add_argument("--hand-gain", type=float, default=1.0,
+                   help="residual_gain of the hand joints (their residual reaches this many times further)")
     return p
 
 
@@ -219,8 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     S, A = demos[0].states.shape[1], demos[0].actions.shape[1]
     norm = Normaliser.from_demonstrations(np.concatenate([d.states for d in demos]),
                                           np.concatenate([d.actions for d in demos] + [d.base_actions for d in demos]),
-                                          args.action_scale)
+                                          args.action_scale,
+                                          residual_gain=[args.hand_gain if "_hand_" in n else 1.0
+                                                         for n in env.joint_names])
     cfg = AgentConfig(action_scale=args.action_scale, exploration_std=args.exploration_std,
+                      residual_penalty=args.residual_penalty,
                       actor_hidden_dims=(args.hidden, args.hidden), critic_hidden_dims=(args.hidden, args.hidden),
                       num_critic_heads=args.heads, num_target_heads=min(2, args.heads), critic_lr=args.critic_lr,
                       actor_lr=args.actor_lr, critic_warmup_updates=args.critic_warmup, batch_size=args.batch)

@@ -11,6 +11,8 @@ Decisions worth knowing (ResFiT = paper + reference code; see shared notes/resfi
   * Critic input = [encoder features, normalised state, COMBINED action] where the combined action
     is clamp(normalised base + residual, -1, 1), exactly as executed; demo transitions therefore
     store the demo command as action. The critic does not see the base action.
+  * Actor loss = -mean over heads of Q(s, combined) [+ residual_penalty * |r / action_scale|^2,
+    off by default; see AgentConfig.residual_penalty for why the main job's recipe uses it].
   * Critic loss = sum over heads of each head's MSE to the shared TD target. The reference squares
     the mean-over-heads absolute error instead, which couples the heads (every head's gradient then
     depends on the other heads' errors) and divides the effective learning rate by ~N. Per-head MSE
@@ -179,7 +181,8 @@ class ResidualAgent:
             residual = self.actor(torch.cat([detached, state, base.clamp(-1.0, 1.0)], dim=1))  # (B, A)
             combined = (base + residual).clamp(-1.0, 1.0)                        # (B, A) as executed
             q_pi = self.critic(torch.cat([detached, state, combined], dim=1))    # (N, B)
-            actor_loss = -q_pi.mean()
+            # maximise Q; optionally pay for leaving the base (AgentConfig.residual_penalty)
+            actor_loss = -q_pi.mean() + cfg.residual_penalty * (residual / cfg.action_scale).pow(2).sum(dim=1).mean()
             self.actor_optimizer.zero_grad(set_to_none=True)
             # inputs=: gradients only for the actor; the critic's weights get none.
             actor_loss.backward(inputs=list(self.actor.parameters()))

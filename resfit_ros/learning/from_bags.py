@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +91,8 @@ def demo_base_actions(ep: Episode, base_policy, base_digest: str, cache_root: Pa
         out[t] = chunk[t % k]
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
+        # one temporary file per process: two learners sharing a demos cache must not race on it
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, out, allow_pickle=False)
         tmp.replace(cache)
     return out

@@ -89,11 +89,19 @@ class Normaliser:
 
     @classmethod
     def from_demonstrations(cls, states: np.ndarray, actions: np.ndarray, action_scale: float,
-                            config: NormaliserConfig | None = None) -> "Normaliser":
+                            config: NormaliserConfig | None = None,
+                            residual_gain: np.ndarray | None = None) -> "Normaliser":
         """Statistics of demo `states` (N, S) and demo `actions` (N, A), in joint units.
 
         Pass every action the critic will see as 'executed' in the demos (the demo commands; add the
-        base actions too if they may leave the demo range)."""
+        base actions too if they may leave the demo range).
+
+        `residual_gain` (A,) >= 1, optional: widens each joint's normalised range by that factor
+        on top of (1 + action_scale), so the residual (bounded by action_scale in normalised units)
+        reaches that many times further in joint units there, and so do the exploration noise and
+        the warm-up's random residual. Why: a residual sized for the arms (a few cm at the hand)
+        is too small to change a grasp (the fingers need ~0.2 rad more closure, README: the main
+        job), and one sized for the fingers makes the arms' exploration knock the object away."""
         config = config or NormaliserConfig()
         states = np.asarray(states, dtype=np.float64)
         actions = np.asarray(actions, dtype=np.float64)
@@ -108,6 +116,11 @@ class Normaliser:
         center = (low + high) / 2
         # Widen by (1 + action_scale): commands can leave the demo range by action_scale * half range.
         half = np.maximum((high - low) / 2, config.action_min_half_range) * (1.0 + action_scale)
+        if residual_gain is not None:
+            gain = np.asarray(residual_gain, dtype=np.float64).reshape(-1)
+            if gain.shape != (actions.shape[1],) or not np.all(np.isfinite(gain)) or np.any(gain < 1.0):
+                raise ValueError(f"residual_gain must be {actions.shape[1]} finite values >= 1, got {gain.tolist()}")
+            half = half * gain
         return cls(states.mean(axis=0), state_std, center - half, center + half, action_scale,
                    config.state_clip)
 

@@ -38,6 +38,9 @@ class OfflineSettings:
     seed: int = 0
     utd: int = 4
     action_scale: float = 0.1
+    residual_gain: float = 1.0                 # the residual of these joints reaches this many times
+    residual_gain_joints: list[str] = field(default_factory=list)  # further (joint-name prefixes)
+    residual_penalty: float = 0.0
     exploration_std: float = 0.05
     actor_lr: float = 3e-6
     critic_lr: float = 1e-4
@@ -54,6 +57,10 @@ class OfflineSettings:
     def __post_init__(self) -> None:
         require(self.utd >= 1, f"utd must be >= 1, got {self.utd}")
         require(self.hidden_dim >= 8, f"hidden_dim must be >= 8, got {self.hidden_dim}")
+        require(1.0 <= self.residual_gain <= 10.0, f"residual_gain must be in [1, 10], got {self.residual_gain}")
+        self.residual_gain_joints = [str(p) for p in self.residual_gain_joints]
+        require(all(self.residual_gain_joints),
+                f"residual_gain_joints must be non-empty joint-name prefixes, got {self.residual_gain_joints}")
         self.agent_config()   # validates the agent fields (ConfigError)
         self.replay_config()  # validates the replay fields
 
@@ -61,11 +68,21 @@ class OfflineSettings:
         from resfit_ros.learning.config import AgentConfig
 
         return AgentConfig(action_scale=self.action_scale, exploration_std=self.exploration_std,
+                           residual_penalty=self.residual_penalty,
                            actor_lr=self.actor_lr, critic_lr=self.critic_lr,
                            actor_hidden_dims=(self.hidden_dim, self.hidden_dim),
                            critic_hidden_dims=(self.hidden_dim, self.hidden_dim),
                            num_critic_heads=self.num_critic_heads,
                            critic_warmup_updates=self.critic_warmup_updates, batch_size=self.batch_size)
+
+    def residual_gain_vector(self, joint_names: list[str]) -> np.ndarray:
+        """(A,) per-joint residual gain: `residual_gain` for joints whose name starts with one of
+        `residual_gain_joints`, 1 elsewhere (see Normaliser.from_demonstrations)."""
+        unmatched = [p for p in self.residual_gain_joints if not any(n.startswith(p) for n in joint_names)]
+        if unmatched:
+            raise SetupError(f"residual_gain_joints {unmatched} match none of the joints {list(joint_names)}")
+        return np.array([self.residual_gain if any(n.startswith(p) for p in self.residual_gain_joints) else 1.0
+                         for n in joint_names])
 
     def replay_config(self):
         from resfit_ros.learning.replay import ReplayConfig
@@ -101,7 +118,8 @@ def agent_from_demos(demos, settings: OfflineSettings, cameras: list[str], image
 
     states = np.concatenate([d.states() for d in demos])
     actions = np.concatenate([d.command for d in demos])
-    normaliser = Normaliser.from_demonstrations(states, actions, settings.action_scale)
+    normaliser = Normaliser.from_demonstrations(states, actions, settings.action_scale,
+                                                residual_gain=settings.residual_gain_vector(demos[0].joint_names))
     return ResidualAgent(settings.agent_config(), states.shape[1], actions.shape[1], cameras, image_size, 0,
                          normaliser, seed=settings.seed)
 

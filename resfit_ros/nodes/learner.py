@@ -46,6 +46,9 @@ class LearnerConfig:
     seed: int = 0
     # agent (see resfit_ros/learning/config.py for the meaning of each)
     action_scale: float = 0.1
+    residual_gain: float = 1.0                # residual reach x this on the joints named below
+    residual_gain_joints: list[str] = field(default_factory=list)  # joint-name prefixes, e.g. [right_hand_]
+    residual_penalty: float = 0.0             # actor loss weight of |residual / action_scale|^2
     exploration_std: float = 0.05
     actor_lr: float = 3e-6
     critic_lr: float = 1e-4

@@ -245,3 +245,32 @@ def test_zero_residual_leaves_any_base_action_unchanged_even_outside_the_demo_ra
     for base in (np.zeros(3), np.array([3.0, -7.0, 0.2]), np.array([1e6, -1e6, 0.5])):
         residual = policy.act(rng.normal(size=6), base)
         assert np.all(residual == 0.0) and np.array_equal(base + residual, base)
+
+
+@pytest.mark.parametrize("penalty", [0.0, 1.0])
+def test_residual_penalty_pulls_the_residual_back_to_the_base_where_the_critic_is_flat(penalty):
+    # A critic with a zero output layer (and a learning rate too small to change it) has no action
+    # gradient: only the penalty can move the actor. Without it the residual stays where it is.
+    agent = make_agent(residual_penalty=penalty, critic_lr=1e-12, encoder_lr=1e-12, weight_decay=0.0)
+    with torch.no_grad():
+        agent.critic.weights[-1].zero_()
+        agent.critic.biases[-1].zero_()
+        agent.actor.output.bias.fill_(1.0)       # tanh(1) * action_scale: a residual at 76 % of the bound
+    buffer = filled_buffer()
+    probe = buffer.sample(16)
+
+    def mean_abs_residual() -> float:
+        with torch.no_grad():
+            state = agent._normalise_state(probe.obs["state"])
+            base = agent._normalise_action(probe.base_action).clamp(-1, 1)
+            features = agent.encoder(probe.obs, augment=False)
+            return agent.actor(torch.cat([features, state, base], dim=1)).abs().mean().item()
+
+    before = mean_abs_residual()
+    for _ in range(100):
+        agent.update(buffer.sample(8), update_actor=True)
+    after = mean_abs_residual()
+    if penalty:
+        assert after < 0.7 * before
+    else:
+        assert after == pytest.approx(before, rel=1e-4)

@@ -33,3 +33,33 @@ def test_arrays_round_trip_and_validation():
         Normaliser.from_arrays({})
     with pytest.raises(ValueError, match="NaN"):
         Normaliser.from_demonstrations(np.full((2, 3), np.nan), np.zeros((2, 2)), 0.1)
+
+
+def test_residual_gain_widens_only_its_joints_and_bad_gains_are_refused():
+    states = np.zeros((3, 1))
+    actions = np.array([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5]])
+    plain = Normaliser.from_demonstrations(states, actions, 0.1)
+    gained = Normaliser.from_demonstrations(states, actions, 0.1, residual_gain=[1.0, 3.0])
+    np.testing.assert_allclose(gained.action_half_range, plain.action_half_range * [1.0, 3.0], rtol=1e-6)
+    np.testing.assert_allclose(gained.action_center, plain.action_center, atol=1e-7)
+    # the same normalised residual (the actor's bound) moves the gained joint 3x as far in joint units
+    residual_n = np.array([0.1, 0.1])
+    moved = gained.denormalise_action(gained.normalise_action(actions[2]) + residual_n) - actions[2]
+    np.testing.assert_allclose(moved, [0.1 * 0.55, 3 * 0.1 * 0.55], rtol=1e-5)
+    for bad in ([1.0], [1.0, 0.5], [1.0, np.nan]):
+        with pytest.raises(ValueError, match="residual_gain"):
+            Normaliser.from_demonstrations(states, actions, 0.1, residual_gain=bad)
+
+
+def test_residual_gain_settings_resolve_joint_prefixes():
+    from resfit_ros.config import ConfigError
+    from resfit_ros.learning.offline import OfflineSettings, SetupError
+
+    names = ["waist_yaw_joint", "right_shoulder_joint", "right_hand_index_0_joint", "left_hand_index_0_joint"]
+    settings = OfflineSettings(residual_gain=3.0, residual_gain_joints=["right_hand_", "left_hand_"])
+    np.testing.assert_array_equal(settings.residual_gain_vector(names), [1.0, 1.0, 3.0, 3.0])
+    np.testing.assert_array_equal(OfflineSettings().residual_gain_vector(names), [1.0] * 4)
+    with pytest.raises(SetupError, match="torso_"):
+        OfflineSettings(residual_gain=2.0, residual_gain_joints=["torso_"]).residual_gain_vector(names)
+    with pytest.raises(ConfigError, match="residual_gain"):
+        OfflineSettings(residual_gain=0.5)
