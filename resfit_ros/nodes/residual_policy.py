@@ -287,11 +287,13 @@ class ResidualPolicyNode:
             return False
         return self.learner_updates < self.cfg.pace_utd * (self.train_steps - self.cfg.pace_free_steps)
 
-    def request_chunk(self, msg: Observation) -> None:
-        if not self.chunk_client.service_is_ready():
+    def request_chunk(self, msg: Observation, generation: int, episode_start: bool) -> None:
+        try:
+            future = self.chunk_client.call_async(GetActionChunk.Request(observation=msg, episode_start=episode_start))
+        except Exception as exc:   # e.g. shutting down: unbook it, or no chunk would ever be asked for again
+            self.chunks.request_failed()
+            self.node.get_logger().error(f"base chunk request not sent: {exc}", throttle_duration_sec=2.0)
             return
-        generation = self.chunks.request_sent()
-        future = self.chunk_client.call_async(GetActionChunk.Request(observation=msg, episode_start=self.step == 0))
         # the done-callback runs in the executor's one thread, between other callbacks (never mid-tick)
         future.add_done_callback(lambda f, g=generation: self.on_chunk(f, g))
 
@@ -331,13 +333,26 @@ class ResidualPolicyNode:
         if self.learner_behind():
             self.counts["paced_waits"] += 1
             return                                 # re-tried when the learner reports progress
-        if self.chunks.wants_request():
-            self.request_chunk(msg)
+        # A chunk request carries the whole observation (64 KB with three cameras): serialising it
+        # costs about a millisecond, so it is sent AFTER this tick's command unless the robot is
+        # waiting for that very chunk. It is booked for this tick's observation before the queue
+        # advances (the chunk's row 0 belongs to this tick).
+        request = None
+        if self.chunks.wants_request() and self.chunk_client.service_is_ready():
+            request = (msg, self.chunks.request_sent(), self.step == 0)
         base = self.chunks.next_action()
-        if base is None:
-            self.counts["chunk_underruns"] += 1
-            return                                 # re-tried when the chunk arrives (or the next observation)
-        self.pending = None
+        try:
+            if base is None:
+                self.counts["chunk_underruns"] += 1
+                return                             # re-tried when the chunk arrives (or the next observation)
+            self.pending = None
+            self.command_tick(obs, base, t_received)
+        finally:
+            if request is not None:            # whatever happened above: never a booked request unsent
+                self.request_chunk(*request)
+
+    def command_tick(self, obs, base: np.ndarray, t_received: float) -> None:
+        """This tick's residual, command (published at once) and step record."""
         explore = self.training_episode()
         residual = np.zeros(self.robot.dof)
         if self.policy is not None:
