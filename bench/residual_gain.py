@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--residual-bound", type=float, default=0.2, help="safety bound on |residual| per joint, rad")
     g.add_argument("--residual-penalty", type=float, default=0.0, help="actor loss weight of |residual / action_scale|^2")
     g.add_argument("--hand-gain", type=float, default=1.0,
-                   help="residual_gain of the hand joints (their residual reaches this many times further)")
+                   help="residual gain of the hand joints: their residual bound is action_scale * this")
+    g.add_argument("--other-gain", type=float, default=1.0,
+                   help="residual gain of every other joint (0: no residual there)")
     return p
 
 
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     norm = Normaliser.from_demonstrations(np.concatenate([d.states for d in demos]),
                                           np.concatenate([d.actions for d in demos] + [d.base_actions for d in demos]),
                                           args.action_scale,
-                                          residual_gain=[args.hand_gain if "_hand_" in n else 1.0
+                                          residual_gain=[args.hand_gain if "_hand_" in n else args.other_gain
                                                          for n in env.joint_names])
     cfg = AgentConfig(action_scale=args.action_scale, exploration_std=args.exploration_std,
                       residual_penalty=args.residual_penalty,

@@ -51,12 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="online replay slots (default 200000)")
     parser.add_argument("--demo-capacity", type=positive_int, default=50_000, help="demo replay slots (default 50000)")
     parser.add_argument("--action-scale", type=_float, default=0.1, help="residual bound, normalised (default 0.1)")
-    parser.add_argument("--residual-gain", type=_float, default=1.0,
-                        help="the residual of the --residual-gain-joints reaches this many times further (default 1)")
+    parser.add_argument("--residual-gains", nargs="*", default=[], metavar="PREFIX=GAIN",
+                        help="per-joint residual reach: the first entry whose prefix starts a joint's name sets its "
+                             "gain (0-10, 0 = no residual), 1 elsewhere; e.g. right_hand_=10 right_=0.25")
     parser.add_argument("--residual-penalty", type=_float, default=0.0,
-                        help="actor loss weight of |residual / action_scale|^2 (default 0: plain TD3)")
-    parser.add_argument("--residual-gain-joints", nargs="*", default=[], metavar="PREFIX",
-                        help="joint-name prefixes the --residual-gain applies to (e.g. left_hand_ right_hand_)")
+                        help="actor loss weight of sum_j (residual_j / bound_j)^2 (default 0: plain TD3)")
     parser.add_argument("--exploration-std", type=_float, default=0.05, help="target smoothing std (default 0.05)")
     parser.add_argument("--actor-lr", type=_float, default=3e-6, help="actor learning rate (default 3e-6)")
     parser.add_argument("--critic-lr", type=_float, default=1e-4, help="critic learning rate (default 1e-4)")
@@ -97,7 +96,7 @@ def run(args) -> int:
     try:
         settings = OfflineSettings(
             use_cameras=args.use_cameras, seed=args.seed, utd=args.utd, action_scale=args.action_scale,
-            residual_gain=args.residual_gain, residual_gain_joints=args.residual_gain_joints,
+            residual_gains=args.residual_gains,
             residual_penalty=args.residual_penalty,
             exploration_std=args.exploration_std, actor_lr=args.actor_lr, critic_lr=args.critic_lr,
             hidden_dim=args.hidden_dim, num_critic_heads=args.num_critic_heads,

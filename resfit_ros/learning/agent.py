@@ -11,7 +11,7 @@ Decisions worth knowing (ResFiT = paper + reference code; see shared notes/resfi
   * Critic input = [encoder features, normalised state, COMBINED action] where the combined action
     is clamp(normalised base + residual, -1, 1), exactly as executed; demo transitions therefore
     store the demo command as action. The critic does not see the base action.
-  * Actor loss = -mean over heads of Q(s, combined) [+ residual_penalty * |r / action_scale|^2,
+  * Actor loss = -mean over heads of Q(s, combined) [+ residual_penalty * sum_j (r_j / bound_j)^2,
     off by default; see AgentConfig.residual_penalty for why the main job's recipe uses it].
   * Critic loss = sum over heads of each head's MSE to the shared TD target. The reference squares
     the mean-over-heads absolute error instead, which couples the heads (every head's gradient then
@@ -20,7 +20,8 @@ Decisions worth knowing (ResFiT = paper + reference code; see shared notes/resfi
     target relies on. The logged `losses/critic` is the MEAN over heads (comparable across N).
   * TD target: min over `num_target_heads` (2) random heads of the TARGET critic, evaluated on those
     heads only. Target action: target actor + clipped Gaussian smoothing noise (std =
-    exploration_std), residual clamped to +-action_scale, combined clamped to [-1, 1].
+    exploration_std, times the joint's residual gain), residual clamped to +-action_scale * gain,
+    combined clamped to [-1, 1].
   * One encoder, no target encoder: the target critic reads the online encoder's features of the
     next observation (computed without gradient). Obs and next obs get independent random shifts.
   * Only the critic loss trains the encoder; the actor sees DETACHED features. The actor update
@@ -44,7 +45,7 @@ from resfit_ros.config import config_from_dict, config_to_dict
 from resfit_ros.learning.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from resfit_ros.learning.config import AgentConfig
 from resfit_ros.learning.networks import CriticEnsemble
-from resfit_ros.learning.normaliser import Normaliser
+from resfit_ros.learning.normaliser import Normaliser, residual_bounds
 from resfit_ros.learning.policy import (build_actor, build_encoder, expected_weight_shapes, export_weights,
                                         load_modules, validate_weights)
 from resfit_ros.learning.replay import Batch, ReplayBuffer
@@ -117,6 +118,13 @@ class ResidualAgent:
         self._state_std = torch.from_numpy(normaliser.state_std.copy())            # (S,)
         self._action_center = torch.from_numpy(normaliser.action_center.astype(np.float32))
         self._action_half_range = torch.from_numpy(normaliser.action_half_range.astype(np.float32))
+        self._residual_gain = torch.from_numpy(normaliser.residual_gain.astype(np.float32))        # (A,)
+        bounds = residual_bounds(self.config.action_scale, normaliser)                              # (A,)
+        self._residual_scale = torch.from_numpy(bounds.astype(np.float32))
+        scale = self._residual_scale
+        self._inverse_residual_scale = torch.where(scale > 0, 1.0 / scale.clamp(min=1e-12), torch.zeros_like(scale))
+        for actor in (self.actor, self.actor_target):
+            actor.set_residual_scale(bounds)
 
     def _normalise_state(self, state: torch.Tensor) -> torch.Tensor:
         clip = self.normaliser.state_clip
@@ -152,8 +160,8 @@ class ResidualAgent:
             next_residual = self.actor_target(
                 torch.cat([next_features, next_state, next_base.clamp(-1.0, 1.0)], dim=1))  # (B, A)
             noise = (torch.randn(next_residual.shape, generator=gen) * cfg.exploration_std).clamp_(
-                -cfg.target_noise_clip, cfg.target_noise_clip)
-            next_residual = (next_residual + noise).clamp_(-cfg.action_scale, cfg.action_scale)
+                -cfg.target_noise_clip, cfg.target_noise_clip) * self._residual_gain
+            next_residual = torch.clamp(next_residual + noise, -self._residual_scale, self._residual_scale)
             next_action = (next_base + next_residual).clamp_(-1.0, 1.0)          # (B, A) as executed
             target_heads = torch.randperm(cfg.num_critic_heads, generator=gen)[: cfg.num_target_heads]
             next_q = self.critic_target(torch.cat([next_features, next_state, next_action], dim=1),
@@ -182,7 +190,8 @@ class ResidualAgent:
             combined = (base + residual).clamp(-1.0, 1.0)                        # (B, A) as executed
             q_pi = self.critic(torch.cat([detached, state, combined], dim=1))    # (N, B)
             # maximise Q; optionally pay for leaving the base (AgentConfig.residual_penalty)
-            actor_loss = -q_pi.mean() + cfg.residual_penalty * (residual / cfg.action_scale).pow(2).sum(dim=1).mean()
+            fraction_of_bound = residual * self._inverse_residual_scale                 # (B, A) in [-1, 1]
+            actor_loss = -q_pi.mean() + cfg.residual_penalty * fraction_of_bound.pow(2).sum(dim=1).mean()
             self.actor_optimizer.zero_grad(set_to_none=True)
             # inputs=: gradients only for the actor; the critic's weights get none.
             actor_loss.backward(inputs=list(self.actor.parameters()))

@@ -20,13 +20,13 @@ class AgentConfig:
     """Std of the Gaussian exploration noise on the residual (normalised units); also the std of
     TD3's target policy smoothing noise (ResFiT: 0.05; 0.025 on harder tasks)."""
     residual_penalty: float = 0.0
-    """Weight of |residual / action_scale|^2 (summed over joints, mean over the batch) in the actor
-    loss (0: plain TD3, as ResFiT).
+    """Weight of sum_j (residual_j / bound_j)^2 (bound_j = action_scale * the joint's residual gain;
+    mean over the batch) in the actor loss (0: plain TD3, as ResFiT).
     Why: Adam moves every actor weight by ~actor_lr per update whatever the size of the critic's
     action gradient, so a critic that barely knows better still drives the residual to its bound
     within a few thousand updates (measured: half the bound after ~4,000). The penalty keeps the
     residual at 0 (the base policy) until the critic's slope outweighs it: the residual then settles
-    where dQ/dr_j = 2 * residual_penalty * r_j / action_scale^2 (normalised units)."""
+    where dQ/dr_j = 2 * residual_penalty * r_j / bound_j^2 (normalised units)."""
     target_noise_clip: float = 0.3
     """Clip of the target policy smoothing noise (ResFiT: 0.3). The smoothed residual is further
     clamped to +-action_scale, as executed."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,10 +133,16 @@ class ResidualActor(nn.Module):
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
         self.action_scale = action_scale
+        # (A,) per-joint bound, action_scale * residual gain (normaliser.py); not a weight: the
+        # normaliser carries the gain, set_residual_scale copies it here
+        self.register_buffer("residual_scale", torch.full((action_dim,), float(action_scale)), persistent=False)
+
+    def set_residual_scale(self, residual_scale: np.ndarray) -> None:
+        self.residual_scale.copy_(torch.as_tensor(np.asarray(residual_scale, dtype=np.float32)))
 
     def forward(self, actor_input: torch.Tensor) -> torch.Tensor:
-        # actor_input (B, in) -> residual (B, A), |residual| <= action_scale
-        return torch.tanh(self.output(self.hidden(actor_input))) * self.action_scale
+        # actor_input (B, in) -> residual (B, A), |residual_j| <= residual_scale_j
+        return torch.tanh(self.output(self.hidden(actor_input))) * self.residual_scale
 
 
 class CriticEnsemble(nn.Module):

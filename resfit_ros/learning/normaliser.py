@@ -6,6 +6,11 @@ demos: a base at a demo extreme maps to 1 / (1 + action_scale), and the residual
 command action_scale * (demo half range) past that extreme. Everything the critic sees is clamped to
 [-1, 1], exactly as the command is clamped before execution.
 
+Per-joint residual gain (optional, 1 by default): joint j's residual is bounded by
+action_scale * residual_gain[j] (normalised units) instead of action_scale, and its range is widened by
+(1 + action_scale * residual_gain[j]). A gain of 0 keeps the residual off that joint. The critic's
+units stay those of the demos, whatever the gain.
+
 States: z-score with a minimum std (0.1 by default): a joint that barely moves in the demos must not
 turn sensor noise into huge normalised inputs. Normalised states are also clipped to +-state_clip
 std so that an absurd reading cannot saturate every LayerNorm downstream.
@@ -28,7 +33,9 @@ ACTION_LOW = "normaliser.action_low"          # (A,) widened demo minimum, joint
 ACTION_HIGH = "normaliser.action_high"        # (A,) widened demo maximum, joint units
 ACTION_SCALE = "normaliser.action_scale"      # (1,) the action_scale the range was widened with
 STATE_CLIP = "normaliser.state_clip"          # (1,)
-ARRAY_NAMES = (STATE_MEAN, STATE_STD, ACTION_LOW, ACTION_HIGH, ACTION_SCALE, STATE_CLIP)
+RESIDUAL_GAIN = "normaliser.residual_gain"    # (A,) per-joint multiplier of action_scale (absent: all 1)
+ARRAY_NAMES = (STATE_MEAN, STATE_STD, ACTION_LOW, ACTION_HIGH, ACTION_SCALE, STATE_CLIP, RESIDUAL_GAIN)
+MAX_RESIDUAL_GAIN = 10.0
 
 
 @dataclass
@@ -52,13 +59,16 @@ class Normaliser:
     """Frozen affine maps state -> z-score and action (joint units) <-> [-1, 1]."""
 
     def __init__(self, state_mean: np.ndarray, state_std: np.ndarray, action_low: np.ndarray,
-                 action_high: np.ndarray, action_scale: float, state_clip: float = 10.0):
+                 action_high: np.ndarray, action_scale: float, state_clip: float = 10.0,
+                 residual_gain: np.ndarray | None = None):
         self.state_mean = np.asarray(state_mean, dtype=np.float32).reshape(-1)
         self.state_std = np.asarray(state_std, dtype=np.float32).reshape(-1)
         self.action_low = np.asarray(action_low, dtype=np.float32).reshape(-1)
         self.action_high = np.asarray(action_high, dtype=np.float32).reshape(-1)
         self.action_scale = float(action_scale)
         self.state_clip = float(state_clip)
+        self.residual_gain = (np.ones(self.action_low.shape, dtype=np.float32) if residual_gain is None
+                              else np.asarray(residual_gain, dtype=np.float32).reshape(-1))
         if self.state_mean.shape != self.state_std.shape:
             raise ValueError(f"state_mean {self.state_mean.shape} and state_std {self.state_std.shape} differ")
         if self.action_low.shape != self.action_high.shape:
@@ -75,6 +85,7 @@ class Normaliser:
             raise ValueError(f"normaliser action_scale must be in (0, 1], got {self.action_scale}")
         if not (np.isfinite(self.state_clip) and self.state_clip > 0):
             raise ValueError(f"normaliser state_clip must be > 0, got {self.state_clip}")
+        check_residual_gain(self.residual_gain, self.action_low.shape[0], self.action_scale)
         # Affine action map in float64: the policy composes commands in joint units with it.
         self.action_center = (self.action_low.astype(np.float64) + self.action_high) / 2  # (A,)
         self.action_half_range = (self.action_high.astype(np.float64) - self.action_low) / 2  # (A,)
@@ -96,12 +107,11 @@ class Normaliser:
         Pass every action the critic will see as 'executed' in the demos (the demo commands; add the
         base actions too if they may leave the demo range).
 
-        `residual_gain` (A,) >= 1, optional: widens each joint's normalised range by that factor
-        on top of (1 + action_scale), so the residual (bounded by action_scale in normalised units)
-        reaches that many times further in joint units there, and so do the exploration noise and
-        the warm-up's random residual. Why: a residual sized for the arms (a few cm at the hand)
-        is too small to change a grasp (the fingers need ~0.2 rad more closure, README: the main
-        job), and one sized for the fingers makes the arms' exploration knock the object away."""
+        `residual_gain` (A,), optional (see the module doc): joint j's residual reaches
+        action_scale * residual_gain[j]. Why: one bound for all 29 joints does not fit this robot:
+        a residual that moves the arm by a few millimetres is already too much noise for a grasp
+        (README, The main job: exploration noise of 0.01 rad on the right arm's joints halves the
+        base's success), while the fingers need ~0.2 rad more closure to hold what slips."""
         config = config or NormaliserConfig()
         states = np.asarray(states, dtype=np.float64)
         actions = np.asarray(actions, dtype=np.float64)
@@ -111,18 +121,15 @@ class Normaliser:
             raise ValueError(f"actions must be (N, A) with N > 0, got shape {actions.shape}")
         if not (np.all(np.isfinite(states)) and np.all(np.isfinite(actions))):
             raise ValueError("demonstration states/actions contain NaN or inf")
+        gain = np.ones(actions.shape[1]) if residual_gain is None else np.asarray(residual_gain, dtype=np.float64)
+        check_residual_gain(gain, actions.shape[1], action_scale)
         state_std = np.maximum(states.std(axis=0), config.state_min_std)
         low, high = actions.min(axis=0), actions.max(axis=0)
         center = (low + high) / 2
-        # Widen by (1 + action_scale): commands can leave the demo range by action_scale * half range.
-        half = np.maximum((high - low) / 2, config.action_min_half_range) * (1.0 + action_scale)
-        if residual_gain is not None:
-            gain = np.asarray(residual_gain, dtype=np.float64).reshape(-1)
-            if gain.shape != (actions.shape[1],) or not np.all(np.isfinite(gain)) or np.any(gain < 1.0):
-                raise ValueError(f"residual_gain must be {actions.shape[1]} finite values >= 1, got {gain.tolist()}")
-            half = half * gain
+        # Widen by (1 + residual bound): commands can leave the demo range by that much * half range.
+        half = np.maximum((high - low) / 2, config.action_min_half_range) * (1.0 + action_scale * gain)
         return cls(states.mean(axis=0), state_std, center - half, center + half, action_scale,
-                   config.state_clip)
+                   config.state_clip, gain)
 
     # --- numpy maps (the policy node's side) ---------------------------------------------------
     def normalise_state(self, state: np.ndarray) -> np.ndarray:
@@ -149,13 +156,31 @@ class Normaliser:
             ACTION_HIGH: self.action_high.copy(),
             ACTION_SCALE: np.array([self.action_scale], dtype=np.float32),
             STATE_CLIP: np.array([self.state_clip], dtype=np.float32),
+            RESIDUAL_GAIN: self.residual_gain.copy(),
         }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Normaliser":
-        missing = [n for n in ARRAY_NAMES if n not in arrays]
+        # checkpoints written before the per-joint gain existed have no RESIDUAL_GAIN: gain 1
+        missing = [n for n in ARRAY_NAMES if n not in arrays and n != RESIDUAL_GAIN]
         if missing:
             raise ValueError(f"normaliser arrays missing: {missing}")
         return cls(arrays[STATE_MEAN], arrays[STATE_STD], arrays[ACTION_LOW], arrays[ACTION_HIGH],
                    float(np.asarray(arrays[ACTION_SCALE]).reshape(-1)[0]),
-                   float(np.asarray(arrays[STATE_CLIP]).reshape(-1)[0]))
+                   float(np.asarray(arrays[STATE_CLIP]).reshape(-1)[0]), arrays.get(RESIDUAL_GAIN))
+
+
+def residual_bounds(action_scale: float, normaliser: "Normaliser") -> np.ndarray:
+    """(A,) float64 bound of the residual per joint, normalised units: action_scale * gain. Pass
+    the config's action_scale (exact), not the normaliser's float32 copy of it."""
+    return float(action_scale) * normaliser.residual_gain.astype(np.float64)
+
+
+def check_residual_gain(gain: np.ndarray, action_dim: int, action_scale: float) -> None:
+    """ValueError unless `gain` is action_dim finite values in [0, MAX_RESIDUAL_GAIN] with
+    action_scale * gain <= 1 (a residual of a whole half range is already the widest that makes sense)."""
+    gain = np.asarray(gain, dtype=np.float64).reshape(-1)
+    if gain.shape != (action_dim,) or not np.all(np.isfinite(gain)) or np.any(gain < 0) \
+            or np.any(gain > MAX_RESIDUAL_GAIN) or np.any(action_scale * gain > 1.0 + 1e-6):
+        raise ValueError(f"residual_gain must be {action_dim} values in [0, {MAX_RESIDUAL_GAIN:g}] with "
+                         f"action_scale ({action_scale:g}) * gain <= 1, got {gain.tolist()}")

@@ -27,6 +27,22 @@ log = logging.getLogger(__name__)
 OFFLINE_KEY = "offline"
 
 
+def parse_residual_gains(entries: list[str], action_scale: float) -> list[tuple[str, float]]:
+    """["right_hand_=10", "right_=0.3"] -> [(prefix, gain)]; ConfigError naming a bad entry."""
+    rules = []
+    for entry in entries:
+        prefix, sep, value = entry.partition("=")
+        try:
+            gain = float(value) if sep and prefix else float("nan")
+        except ValueError:
+            gain = float("nan")
+        require(0.0 <= gain <= 10.0 and gain * action_scale <= 1.0,
+                f"residual_gains entry '{entry}' must be PREFIX=GAIN with GAIN in [0, 10] and "
+                f"action_scale ({action_scale:g}) * GAIN <= 1")
+        rules.append((prefix, gain))
+    return rules
+
+
 class SetupError(ValueError):
     """The inputs cannot make a learner (no demos, bad base, no cameras, bad checkpoint, ...)."""
 
@@ -38,8 +54,7 @@ class OfflineSettings:
     seed: int = 0
     utd: int = 4
     action_scale: float = 0.1
-    residual_gain: float = 1.0                 # the residual of these joints reaches this many times
-    residual_gain_joints: list[str] = field(default_factory=list)  # further (joint-name prefixes)
+    residual_gains: list[str] = field(default_factory=list)  # "PREFIX=GAIN": see residual_gain_vector
     residual_penalty: float = 0.0
     exploration_std: float = 0.05
     actor_lr: float = 3e-6
@@ -57,10 +72,8 @@ class OfflineSettings:
     def __post_init__(self) -> None:
         require(self.utd >= 1, f"utd must be >= 1, got {self.utd}")
         require(self.hidden_dim >= 8, f"hidden_dim must be >= 8, got {self.hidden_dim}")
-        require(1.0 <= self.residual_gain <= 10.0, f"residual_gain must be in [1, 10], got {self.residual_gain}")
-        self.residual_gain_joints = [str(p) for p in self.residual_gain_joints]
-        require(all(self.residual_gain_joints),
-                f"residual_gain_joints must be non-empty joint-name prefixes, got {self.residual_gain_joints}")
+        self.residual_gains = [str(entry) for entry in self.residual_gains]
+        self._gain_rules = parse_residual_gains(self.residual_gains, self.action_scale)
         self.agent_config()   # validates the agent fields (ConfigError)
         self.replay_config()  # validates the replay fields
 
@@ -76,13 +89,12 @@ class OfflineSettings:
                            critic_warmup_updates=self.critic_warmup_updates, batch_size=self.batch_size)
 
     def residual_gain_vector(self, joint_names: list[str]) -> np.ndarray:
-        """(A,) per-joint residual gain: `residual_gain` for joints whose name starts with one of
-        `residual_gain_joints`, 1 elsewhere (see Normaliser.from_demonstrations)."""
-        unmatched = [p for p in self.residual_gain_joints if not any(n.startswith(p) for n in joint_names)]
+        """(A,) per-joint residual gain (Normaliser.from_demonstrations): the gain of the FIRST
+        `residual_gains` entry whose prefix starts the joint's name, 1 for a joint none matches."""
+        unmatched = [prefix for prefix, _ in self._gain_rules if not any(n.startswith(prefix) for n in joint_names)]
         if unmatched:
-            raise SetupError(f"residual_gain_joints {unmatched} match none of the joints {list(joint_names)}")
-        return np.array([self.residual_gain if any(n.startswith(p) for p in self.residual_gain_joints) else 1.0
-                         for n in joint_names])
+            raise SetupError(f"residual_gains: {unmatched} match none of the joints {list(joint_names)}")
+        return np.array([next((g for prefix, g in self._gain_rules if n.startswith(prefix)), 1.0) for n in joint_names])
 
     def replay_config(self):
         from resfit_ros.learning.replay import ReplayConfig

@@ -20,7 +20,7 @@ import torch
 
 from resfit_ros.learning.config import AgentConfig
 from resfit_ros.learning.networks import FEATURE_CLIP, ObservationEncoder, ResidualActor
-from resfit_ros.learning.normaliser import ACTION_SCALE, Normaliser
+from resfit_ros.learning.normaliser import ACTION_SCALE, RESIDUAL_GAIN, Normaliser, residual_bounds
 from resfit_ros.names import OBS_FEATURES, OBS_IMAGES
 
 ACTOR_PREFIX = "actor."
@@ -106,7 +106,8 @@ def expected_weight_shapes(encoder: ObservationEncoder, actor: ResidualActor, st
     shapes.update({ENCODER_PREFIX + k: tuple(v.shape) for k, v in encoder.state_dict().items()})
     shapes.update({"normaliser.state_mean": (state_dim,), "normaliser.state_std": (state_dim,),
                    "normaliser.action_low": (action_dim,), "normaliser.action_high": (action_dim,),
-                   "normaliser.action_scale": (1,), "normaliser.state_clip": (1,)})
+                   "normaliser.action_scale": (1,), "normaliser.state_clip": (1,),
+                   RESIDUAL_GAIN: (action_dim,)})
     return shapes
 
 
@@ -136,6 +137,7 @@ class ResidualPolicy:
             self.encoder = build_encoder(config, len(self.camera_names), self.image_size, feature_dim).eval()
             self.actor = build_actor(config, self.encoder.output_dim, state_dim, action_dim).eval()
         self.normaliser: Normaliser | None = None
+        self.bounds = np.full(action_dim, float(config.action_scale))   # (A,) per-joint residual bound
         self._expected = expected_weight_shapes(self.encoder, self.actor, state_dim, action_dim)
         if weights is not None:
             self.load_weights(weights)
@@ -148,6 +150,8 @@ class ResidualPolicy:
         """Validate, then replace all weights; on ValueError the old weights stay in use."""
         normaliser = validate_weights(weights, self._expected, self.config.action_scale)
         load_modules(weights, self.encoder, self.actor)
+        self.bounds = residual_bounds(self.config.action_scale, normaliser)                  # (A,)
+        self.actor.set_residual_scale(self.bounds)
         self.normaliser = normaliser
 
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -178,7 +182,7 @@ class ResidualPolicy:
             encoded = self.encoder(obs, augment=False) if obs else torch.zeros(1, 0)
             residual = self.actor(torch.cat([encoded, state_n, base_n], dim=1))             # (1, A)
         # float32 tanh * scale can exceed the float64 scale by 1 ulp: clip so the bound is exact.
-        scale = self.config.action_scale
+        scale = self.bounds                                                                  # (A,)
         return np.clip(residual[0].numpy().astype(np.float64), -scale, scale)
 
     def act(self, state: np.ndarray, base_action: np.ndarray, images: np.ndarray | None = None,
@@ -188,8 +192,8 @@ class ResidualPolicy:
 
         state (S,), base_action (A,) joint units, images (ncam, 3, H, W) uint8 at the configured
         size, features (F,). explore=True adds N(0, exploration_std) noise in normalised units
-        (needs `rng`; or the caller's (A,) `noise`, e.g. held over several steps: HeldNoise), clamped
-        to +-action_scale. Non-finite inputs give a NaN residual (the command
+        (needs `rng`; or the caller's (A,) `noise`, e.g. held over several steps: HeldNoise), times
+        each joint's residual gain, clamped to +-action_scale * gain. Non-finite inputs give a NaN residual (the command
         layer's non-finite check then falls back); finite inputs of any size give a finite residual.
         """
         if self.normaliser is None:
@@ -209,18 +213,20 @@ class ResidualPolicy:
                 raise ValueError("explore=True needs a numpy Generator `rng` or the `noise`")
             if noise is None:
                 noise = rng.normal(0.0, self.config.exploration_std, self.action_dim)
-            residual_n = residual_n + np.asarray(noise, dtype=np.float64).reshape(self.action_dim)
-            residual_n = np.clip(residual_n, -self.config.action_scale, self.config.action_scale)
+            gain = self.normaliser.residual_gain
+            residual_n = residual_n + np.asarray(noise, dtype=np.float64).reshape(self.action_dim) * gain
+            residual_n = np.clip(residual_n, -self.bounds, self.bounds)
         return self.compose(base_action, residual_n)
 
     def random_residual(self, base_action: np.ndarray, rng: np.random.Generator, scale: float,
                         noise: np.ndarray | None = None) -> np.ndarray:
-        """Warm-up exploration: a uniform residual in [-scale, scale] (normalised units, clamped to
-        +-action_scale; or the caller's (A,) `noise`), composed like act(); (A,) float64 in joint units."""
+        """Warm-up exploration: a uniform residual in [-scale, scale] (normalised units; or the
+        caller's (A,) `noise`) times each joint's residual gain, clamped to +-action_scale * gain,
+        composed like act(); (A,) float64 in joint units."""
         if self.normaliser is None:
             raise RuntimeError("ResidualPolicy has no weights yet: call load_weights first")
         draw = rng.uniform(-scale, scale, self.action_dim) if noise is None else np.asarray(noise, dtype=np.float64)
-        residual_n = np.clip(draw.reshape(self.action_dim), -self.config.action_scale, self.config.action_scale)
+        residual_n = np.clip(draw.reshape(self.action_dim) * self.normaliser.residual_gain, -self.bounds, self.bounds)
         return self.compose(base_action, residual_n)
 
     def compose(self, base_action: np.ndarray, residual_normalised: np.ndarray) -> np.ndarray:

@@ -46,8 +46,9 @@ class LearnerConfig:
     seed: int = 0
     # agent (see resfit_ros/learning/config.py for the meaning of each)
     action_scale: float = 0.1
-    residual_gain: float = 1.0                # residual reach x this on the joints named below
-    residual_gain_joints: list[str] = field(default_factory=list)  # joint-name prefixes, e.g. [right_hand_]
+    # per-joint residual reach: "PREFIX=GAIN" entries, the first whose prefix starts a joint's name
+    # wins, 1 elsewhere (0 = no residual on that joint); e.g. ["right_hand_=10", "right_=0.25"]
+    residual_gains: list[str] = field(default_factory=list)
     residual_penalty: float = 0.0             # actor loss weight of |residual / action_scale|^2
     exploration_std: float = 0.05
     actor_lr: float = 3e-6

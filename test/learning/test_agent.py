@@ -274,3 +274,40 @@ def test_residual_penalty_pulls_the_residual_back_to_the_base_where_the_critic_i
         assert after < 0.7 * before
     else:
         assert after == pytest.approx(before, rel=1e-4)
+
+
+def test_per_joint_residual_gain_bounds_each_joint_and_a_zero_gain_joint_never_moves():
+    from resfit_ros.learning import Normaliser, ResidualAgent
+    from test.learning.conftest import tiny_config
+
+    rng = np.random.default_rng(0)
+    gain = np.array([0.0, 1.0, 5.0][:ACTION_DIM] + [1.0] * max(0, ACTION_DIM - 3))
+    normaliser = Normaliser.from_demonstrations(rng.normal(size=(64, STATE_DIM)),
+                                                rng.uniform(-2.0, 2.0, size=(64, ACTION_DIM)), 0.1, residual_gain=gain)
+    config = tiny_config(action_scale=0.1)
+    agent = ResidualAgent(config, STATE_DIM, ACTION_DIM, CAMERAS, IMAGE, FEATURE_DIM, normaliser, seed=0)
+    weights = agent.get_weights()
+    for name in weights:
+        if name.startswith("actor."):   # saturate tanh: every residual at its bound
+            weights[name] = (rng.normal(size=weights[name].shape) * 50).astype(np.float32)
+    policy = ResidualPolicy(config, STATE_DIM, ACTION_DIM, CAMERAS, IMAGE, FEATURE_DIM, weights)
+    bound_joint_units = 0.1 * gain * normaliser.action_half_range
+    seen = np.zeros(ACTION_DIM)
+    for explore in (False, True):
+        for _ in range(20):
+            residual = policy.act(rng.normal(size=STATE_DIM), np.zeros(ACTION_DIM),
+                                  rng.integers(0, 256, (2, 3, IMAGE, IMAGE), dtype=np.uint8),
+                                  rng.normal(size=FEATURE_DIM), explore=explore, rng=rng)
+            assert np.all(np.abs(residual) <= bound_joint_units * (1 + 1e-6))
+            seen = np.maximum(seen, np.abs(residual))
+        warmup = policy.random_residual(np.zeros(ACTION_DIM), rng, 0.1)
+        assert np.all(np.abs(warmup) <= bound_joint_units * (1 + 1e-6)) and warmup[0] == 0.0
+    assert seen[0] == 0.0                                   # gain 0: no residual, not even exploration
+    assert seen[2] > 1.5 * 0.1 * normaliser.action_half_range[2]   # gain 5 reaches past a gain-1 bound
+    # the learner's actor (and target actor) carry the same per-joint bounds
+    agent.load_weights(weights)
+    with torch.no_grad():
+        probe = torch.randn(64, agent.actor.hidden[0].in_features)
+        for actor in (agent.actor, agent.actor_target):
+            out = actor(probe).abs().amax(dim=0).numpy()
+            assert out[0] == 0.0 and np.all(out <= 0.1 * gain + 1e-6) and out[2] > 0.15
