@@ -1,0 +1,120 @@
+"""What exploration noise alone costs the main job's base policy (and what a fixed 'squeeze' gains).
+
+The residual learner explores with Gaussian noise on the residual, in normalised action units
+(per joint: noise * half of the demos' widened range, rad). This bench runs the frozen base of the
+main job (outputs/main_job_data, built by `resfit-ros main-job` if missing) on the same evaluation
+scenes, through the same command layer as the residual node (residual bound, joint limits, rate
+limit), with noise on one joint group at a time:
+
+  none          the base alone
+  all / arms / hands / waist   per-step Gaussian noise of std --std (normalised) on those joints
+  squeeze       no noise; the right fingers pushed toward the expert's closed hand by up to
+                --squeeze rad once the base starts closing them (a hand-written residual: what a
+                learned one could gain by holding harder)
+
+One line per case: `case=<name> std=<s> success=<rate> episodes=<n> outcomes=<0/1 per scene>`.
+
+    resfit-ros bench exploration-cost [--episodes 50] [--std 0.03 0.01 0.003]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path("outputs/main_job_data")
+GROUPS = {"all": lambda n: True, "arms": lambda n: "_hand_" not in n and "waist" not in n,
+          "hands": lambda n: "_hand_" in n, "waist": lambda n: "waist" in n}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--episodes", type=int, default=50, help="evaluation scenes per case (default 50)")
+    p.add_argument("--std", type=float, nargs="+", default=[0.03, 0.01, 0.003],
+                   help="noise std values to try, normalised units (default 0.03 0.01 0.003)")
+    p.add_argument("--groups", nargs="+", default=["all", "arms", "hands"], choices=sorted(GROUPS))
+    p.add_argument("--squeeze", type=float, nargs="*", default=[0.06, 0.2],
+                   help="squeeze bounds to try, rad (default 0.06 0.2)")
+    p.add_argument("--max-steps", type=int, default=120, help="episode step limit (the main job's evaluation: 120)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from resfit_ros.core.command import CommandLimits, compose_command
+    from resfit_ros.jobs.sim_episodes import PURPOSE_EVAL, episode_seed, run_episode
+    from resfit_ros.learning import Normaliser
+    from resfit_ros.learning.from_bags import demo_base_actions, episode_arrays, file_digest
+    from resfit_ros.policy import load_base_policy
+    from resfit_ros.sim import make_env
+    from resfit_ros.sim.experts import CLOSED_HAND
+
+    torch.set_num_threads(1)
+    bases = sorted(DATA.glob("base_d*_s*.safetensors"))
+    demos_dir = DATA / "demos30"
+    if not bases or not demos_dir.is_dir():
+        print(f"no base/demos in {DATA}: run `resfit-ros main-job` once first", flush=True)
+        return 2
+    base_path = bases[0]
+    base = load_base_policy(base_path)
+    env = make_env("g1_pick_lift", cameras=(), render=False, control_hz=20.0, seed=0, max_steps=args.max_steps)
+    names = list(env.joint_names)
+
+    # the learner's normaliser: demo commands and the base's actions on the demos
+    from resfit_ros.bags import load_episodes
+
+    digest = file_digest(base_path)
+    arrays = [episode_arrays(ep, demo_base_actions(ep, base, digest, demos_dir / ".base_actions"))
+              for ep in load_episodes(demos_dir, success_only=True, images=False)]
+    normaliser = Normaliser.from_demonstrations(np.concatenate([a.states for a in arrays]),
+                                                np.concatenate([a.actions for a in arrays] + [a.base_actions for a in arrays]),
+                                                0.1)
+    half = normaliser.action_half_range
+    limits = CommandLimits.from_robot(env.robot, 20.0, 0.2)
+    fingers = {names.index(f"right_hand_{j}_joint"): v for j, v in CLOSED_HAND.items() if v != 0.0}
+    index_0 = names.index("right_hand_index_0_joint")
+    seeds = [episode_seed(PURPOSE_EVAL, 0, i) for i in range(args.episodes)]
+
+    def run_case(residual_of) -> list[int]:
+        rng = np.random.default_rng(0)
+        previous = [None]
+
+        def act(obs):
+            b = base.select_action(obs, None)
+            r = residual_of(b, rng)
+            command, _ = compose_command(b, r, previous[0], limits, fallback=obs.position)
+            previous[0] = command
+            return command, b, r
+
+        def on_reset():
+            base.reset()
+            previous[0] = None
+
+        return [int(run_episode(env, act, s, on_reset).success) for s in seeds]
+
+    def report(case: str, value: float, outcomes: list[int]) -> None:
+        print(f"case={case} std={value:g} success={np.mean(outcomes):.2f} episodes={len(outcomes)} "
+              f"outcomes={''.join(map(str, outcomes))}", flush=True)
+
+    report("none", 0.0, run_case(lambda b, rng: np.zeros_like(b)))
+    for group in args.groups:
+        mask = np.array([GROUPS[group](n) for n in names], dtype=np.float64)
+        for std in args.std:
+            report(group, std, run_case(lambda b, rng, m=mask, s=std: rng.normal(0.0, s, len(b)) * m * half))
+    for bound in args.squeeze:
+        def squeeze(b, rng, bound=bound):
+            r = np.zeros_like(b)
+            if b[index_0] > 0.3:      # the base has started closing the hand
+                for i, closed in fingers.items():
+                    r[i] = np.clip(closed - b[i], -bound, bound)
+            return r
+        report("squeeze", bound, run_case(squeeze))
+    env.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
