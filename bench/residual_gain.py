@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--push-every", type=int, default=100, help="critic updates between weight pushes")
     g.add_argument("--residual-bound", type=float, default=0.2, help="safety bound on |residual| per joint, rad")
     g.add_argument("--residual-penalty", type=float, default=0.0, help="actor loss weight of |residual / action_scale|^2")
+    g.add_argument("--hold-steps", type=int, default=1, help="each exploration draw is held this many steps")
     g.add_argument("--hand-gain", type=float, default=1.0,
                    help="residual gain of the hand joints: their residual bound is action_scale * this")
     g.add_argument("--other-gain", type=float, default=1.0,
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     agent = ResidualAgent(cfg, S, A, [], 84, 0, norm, seed=args.seed)
     policy = ResidualPolicy(cfg, S, A, [], 84, 0, weights=agent.get_weights())
     rng = np.random.default_rng(args.seed + 12345)
+    from resfit_ros.learning.exploration import HeldNoise
+    held = HeldNoise(args.hold_steps)
 
     print(f"setup: base={base_path.name} base_demos={args.base_demos} buffer_demos={len(demos)} "
           f"({buffer.num_demo_transitions} transitions) max_steps={args.max_steps}", flush=True)
@@ -267,12 +270,16 @@ def main(argv: list[str] | None = None) -> int:
             break
         warm = env_steps < args.warmup_env_steps
 
+        held.reset()
+
         def residual_fn(state, b):
             nonlocal env_steps, stats, last_push
             if warm:
-                res = policy.random_residual(b, rng, args.warmup_noise)
+                res = policy.random_residual(
+                    b, rng, args.warmup_noise, noise=held.next(lambda: rng.uniform(-args.warmup_noise, args.warmup_noise, A)))
             else:
-                res = policy.act(state, b, explore=True, rng=rng)
+                res = policy.act(state, b, explore=True, rng=rng,
+                                 noise=held.next(lambda: rng.normal(0.0, args.exploration_std, A)))
             # the learner trains while the robot acts: utd critic updates per env step
             stats = train_iteration(agent, buffer, args.utd, update_actor=True)
             if agent.critic_updates - last_push >= args.push_every:
