@@ -333,10 +333,10 @@ class ResidualPolicyNode:
         if self.learner_behind():
             self.counts["paced_waits"] += 1
             return                                 # re-tried when the learner reports progress
-        # A chunk request carries the whole observation (64 KB with three cameras): serialising it
-        # costs about a millisecond, so it is sent AFTER this tick's command unless the robot is
-        # waiting for that very chunk. It is booked for this tick's observation before the queue
-        # advances (the chunk's row 0 belongs to this tick).
+        # A chunk request writes the whole observation (64 KB with three cameras) to DDS and starts
+        # the base server's inference, which competes for the same few cores: it is sent AFTER
+        # this tick's command unless the robot is waiting for that very chunk. It is booked for
+        # this tick's observation before the queue advances (the chunk's row 0 belongs to this tick).
         request = None
         if self.chunks.wants_request() and self.chunk_client.service_is_ready():
             request = (msg, self.chunks.request_sent(), self.step == 0)
