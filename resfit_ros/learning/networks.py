@@ -132,7 +132,6 @@ class ResidualActor(nn.Module):
         self.output = nn.Linear(width, action_dim)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
-        self.action_scale = action_scale
         # (A,) per-joint bound, action_scale * residual gain (normaliser.py); not a weight: the
         # normaliser carries the gain, set_residual_scale copies it here
         self.register_buffer("residual_scale", torch.full((action_dim,), float(action_scale)), persistent=False)
