@@ -81,4 +81,8 @@ def test_a_labelled_episode_survives_a_recorder_killed_before_closing_it(ros_con
     assert ep.success and ep.num_steps == 5 and ep.metadata["recovered"] == "true"
     np.testing.assert_allclose(ep.command, np.stack(commands))
     assert not bag.exists()
+    # the recorder logs right after the rename: give its output a moment to reach the log file
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "recovered labelled episode" not in again.log_path.read_text():
+        time.sleep(0.1)
     assert "recovered labelled episode" in again.log_path.read_text()
