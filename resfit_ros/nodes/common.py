@@ -6,6 +6,7 @@ topics/services to it and calls `run(node_factory, argv)`.
 from __future__ import annotations
 
 import gc
+import os
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ T = TypeVar("T")
 
 # Parameters the graphs pass to every node, and those rclpy declares itself; a node's config may
 # use them or not.
-COMMON_PARAMETERS = {"use_sim_time", "robot_description", "start_type_description_service"}
+COMMON_PARAMETERS = {"use_sim_time", "robot_description", "start_type_description_service", "nice"}
 
 # Latched topics (episode status, policy weights, e-stop): late joiners get the last message.
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -95,6 +96,7 @@ def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2, even
     try:
         app = build()
         node = app.node
+        apply_nice(node)
         # Everything built so far (rclpy, torch modules, models) lives until shutdown: move it out
         # of the garbage collector's reach, so a collection during a control tick scans only what
         # the callbacks allocate, not every object of torch and the models.
@@ -133,6 +135,38 @@ def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2, even
         if rclpy.ok():
             rclpy.shutdown()
     return code
+
+
+def apply_nice(node: Node) -> None:
+    """Optional parameter `nice` of every node: its CPU priority as in nice(1), -20 (first) to 19.
+
+    Why: on a robot computer the control path (synchronizer, residual policy) shares a few cores
+    with the learner's updates, the recorder's writes and the cameras' drivers; the command must
+    not wait behind them. Lowering a node's priority (nice > 0: learner, recorder) needs no
+    privilege; raising one (< 0) needs CAP_SYS_NICE or an RLIMIT_NICE (for example the line
+    `@robot - nice -10` in /etc/security/limits.conf): without it the node says so and runs on at
+    its current priority. Linux keeps a nice value per thread, so every thread the node has (DDS,
+    torch) is set; threads started later inherit it from the thread that starts them.
+    """
+    if not node.has_parameter("nice"):
+        return
+    value = node.get_parameter("nice").value
+    if isinstance(value, bool) or not isinstance(value, int) or not -20 <= value <= 19:
+        raise ConfigError(f"node '{node.get_name()}' parameters: nice must be a whole number in [-20, 19], "
+                          f"got {value!r}")
+    tids = [int(t) for t in os.listdir("/proc/self/task")] if os.path.isdir("/proc/self/task") else [0]
+    try:
+        for tid in tids:
+            try:
+                os.setpriority(os.PRIO_PROCESS, tid, value)
+            except ProcessLookupError:
+                pass                                   # that thread has ended
+    except PermissionError:
+        node.get_logger().warning(
+            f"cannot set nice {value}: raising a priority needs CAP_SYS_NICE or an RLIMIT_NICE (limits.conf "
+            f"'nice' item); running at nice {os.getpriority(os.PRIO_PROCESS, 0)}")
+        return
+    node.get_logger().info(f"running at nice {value}")
 
 
 def announce_presence(node: Node):
