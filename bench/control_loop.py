@@ -59,11 +59,13 @@ class LoopRig:
       cmd_times    arrival (DDS receive time, wall ns) of each command of the first controller group
       records      (observation stamp, step record sent) per control tick
       obs_newest_by_stamp  observation stamp -> newest stamp of its inputs (when the set was complete)
+      obs_sent_by_stamp    observation stamp -> when the synchronizer sent it (with watch_observations)
+      tick_by_stamp        observation stamp -> (step, the residual node's own tick latency in s)
       diags        newest /diagnostics values per status name
     """
 
     def __init__(self, robot_file: Path, work: Path, sync_params: list[str] | None = None, control_rate_hz: float = 20.0,
-                 watch_observations: bool = False):
+                 watch_observations: bool = False, control_nice: int | None = None):
         from resfit_ros.robot import RobotDescription
 
         self.robot_file = robot_file
@@ -81,6 +83,9 @@ class LoopRig:
             "base_chunk_server": ["-p", f"base_artifact:={base}"],
             "residual_policy": common + ["-p", "explore:=false", "-p", "watchdog_timeout_s:=0.1"],
         }
+        if control_nice is not None:   # the control path's CPU priority (every node's `nice` parameter)
+            for n in ("synchronizer", "residual_policy"):
+                self.node_args[n] += ["-p", f"nice:={control_nice}"]
         self.procs: dict[str, subprocess.Popen] = {}
         self.node = None
         self.watch_observations = watch_observations
@@ -145,23 +150,30 @@ class LoopRig:
         self.cmd_times: list[int] = []
         self.records: list[tuple[int, int]] = []
         self.obs_newest_by_stamp: dict[int, int] = {}
+        self.obs_sent_by_stamp: dict[int, int] = {}            # observation stamp -> synchronizer's send time
+        self.tick_by_stamp: dict[int, tuple[int, float]] = {}  # observation stamp -> (step, tick latency s)
         self.diags: dict[str, dict] = {}
         first_ctrl = next(iter(robot.controllers.values()))
         # arrival = the middleware's receive time here (one DDS hop), not when this process gets to it
         node.create_subscription(Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=first_ctrl),
                                  lambda m, info: self.cmd_times.append(int(info["received_timestamp"])), deep)
-        node.create_subscription(StepRecord, names.STEP_RECORD, lambda m, info: self.records.append(
-            (m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, int(info["source_timestamp"]))), deep)
+        node.create_subscription(StepRecord, names.STEP_RECORD, self._on_record, deep)
         if self.watch_observations:   # 64 KB each with three cameras: only when asked for
             node.create_subscription(Observation, names.OBSERVATION, self._on_obs, deep)
         node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, lambda m: [self.diags.__setitem__(
             s.name, {kv.key: kv.value for kv in s.values}) for s in m.status], 50)
         self.StepRecord, self.EpisodeStatus = StepRecord, EpisodeStatus
 
-    def _on_obs(self, msg) -> None:
+    def _on_record(self, msg, info) -> None:
+        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        self.records.append((stamp, int(info["source_timestamp"])))
+        self.tick_by_stamp[stamp] = (int(msg.step), float(msg.latency))
+
+    def _on_obs(self, msg, info) -> None:
+        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        self.obs_sent_by_stamp[stamp] = int(info["source_timestamp"])
         if msg.source_stamps:
-            newest = max(s.sec * 10**9 + s.nanosec for s in msg.source_stamps)
-            self.obs_newest_by_stamp[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = newest
+            self.obs_newest_by_stamp[stamp] = max(s.sec * 10**9 + s.nanosec for s in msg.source_stamps)
 
     def start_episode(self, seed: int = 0) -> None:
         """Residual weights with one image encoder per camera, then a RUNNING status (latched)."""
@@ -241,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resfit-ros bench control-loop", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="measurement time (default 30)")
     parser.add_argument("--rate", type=float, default=20.0, help="observation rate, Hz (default 20)")
+    parser.add_argument("--control-nice", type=int, default=None,
+                        help="nice value of the synchronizer and the residual policy (default: unchanged)")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rate <= 0:
         parser.error("--seconds and --rate must be > 0")
@@ -248,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     from resfit_ros.robot import config_dir
 
     work = Path(tempfile.mkdtemp(prefix="bench_control_"))
-    rig = LoopRig(config_dir() / "robots" / "g1_sim.yaml", work)
+    rig = LoopRig(config_dir() / "robots" / "g1_sim.yaml", work, control_nice=args.control_nice)
     robot = rig.robot
     rig.start()
     try:
@@ -288,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "tick_latency_p99_ms", "chunk_underruns",
                                                                        "age_p50_s", "age_p99_s")]
             print(f"{name}: " + ", ".join(f"{k}={d[k]}" for k in sorted(keys)))
+        print(f"load average {os.getloadavg()[0]:.1f}; control path nice "
+              f"{'unchanged' if args.control_nice is None else args.control_nice}")
         print(f"control_p99_ms={np.percentile(lat_ms, 99):.2f}")
         return 0
     finally:

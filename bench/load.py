@@ -90,6 +90,45 @@ class Publisher(threading.Thread):
                 stream[3] = next_t + period if now - (next_t + period) <= 0.1 else now + period
 
 
+def print_stages(rig, recs: list[tuple[int, int]], total_ms: np.ndarray) -> None:
+    """Where each tick's latency went, from the DDS source timestamps of the observation and the
+    step record and the tick's own latency field:
+      inputs     stamp -> the newest input of the set (the sync cannot emit before it exists)
+      sync       newest input -> observation sent (matching, assembly, serialisation, scheduling)
+      hop        observation sent -> the residual node starts its tick (DDS + executor + decode)
+      tick       the residual node's tick up to the command (its own clock)
+      record     command -> step record sent (the record follows the command at once)
+    and which stage grows in the slowest 1 % of ticks; and the latency by position in the base
+    chunk (a chunk request at position 0 shares the cores with the next ticks)."""
+    rows = []
+    for (stamp, sent), total in zip(recs, total_ms):
+        if stamp in rig.obs_sent_by_stamp and stamp in rig.obs_newest_by_stamp and stamp in rig.tick_by_stamp:
+            step, tick_s = rig.tick_by_stamp[stamp]
+            newest, obs_sent = rig.obs_newest_by_stamp[stamp], rig.obs_sent_by_stamp[stamp]
+            inputs = (newest - stamp) / 1e6
+            sync = (obs_sent - newest) / 1e6
+            rest = (sent - obs_sent) / 1e6                                   # hop + tick + record
+            rows.append((step, total, inputs, sync, rest - tick_s * 1e3, tick_s * 1e3))
+    if not rows:
+        print("stages: no tick with all timestamps (observations not watched?)")
+        return
+    r = np.array(rows)
+    names_ = ("inputs", "sync", "hop + record", "tick")
+    print("stages, ms (p50 / p99; mean over the slowest 1 % of ticks):")
+    slow = r[:, 1] >= np.percentile(r[:, 1], 99)
+    for i, name in enumerate(names_, start=2):
+        print(f"  {name:13s} {np.percentile(r[:, i], 50):6.2f} / {np.percentile(r[:, i], 99):6.2f};  "
+              f"slowest 1 %: {r[slow, i].mean():6.2f}")
+    print(f"  total         {np.percentile(r[:, 1], 50):6.2f} / {np.percentile(r[:, 1], 99):6.2f};  "
+          f"slowest 1 %: {r[slow, 1].mean():6.2f}  ({int(slow.sum())} ticks)")
+    chunk = 20                                      # the hold base's chunk length (make_hold_base)
+    phase = r[:, 0].astype(int) % chunk
+    worst = sorted(((np.percentile(r[phase == k, 1], 99), k) for k in range(chunk) if (phase == k).sum() > 10),
+                   reverse=True)[:3]
+    print("  p99 by position in a 20-step chunk, worst three: "
+          + ", ".join(f"step {k}: {v:.2f} ms" for v, k in worst))
+
+
 def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
     t = np.array([s[0] for s in samples]) / 60.0
     y = np.array([s[1] for s in samples])
@@ -103,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resfit-ros bench load", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="measurement time (default 10)")
     parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period (default 5 s)")
+    parser.add_argument("--control-nice", type=int, default=None,
+                        help="nice value of the synchronizer and the residual policy (default: unchanged)")
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error("--minutes must be > 0")
@@ -113,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     # a set spans at most one camera period; older than 0.2 s is stale
     rig = LoopRig(load_robot_file(work), work, sync_params=["-p", "slop_s:=0.02", "-p", "max_age_s:=0.2",
                                                             "-p", "queue_size:=20"], control_rate_hz=CONTROL_HZ,
-                  watch_observations=True)
+                  watch_observations=True, control_nice=args.control_nice)
     print(f"load bench: {len(CAMERAS)} cameras 84x84 at {CAMERA_HZ:g} Hz + {rig.robot.dof} joints on "
           f"{len(rig.robot.joint_state_topics)} topics at {JOINT_HZ:g} Hz, control {CONTROL_HZ:g} Hz, "
-          f"{args.minutes:g} min; load average {os.getloadavg()[0]:.1f}; logs in {work}", flush=True)
+          f"{args.minutes:g} min; load average {os.getloadavg()[0]:.1f}; control path nice "
+          f"{'unchanged' if args.control_nice is None else args.control_nice}; logs in {work}", flush=True)
     rig.start()
     pub = Publisher(rig)
     try:
@@ -178,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(lat):
                 print(f"latency {label}: p50 {np.percentile(lat, 50):.2f} ms  p90 {np.percentile(lat, 90):.2f} ms  "
                       f"p99 {np.percentile(lat, 99):.2f} ms  max {lat.max():.2f} ms")
+        print_stages(rig, recs, lat_a)
         print(f"residual node tick: p50 {res.get('tick_latency_p50_ms', '?')} ms, p99 {res.get('tick_latency_p99_ms', '?')} ms"
               f" (last 1000 ticks); stale observations {res.get('stale_observations', '?')}, chunk underruns "
               f"{res.get('chunk_underruns', '?')}")
