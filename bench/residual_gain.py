@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on the shared 2-core box)")
     g.add_argument("--work", default="/tmp/residual_gain_work", help="demos + base are built here or reused")
     g.add_argument("--json", default="", help="also write the results here")
+    g.add_argument("--save", default="", help="also save the final learner checkpoint here "
+                                              "(for `resfit-ros eval --residual`, `bench critic-slope`)")
 
     g = p.add_argument_group("demos and base policy")
     g.add_argument("--demo-episodes", type=int, default=30, help="scripted demos recorded (demo seed 0)")
@@ -313,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
 
     train_minutes = (time.perf_counter() - t_train) / 60
     policy.load_weights(agent.get_weights())
+    if args.save:
+        print(f"checkpoint: {agent.save_checkpoint(args.save)}", flush=True)
     t0 = time.perf_counter()
     combined_success = evaluate(env, base, pipe, eval_seeds, policy)
     print(f"final evaluation: {len(eval_seeds)} episodes in {time.perf_counter() - t0:.0f} s", flush=True)
