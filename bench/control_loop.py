@@ -65,7 +65,7 @@ class LoopRig:
     """
 
     def __init__(self, robot_file: Path, work: Path, sync_params: list[str] | None = None, control_rate_hz: float = 20.0,
-                 watch_observations: bool = False, control_nice: int | None = None):
+                 watch_observations: bool = False, control_params: list[str] | None = None):
         from resfit_ros.robot import RobotDescription
 
         self.robot_file = robot_file
@@ -83,9 +83,8 @@ class LoopRig:
             "base_chunk_server": ["-p", f"base_artifact:={base}"],
             "residual_policy": common + ["-p", "explore:=false", "-p", "watchdog_timeout_s:=0.1"],
         }
-        if control_nice is not None:   # the control path's CPU priority (every node's `nice` parameter)
-            for n in ("synchronizer", "residual_policy"):
-                self.node_args[n] += ["-p", f"nice:={control_nice}"]
+        for n in ("synchronizer", "residual_policy"):   # e.g. the control path's CPU priority
+            self.node_args[n] += list(control_params or [])
         self.procs: dict[str, subprocess.Popen] = {}
         self.node = None
         self.watch_observations = watch_observations
@@ -237,6 +236,23 @@ class LoopRig:
         return len(self.records) >= n
 
 
+def add_priority_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--control-realtime", type=int, default=0, metavar="PRIO",
+                        help="SCHED_FIFO priority of the synchronizer and the residual policy (their "
+                             "realtime_priority parameter; config/real.yaml: 40; default 0: normal scheduling)")
+    parser.add_argument("--control-nice", type=int, default=None, help="their nice value (default: unchanged)")
+
+
+def priority_params(args) -> list[str]:
+    out = ["-p", f"realtime_priority:={args.control_realtime}"]
+    return out + (["-p", f"nice:={args.control_nice}"] if args.control_nice is not None else [])
+
+
+def priority_text(args) -> str:
+    return (f"realtime_priority {args.control_realtime}" if args.control_realtime else "normal scheduling") + (
+        f", nice {args.control_nice}" if args.control_nice is not None else "")
+
+
 def sync_drops(diag: dict) -> dict[str, int]:
     """dropped/* and rejected/* counters of the synchronizer's diagnostics."""
     out = {}
@@ -253,8 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resfit-ros bench control-loop", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="measurement time (default 30)")
     parser.add_argument("--rate", type=float, default=20.0, help="observation rate, Hz (default 20)")
-    parser.add_argument("--control-nice", type=int, default=None,
-                        help="nice value of the synchronizer and the residual policy (default: unchanged)")
+    add_priority_arguments(parser)
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rate <= 0:
         parser.error("--seconds and --rate must be > 0")
@@ -262,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     from resfit_ros.robot import config_dir
 
     work = Path(tempfile.mkdtemp(prefix="bench_control_"))
-    rig = LoopRig(config_dir() / "robots" / "g1_sim.yaml", work, control_nice=args.control_nice)
+    rig = LoopRig(config_dir() / "robots" / "g1_sim.yaml", work, control_params=priority_params(args))
     robot = rig.robot
     rig.start()
     try:
@@ -302,8 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                        "tick_latency_p99_ms", "chunk_underruns",
                                                                        "age_p50_s", "age_p99_s")]
             print(f"{name}: " + ", ".join(f"{k}={d[k]}" for k in sorted(keys)))
-        print(f"load average {os.getloadavg()[0]:.1f}; control path nice "
-              f"{'unchanged' if args.control_nice is None else args.control_nice}")
+        print(f"load average {os.getloadavg()[0]:.1f}; control path: {priority_text(args)}")
         print(f"control_p99_ms={np.percentile(lat_ms, 99):.2f}")
         return 0
     finally:

@@ -142,23 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="resfit-ros bench load", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="measurement time (default 10)")
     parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period (default 5 s)")
-    parser.add_argument("--control-nice", type=int, default=None,
-                        help="nice value of the synchronizer and the residual policy (default: unchanged)")
+    cl = runpy.run_path(str(Path(__file__).with_name("control_loop.py")), run_name="bench_control_loop")
+    cl["add_priority_arguments"](parser)
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error("--minutes must be > 0")
 
-    cl = runpy.run_path(str(Path(__file__).with_name("control_loop.py")), run_name="bench_control_loop")
     LoopRig, sync_drops = cl["LoopRig"], cl["sync_drops"]
     work = Path(tempfile.mkdtemp(prefix="bench_load_"))
     # a set spans at most one camera period; older than 0.2 s is stale
     rig = LoopRig(load_robot_file(work), work, sync_params=["-p", "slop_s:=0.02", "-p", "max_age_s:=0.2",
                                                             "-p", "queue_size:=20"], control_rate_hz=CONTROL_HZ,
-                  watch_observations=True, control_nice=args.control_nice)
+                  watch_observations=True, control_params=cl["priority_params"](args))
     print(f"load bench: {len(CAMERAS)} cameras 84x84 at {CAMERA_HZ:g} Hz + {rig.robot.dof} joints on "
           f"{len(rig.robot.joint_state_topics)} topics at {JOINT_HZ:g} Hz, control {CONTROL_HZ:g} Hz, "
-          f"{args.minutes:g} min; load average {os.getloadavg()[0]:.1f}; control path nice "
-          f"{'unchanged' if args.control_nice is None else args.control_nice}; logs in {work}", flush=True)
+          f"{args.minutes:g} min; load average {os.getloadavg()[0]:.1f}; control path: "
+          f"{cl['priority_text'](args)}; logs in {work}", flush=True)
     rig.start()
     pub = Publisher(rig)
     try:

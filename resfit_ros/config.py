@@ -23,6 +23,20 @@ import yaml
 T = TypeVar("T")
 
 
+# Parameters any node may have besides its component's config: the graphs pass the first two to
+# every node, rclpy declares the third itself, and every node's process reads the last two
+# (resfit_ros/nodes/common.py apply_cpu_priority). A config dataclass may use them or not.
+COMMON_PARAMETERS = frozenset({"use_sim_time", "robot_description", "start_type_description_service", "nice",
+                               "realtime_priority"})
+
+
+def component_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` without the common node parameters that `cls` does not use."""
+    fields = getattr(cls, "__dataclass_fields__", {})
+    return {k: v for k, v in values.items()
+            if k in fields or not (k in COMMON_PARAMETERS or k.startswith("qos_overrides."))}
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
 
@@ -123,7 +137,7 @@ def config_from_dict(cls: type[T], values: Mapping[str, Any], source: str = "con
 
 def load_config(cls: type[T], path: str | Path, section: str = "/**") -> T:
     """Read `section` of the parameter YAML at `path` into dataclass `cls`, validated."""
-    return config_from_dict(cls, read_parameters(path, section), source=f"{path} [{section}]")
+    return config_from_dict(cls, component_values(cls, read_parameters(path, section)), source=f"{path} [{section}]")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

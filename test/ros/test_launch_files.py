@@ -81,7 +81,7 @@ def test_every_parameter_file_section_matches_a_node_config(config):
     """Each section of the graphs' parameter files is accepted by the node's config dataclass."""
     import importlib
 
-    from resfit_ros.config import config_from_dict, read_parameters
+    from resfit_ros.config import component_values, config_from_dict, read_parameters
     from resfit_ros.robot import config_dir
 
     path = config_dir() / config
@@ -100,4 +100,5 @@ def test_every_parameter_file_section_matches_a_node_config(config):
         values = read_parameters(path, node)
         if node == "base_chunk_server":
             values["base_artifact"] = "given/by/the/launch/argument.safetensors"
-        config_from_dict(getattr(module, cls_name), values, source=f"{config} [{node}]")
+        cls = getattr(module, cls_name)
+        config_from_dict(cls, component_values(cls, values), source=f"{config} [{node}]")
