@@ -166,7 +166,11 @@ class ResidualAgent:
             target_heads = torch.randperm(cfg.num_critic_heads, generator=gen)[: cfg.num_target_heads]
             next_q = self.critic_target(torch.cat([next_features, next_state, next_action], dim=1),
                                         heads=target_heads)                      # (2, B)
-            target = reward + discount * next_q.min(dim=0).values                # (B,)
+            # Every return here lies in [0, 1] (one reward of 1, on a success's last step), so a
+            # target outside it is the critic's own error fed back: clamped, a head that dips below 0
+            # cannot drag the others down through the min (measured without it: Q -0.14 on the
+            # grasp states of run I's critic, 0.25 on the states before them).
+            target = (reward + discount * next_q.min(dim=0).values).clamp_(0.0, 1.0)   # (B,)
 
         # ---- critic: per-head MSE, summed over heads ----
         q = self.critic(torch.cat([features, state, action], dim=1))             # (N, B)

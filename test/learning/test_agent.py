@@ -135,9 +135,24 @@ def test_td_target_is_min_of_the_two_heads():
 
     agent.critic.forward = critic_recording
     stats = agent.update(batch, update_actor=False)
-    target = batch.nstep_reward + batch.nstep_discount * seen["q"].min(0).values
+    target = (batch.nstep_reward + batch.nstep_discount * seen["q"].min(0).values).clamp(0.0, 1.0)
     per_head = ((captured["q"] - target) ** 2).mean(1)
     assert stats["losses/critic"] == pytest.approx(per_head.mean().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("head_value", [-5.0, 5.0])
+def test_td_target_stays_within_the_return_range_whatever_the_target_heads_say(head_value):
+    # every return is in [0, 1] (one reward of 1 on a success's last step): a target head far
+    # outside it must not become the target
+    agent = make_agent()
+    batch = filled_buffer().sample(64)
+    assert float(batch.nstep_discount.max()) > 0          # some transitions bootstrap
+    agent.critic_target.forward = lambda critic_input, heads=None: torch.full(
+        (len(heads) if heads is not None else agent.config.num_critic_heads, critic_input.shape[0]), head_value)
+    stats = agent.update(batch, update_actor=False)
+    assert 0.0 <= stats["values/target_mean"] <= 1.0
+    unclamped = batch.nstep_reward + batch.nstep_discount * head_value
+    assert not bool(((unclamped >= 0) & (unclamped <= 1)).all())   # the clamp had work to do
 
 
 def test_layernorm_in_actor_and_critic():
