@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((bool(base_action[index_0] > 0.3),                          # the base is closing the hand
                      float(np.mean(slope[0].numpy()[fingers] * close)),
                      float(np.mean(2 * penalty * r_f / bounds ** 2 * close)),
-                     float(np.mean(r_f / bounds * close)), float(q)))
+                     float(np.mean(r_f / bounds * close)), float(q.detach())))
         res = residual.act(obs.state_vector(), base_action, None, None, False)
         command, _ = compose_command(base_action, res, previous[0], limits, fallback=obs.position)
         previous[0] = command
