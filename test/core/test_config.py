@@ -36,3 +36,18 @@ def test_robot_description_checks_limits_and_home(tmp_path):
                    "controllers: {g: c}\n")
     with pytest.raises(ConfigError, match="home 3.0 outside"):
         RobotDescription.load(bad)
+
+
+def test_the_process_parameters_every_node_takes_are_not_component_config(tmp_path):
+    # config/real.yaml gives the synchronizer `realtime_priority`; offline readers of that section
+    # (raw bag conversion) load it into SynchronizerConfig, which must not call it unknown
+    from resfit_ros.core.sync import SynchronizerConfig
+
+    cfg = load_config(SynchronizerConfig, config_dir() / "real.yaml", "synchronizer")
+    assert cfg.slop_s == 0.02
+    p = tmp_path / "p.yaml"
+    p.write_text("judge:\n  ros__parameters:\n    max_steps: 3\n    nice: 5\n    realtime_priority: 40\n")
+    assert load_config(JudgeConfig, p, "judge").max_steps == 3
+    p.write_text("judge:\n  ros__parameters:\n    max_steps: 3\n    realtime_priorty: 40\n")
+    with pytest.raises(ConfigError, match="unknown key.*realtime_priorty"):
+        load_config(JudgeConfig, p, "judge")
