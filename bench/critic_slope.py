@@ -19,6 +19,7 @@ separately for the steps before the base starts closing the hand and the steps a
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.episodes < 1 or args.max_steps < 1:
+        parser.error("--episodes and --max-steps must be >= 1")
+    if not Path(args.base).is_file():
+        parser.error(f"--base {args.base}: no such file (run `resfit-ros main-job` once, or pass --base)")
     import torch
 
     from resfit_ros.core.command import CommandLimits, compose_command
@@ -49,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     from resfit_ros.sim.experts import CLOSED_HAND
 
     torch.set_num_threads(1)
+    from resfit_ros.learning.checkpoint import CheckpointError
+
     base = load_base_policy(args.base)
-    agent = ResidualAgent.from_checkpoint(args.checkpoint)
+    try:
+        agent = ResidualAgent.from_checkpoint(args.checkpoint)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if agent.camera_names:
         print("error: this bench reads state-only checkpoints (the main job's)", flush=True)
         return 2
