@@ -156,6 +156,11 @@ class LoopRig:
         # arrival = the middleware's receive time here (one DDS hop), not when this process gets to it
         node.create_subscription(Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=first_ctrl),
                                  lambda m, info: self.cmd_times.append(int(info["received_timestamp"])), deep)
+        # the command is out when its LAST group's message is: that message's DDS source timestamp
+        last_ctrl = list(robot.controllers.values())[-1]
+        self.cmd_sent: list[int] = []
+        node.create_subscription(Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=last_ctrl),
+                                 lambda m, info: self.cmd_sent.append(int(info["source_timestamp"])), deep)
         node.create_subscription(StepRecord, names.STEP_RECORD, self._on_record, deep)
         if self.watch_observations:   # 64 KB each with three cameras: only when asked for
             node.create_subscription(Observation, names.OBSERVATION, self._on_obs, deep)

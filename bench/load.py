@@ -7,10 +7,11 @@ This process plays the robot: the humanoid's 29 joints split over two JointState
 RUNNING episode and residual weights with one image encoder per camera, so the actor's three-camera
 path runs on every 20 Hz control tick. Measured:
 
-  control latency   per tick, from the DDS source timestamps of the residual node's step record
-                    (sent right after the command): (a) from the observation's stamp (the reference
-                    joint state), (b) from the newest input of its synchronised set (the moment the
-                    set was complete: the synchronizer cannot emit earlier). Goal p99 <= 10 ms.
+  control latency   per tick, to the command's publication (the DDS source timestamp of its last
+                    controller group's message, paired with the tick's step record, which follows
+                    at once and names the observation): (a) from the observation's stamp (the
+                    reference joint state), (b) from the newest input of its synchronised set (the
+                    moment the set was complete: the synchronizer cannot emit earlier). Goal p99 <= 10 ms.
   memory            RSS of each node process every 5 s; growth = least-squares slope (MB/min) over the
                     run after the first minute (imports, first allocations), first and last values.
   drops             the synchronizer's /diagnostics counters by reason (ApproximateTime keeps one of
@@ -34,6 +35,11 @@ from pathlib import Path
 import numpy as np
 
 CAMERA_HZ = 30.0
+# The cameras' clock runs 100 ppm slow against the joints' (as free-running devices do): over 10
+# minutes their frames pass through every phase of the 5 ms joint period a dozen times and of the
+# 50 ms control grid once. With one clock, the phase set by when the bench started would fix how
+# long each set waits for its camera frame (the `inputs` stage: 0 to 3.3 ms) for the whole run.
+CAMERA_CLOCK_DRIFT = 100e-6
 JOINT_HZ = 200.0
 CONTROL_HZ = 20.0
 CAMERAS = ("head", "left_wrist", "right_wrist")
@@ -54,7 +60,7 @@ def load_robot_file(work: Path) -> Path:
 
 
 class Publisher(threading.Thread):
-    """Publishes every topic on its own schedule (absolute deadlines: no drift), wall-clock stamps."""
+    """Publishes every topic on its own schedule (absolute deadlines: lateness never accumulates), wall-clock stamps."""
 
     def __init__(self, rig):
         super().__init__(daemon=True, name="robot")
@@ -69,7 +75,8 @@ class Publisher(threading.Thread):
         t0 = time.monotonic()
         # name -> (messages by topic, their publishers, period, next deadline)
         streams = {"joints": [rig.joint_messages(), rig.pub_joints, 1.0 / JOINT_HZ, t0],
-                   "images": [rig.image_messages(), rig.pub_images, 1.0 / CAMERA_HZ, t0]}
+                   "images": [rig.image_messages(), rig.pub_images,
+                              (1.0 + CAMERA_CLOCK_DRIFT) / CAMERA_HZ, t0]}
         while not self.stop_event.is_set():
             now = time.monotonic()
             due = min(s[3] for s in streams.values())
@@ -90,30 +97,41 @@ class Publisher(threading.Thread):
                 stream[3] = next_t + period if now - (next_t + period) <= 0.1 else now + period
 
 
-def print_stages(rig, recs: list[tuple[int, int]], total_ms: np.ndarray) -> None:
+def command_times(records: list[tuple[int, int]], cmd_sent: list[int], max_gap_ns: int = 20_000_000) -> np.ndarray:
+    """Each tick's command publication (ns): the last command message sent at or before the tick's
+    step record (sent right after the command; ticks are 50 ms apart); -1 where there is none
+    within max_gap_ns (a lost message: that tick is left out, never paired with an older command)."""
+    sent = np.sort(np.asarray(cmd_sent, dtype=np.int64))
+    rec = np.array([t for _, t in records], dtype=np.int64)
+    idx = np.searchsorted(sent, rec, side="right") - 1
+    out = sent[np.maximum(idx, 0)] if len(sent) else np.full(len(rec), -1, dtype=np.int64)
+    out[(idx < 0) | (rec - out > max_gap_ns)] = -1
+    return out
+
+
+def print_stages(rig, recs: list[tuple[int, int]], commands: np.ndarray, total_ms: np.ndarray) -> None:
     """Where each tick's latency went, from the DDS source timestamps of the observation and the
-    step record and the tick's own latency field:
+    command and the tick's own latency field:
       inputs     stamp -> the newest input of the set (the sync cannot emit before it exists)
       sync       newest input -> observation sent (matching, assembly, serialisation, scheduling)
       hop        observation sent -> the residual node starts its tick (DDS + executor + decode)
       tick       the residual node's tick up to the command (its own clock)
-      record     command -> step record sent (the record follows the command at once)
     and which stage grows in the slowest 1 % of ticks; and the latency by position in the base
     chunk (a chunk request at position 0 shares the cores with the next ticks)."""
     rows = []
-    for (stamp, sent), total in zip(recs, total_ms):
+    for (stamp, _), command, total in zip(recs, commands, total_ms):
         if stamp in rig.obs_sent_by_stamp and stamp in rig.obs_newest_by_stamp and stamp in rig.tick_by_stamp:
             step, tick_s = rig.tick_by_stamp[stamp]
             newest, obs_sent = rig.obs_newest_by_stamp[stamp], rig.obs_sent_by_stamp[stamp]
             inputs = (newest - stamp) / 1e6
             sync = (obs_sent - newest) / 1e6
-            rest = (sent - obs_sent) / 1e6                                   # hop + tick + record
+            rest = (command - obs_sent) / 1e6                                # hop + tick
             rows.append((step, total, inputs, sync, rest - tick_s * 1e3, tick_s * 1e3))
     if not rows:
         print("stages: no tick with all timestamps (observations not watched?)")
         return
     r = np.array(rows)
-    names_ = ("inputs", "sync", "hop + record", "tick")
+    names_ = ("inputs", "sync", "hop", "tick")
     print("stages, ms (p50 / p99; mean over the slowest 1 % of ticks):")
     slow = r[:, 1] >= np.percentile(r[:, 1], 99)
     for i, name in enumerate(names_, start=2):
@@ -196,12 +214,17 @@ def main(argv: list[str] | None = None) -> int:
         pub.join(timeout=5)
         rig.spin(0.5)
 
-        recs = rig.records[start_rec:]
+        ticks = rig.records[start_rec:]
+        commands_all = command_times(ticks, rig.cmd_sent)
+        unpaired = int((commands_all < 0).sum())
+        recs = [r for r, c in zip(ticks, commands_all) if c >= 0]
+        commands = commands_all[commands_all >= 0]
         stamps = np.array([s for s, _ in recs], dtype=np.int64)
-        sent = np.array([t for _, t in recs], dtype=np.int64)
-        lat_a = (sent - stamps) / 1e6
+        lat_a = (commands - stamps) / 1e6
+        lat_record = np.array([(t - s) / 1e6 for s, t in recs])
         # (b): the step record carries the observation's stamp; that observation names its inputs' stamps
-        lat_b = np.array([(t - rig.obs_newest_by_stamp[s]) / 1e6 for s, t in recs if s in rig.obs_newest_by_stamp])
+        lat_b = np.array([(c - rig.obs_newest_by_stamp[s]) / 1e6 for (s, _), c in zip(recs, commands)
+                          if s in rig.obs_newest_by_stamp])
 
         expected = int(seconds * CONTROL_HZ)
         sync = rig.diags.get("resfit_ros: synchronizer", {})
@@ -211,15 +234,17 @@ def main(argv: list[str] | None = None) -> int:
         drops = {k: v - drops0.get(k, 0) for k, v in drops.items()}
         published = int(float(sync.get("published", 0))) - int(float(diag0.get("resfit_ros: synchronizer", {}).get(
             "published", 0)))
-        missed = max(0, expected - len(recs))
-        print(f"\n{len(recs)} control ticks in {seconds / 60:.1f} min (expected {expected}); robot messages sent: "
+        missed = max(0, expected - len(ticks))
+        print(f"\n{len(ticks)} control ticks in {seconds / 60:.1f} min (expected {expected}); robot messages sent: "
               f"{pub.sent['joints']} joint-state rounds, {pub.sent['images']} camera rounds "
               f"(publisher late p99 {np.percentile(pub.late_ms, 99):.1f} ms)")
-        for label, lat in (("stamp -> command", lat_a), ("set complete -> command", lat_b)):
+        print(f"commands paired with their step record: {len(recs)} of {len(ticks)} ticks ({unpaired} unpaired)")
+        for label, lat in (("stamp -> command", lat_a), ("set complete -> command", lat_b),
+                           ("stamp -> step record", lat_record)):
             if len(lat):
                 print(f"latency {label}: p50 {np.percentile(lat, 50):.2f} ms  p90 {np.percentile(lat, 90):.2f} ms  "
                       f"p99 {np.percentile(lat, 99):.2f} ms  max {lat.max():.2f} ms")
-        print_stages(rig, recs, lat_a)
+        print_stages(rig, recs, commands, lat_a)
         print(f"residual node tick: p50 {res.get('tick_latency_p50_ms', '?')} ms, p99 {res.get('tick_latency_p99_ms', '?')} ms"
               f" (last 1000 ticks); stale observations {res.get('stale_observations', '?')}, chunk underruns "
               f"{res.get('chunk_underruns', '?')}")

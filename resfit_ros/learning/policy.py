@@ -21,7 +21,6 @@ import torch
 from resfit_ros.learning.config import AgentConfig
 from resfit_ros.learning.networks import FEATURE_CLIP, ObservationEncoder, ResidualActor
 from resfit_ros.learning.normaliser import ACTION_SCALE, RESIDUAL_GAIN, Normaliser, residual_bounds
-from resfit_ros.names import OBS_FEATURES, OBS_IMAGES
 
 ACTOR_PREFIX = "actor."
 ENCODER_PREFIX = "encoder."
@@ -162,24 +161,24 @@ class ResidualPolicy:
     def _residual_normalised(self, state: np.ndarray, base_normalised: np.ndarray,
                              images: np.ndarray | None, features: np.ndarray | None) -> np.ndarray:
         assert self.normaliser is not None
-        obs: dict[str, torch.Tensor] = {}
+        pixels = feats = None
         if self.camera_names:
             if images is None:
                 raise ValueError(f"this policy reads cameras {self.camera_names}: images are required")
             want = (len(self.camera_names), 3, *self.image_size)
             if images.shape != want or images.dtype != np.uint8:
                 raise ValueError(f"images must be uint8 {want}, got {images.dtype} {images.shape}")
-            obs[OBS_IMAGES] = torch.from_numpy(np.ascontiguousarray(images))[None]  # (1, ncam, 3, H, W)
+            pixels = torch.from_numpy(np.ascontiguousarray(images))                    # (ncam, 3, H, W)
         if self.feature_dim > 0:
             if features is None or np.shape(features) != (self.feature_dim,):
                 raise ValueError(f"features must have shape ({self.feature_dim},), got "
                                  f"{None if features is None else np.shape(features)}")
             features = np.clip(np.asarray(features, dtype=np.float64), -FEATURE_CLIP, FEATURE_CLIP)
-            obs[OBS_FEATURES] = torch.from_numpy(features.astype(np.float32))[None]
+            feats = torch.from_numpy(features.astype(np.float32))                      # (F,)
         state_n = torch.from_numpy(self.normaliser.normalise_state(state))[None]           # (1, S)
         base_n = torch.from_numpy(np.clip(base_normalised, -1.0, 1.0).astype(np.float32))[None]  # (1, A)
         with torch.inference_mode():
-            encoded = self.encoder(obs, augment=False) if obs else torch.zeros(1, 0)
+            encoded = self.encoder.encode_one(pixels, feats)                               # (1, E)
             residual = self.actor(torch.cat([encoded, state_n, base_n], dim=1))             # (1, A)
         # float32 tanh * scale can exceed the float64 scale by 1 ulp: clip so the bound is exact.
         scale = self.bounds                                                                  # (A,)

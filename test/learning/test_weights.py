@@ -91,3 +91,28 @@ def test_resize_image_stack_keeps_layout_and_dtype():
     assert resize_image_stack(out, IMAGE) is out
     with pytest.raises(ValueError, match="uint8"):
         resize_image_stack(images.astype(np.float32), IMAGE)
+
+
+@pytest.mark.parametrize("cameras,features", [(True, True), (True, False), (False, True), (False, False)])
+def test_encode_one_is_forward_on_one_observation_also_after_new_weights(cameras, features):
+    # the control tick's fast path must compute exactly what the critic trained the actor on
+    agent = make_agent(cameras=cameras, features=features)
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(rng.integers(0, 256, (len(CAMERAS), 3, IMAGE, IMAGE), dtype=np.uint8))
+    feats = torch.from_numpy(rng.normal(0, 3, FEATURE_DIM).astype(np.float32))
+    feats[0] = 1e6                                      # beyond FEATURE_CLIP: clamped on both paths
+    obs = {}
+    if cameras:
+        obs["images"] = images[None]
+    if features:
+        obs["features"] = feats[None]
+    encoder = agent.encoder.eval()
+    for _ in range(2):
+        with torch.inference_mode():
+            fast = encoder.encode_one(images if cameras else None, feats if features else None)
+            slow = encoder(obs, augment=False) if obs else torch.zeros(1, 0)
+        assert fast.shape == slow.shape == (1, encoder.output_dim)
+        torch.testing.assert_close(fast, slow, rtol=1e-6, atol=1e-6)
+        assert encoder.output_dim == 0 or fast.abs().max() > 0
+        with torch.no_grad():                            # new weights, copied in place as load_weights does
+            encoder.load_state_dict({k: v * 1.5 + 0.01 for k, v in encoder.state_dict().items()})
