@@ -62,15 +62,18 @@ def load_robot_file(work: Path) -> Path:
 class Publisher(threading.Thread):
     """Publishes every topic on its own schedule (absolute deadlines: lateness never accumulates), wall-clock stamps."""
 
-    def __init__(self, rig):
+    def __init__(self, rig, realtime_priority: int = 0):
         super().__init__(daemon=True, name="robot")
         self.rig = rig
+        self.realtime_priority = realtime_priority
         self.stop_event = threading.Event()
         self.sent = {"joints": 0, "images": 0}
         self.late_ms: list[float] = []
 
     def run(self) -> None:
         rig = self.rig
+        if self.realtime_priority:   # this thread only (Linux: 0 is the calling thread)
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
         clock = rig.node.get_clock()
         t0 = time.monotonic()
         # name -> (messages by topic, their publishers, period, next deadline)
@@ -162,7 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period (default 5 s)")
     cl = runpy.run_path(str(Path(__file__).with_name("control_loop.py")), run_name="bench_control_loop")
     cl["add_priority_arguments"](parser)
+    parser.add_argument("--robot-realtime", type=int, default=0, metavar="PRIO",
+                        help="SCHED_FIFO priority of the stand-in robot's publishing thread (default 0: normal). "
+                             "Its stamps are taken before it publishes, so when training starves it, the wait "
+                             "counts as control latency; a robot's drivers stamp at capture and run on their own")
     args = parser.parse_args(argv)
+    if not 0 <= args.robot_realtime <= 99:
+        parser.error("--robot-realtime must be in [0, 99]")
     if args.minutes <= 0:
         parser.error("--minutes must be > 0")
 
@@ -175,9 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load bench: {len(CAMERAS)} cameras 84x84 at {CAMERA_HZ:g} Hz + {rig.robot.dof} joints on "
           f"{len(rig.robot.joint_state_topics)} topics at {JOINT_HZ:g} Hz, control {CONTROL_HZ:g} Hz, "
           f"{args.minutes:g} min; load average {os.getloadavg()[0]:.1f}; control path: "
-          f"{cl['priority_text'](args)}; logs in {work}", flush=True)
+          f"{cl['priority_text'](args)}; stand-in robot: "
+          f"{f'realtime_priority {args.robot_realtime}' if args.robot_realtime else 'normal scheduling'}; "
+          f"logs in {work}", flush=True)
     rig.start()
-    pub = Publisher(rig)
+    pub = Publisher(rig, args.robot_realtime)
     try:
         rig.start_episode()
         pub.start()
@@ -190,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu0, own0 = rig.cpu(), time.process_time()
         end = t_start + args.minutes * 60
         rss: dict[str, list[tuple[float, float]]] = {n: [] for n in rig.procs}
-        next_sample, next_report = t_start, t_start + 60
+        next_sample, next_report, minute_start = t_start, t_start + 60, start_rec
         while time.monotonic() < end:
             now = time.monotonic()
             if now >= next_sample:
@@ -199,7 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                 next_sample += args.sample_s
             if now >= next_report:
                 n_ticks = len(rig.records) - start_rec
-                print(f"  {(now - t_start) / 60:4.1f} min: {n_ticks} ticks, RSS "
+                # this minute's latency: a disturbance (another VM, a cron job) shows when it happened
+                minute = rig.records[minute_start:]
+                minute_cmd = command_times(minute, rig.cmd_sent)
+                minute_ms = [(c - st) / 1e6 for (st, _), c in zip(minute, minute_cmd) if c >= 0]
+                minute_start += len(minute)
+                p99 = f"{np.percentile(minute_ms, 99):.2f} ms" if minute_ms else "-"
+                print(f"  {(now - t_start) / 60:4.1f} min: {n_ticks} ticks (this minute's p99 {p99}), RSS "
                       + ", ".join(f"{n} {v[-1][1]:.0f} MB" for n, v in rss.items()) + f", load {os.getloadavg()[0]:.1f}",
                       flush=True)
                 next_report += 60
