@@ -60,7 +60,8 @@ def load_robot_file(work: Path) -> Path:
 
 
 class Publisher(threading.Thread):
-    """Publishes every topic on its own schedule (absolute deadlines: lateness never accumulates), wall-clock stamps."""
+    """Publishes every topic on its own schedule (absolute deadlines: lateness never accumulates),
+    stamped with the wall clock."""
 
     def __init__(self, rig, realtime_priority: int = 0):
         super().__init__(daemon=True, name="robot")
@@ -73,7 +74,11 @@ class Publisher(threading.Thread):
     def run(self) -> None:
         rig = self.rig
         if self.realtime_priority:   # this thread only (Linux: 0 is the calling thread)
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
+            except PermissionError:
+                print(f"warning: cannot set the stand-in robot's realtime priority {self.realtime_priority} "
+                      "(needs CAP_SYS_NICE or an rtprio limit): it runs normally scheduled", file=sys.stderr)
         clock = rig.node.get_clock()
         t0 = time.monotonic()
         # name -> (messages by topic, their publishers, period, next deadline)

@@ -120,9 +120,9 @@ class ObservationEncoder(nn.Module):
         The control tick runs this 20 times a second, 50 ms apart, so with cold caches. For batch 1
         the ~40 module calls and nine per-camera conversions of forward() are a good part of the
         cost: this path converts all cameras at once and calls the functional ops directly. Three
-        84x84 cameras on these machines: back to back 0.93 -> 0.77 ms, 50 ms apart p50 2.0-2.35 ->
-        1.8-2.1 ms (the rest of the cold time is the convolutions' code and weights coming back
-        into the caches; `bench load` measures the whole control path).
+        84x84 cameras and the actor on these machines: back to back 0.93 -> 0.77 ms, 50 ms apart
+        p50 2.0-2.35 -> 1.8-2.1 ms (the rest of the cold time is the kernels' code and weights
+        coming back into the caches; `bench load` measures the whole control path).
         """
         parts: list[torch.Tensor] = []
         if self.n_cameras > 0:
