@@ -10,6 +10,9 @@ first signal; see the project's notes).
 With `--pid-dir DIR` the runner keeps `DIR/<node>.pid` (the node's current process id, replaced
 atomically at every start and respawn, removed when the node exits) and `DIR/runner.pid`, so
 supervisors, fault-injection benches and operators find a node's process without parsing logs.
+
+At start, after a node exits and at shutdown it removes the Fast DDS shared-memory segments of
+processes that no longer exist (resfit_ros/dds_shm.py): a node killed with -9 cannot remove its own.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from resfit_ros.dds_shm import remove_dead_fastdds_segments
 from resfit_ros.graph import GRAPHS, GraphSpec, NodeSpec, check_args, resolve_args, substitute
 
 
@@ -147,8 +151,15 @@ class GraphRunner:
             self.output.flush()
 
     def start(self) -> None:
+        self._clean_shm()
         for node in self.nodes:
             self._start(node)
+
+    def _clean_shm(self) -> None:
+        # a node killed before (here or in an earlier run) left its DDS segment in /dev/shm
+        removed = remove_dead_fastdds_segments()
+        if removed:
+            self._say(f"removed {removed} shared-memory segment(s) of DDS participants that no longer exist")
 
     def poll(self) -> bool:
         """Supervise once: respawn or stop as the specs say. False when the graph should stop."""
@@ -161,6 +172,7 @@ class GraphRunner:
             node.process = None
             self._remove_pid(node.spec.name)
             self._say(f"{node.spec.name} exited with code {code}")
+            self._clean_shm()
             if node.spec.required:
                 self.exit_reason = f"required node {node.spec.name} exited ({code})"
                 return False
@@ -201,6 +213,7 @@ class GraphRunner:
                 n.process = None
             self._remove_pid(n.spec.name)
         self._remove_pid("runner")
+        self._clean_shm()
 
     def run(self) -> int:
         """Run until Ctrl-C/SIGTERM, a required node exits or a respawned one dies too often; 0 on a

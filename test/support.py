@@ -1,8 +1,11 @@
 """Helpers for tests that run node processes."""
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from resfit_ros.runner import stop_process  # noqa: F401  (tests import it from here)
 
@@ -19,3 +22,17 @@ def build_tiny_base(root) -> tuple:
     subprocess.run([sys.executable, "-m", "resfit_ros.cli", "train-bc", "--demos", str(demos), "--out", str(base),
                     "--steps", "30", "--state-only", "--no-progress"], check=True, timeout=300)
     return demos, base
+
+
+def fastdds_segment_locks(pid: int | str = "self") -> list[Path]:
+    """/dev/shm lock files (`fastdds_<hex>_el`) of the Fast DDS segments process `pid` holds open."""
+    paths = []
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in os.listdir(fd_dir):
+        try:
+            target = Path(os.readlink(fd_dir / fd))
+        except OSError:
+            continue                                  # closed meanwhile
+        if target.parent == Path("/dev/shm") and re.fullmatch(r"fastdds_[0-9a-f]{16}_el", target.name):
+            paths.append(target)
+    return sorted(set(paths))

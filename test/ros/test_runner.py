@@ -11,7 +11,7 @@ import pytest
 from resfit_ros.graph import GRAPHS, NODE_EXECUTABLES, resolve_args
 from resfit_ros.nodes import NODE_MODULES
 from resfit_ros.runner import node_command
-from test.support import stop_process
+from test.support import fastdds_segment_locks, stop_process
 
 pytestmark = pytest.mark.ros
 
@@ -79,7 +79,11 @@ def test_runner_relays_respawns_and_stops_on_ctrl_c(ros_context, ros_domain, tmp
 
         # kill -9 the respawning node: the runner must start a new one
         first = _pids(log.read_text(), "echo_a")[0]
+        left_behind = fastdds_segment_locks(first)
         os.kill(first, signal.SIGKILL)
+        for lock in left_behind:   # older than the runner's freshness guard (a starting process's are young)
+            for path in (lock, lock.with_name(lock.name[:-3])):
+                os.utime(path, (time.time() - 60, time.time() - 60))
         assert ros_context.spin_until(lambda: len(_pids(log.read_text(), "echo_a")) >= 2, timeout=10), log.read_text()
         received.clear()
         assert ros_context.spin_until(relay_works, timeout=25), "relay did not recover after respawn"
@@ -93,6 +97,9 @@ def test_runner_relays_respawns_and_stops_on_ctrl_c(ros_context, ros_domain, tmp
         assert code == 0, log.read_text()
         assert elapsed < 10, f"shutdown took {elapsed:.1f} s"
         assert not any(_alive(p) for p in children), log.read_text()
+        # the killed node could not remove its DDS shared memory: the runner did
+        assert left_behind and not any(p.exists() or p.with_name(p.name[:-3]).exists() for p in left_behind)
+        assert "shared-memory segment(s) of DDS participants that no longer exist" in log.read_text()
     finally:
         stop_process(runner)
 
