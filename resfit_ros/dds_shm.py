@@ -43,7 +43,8 @@ def _lock_is_free(path: Path) -> bool:
 
 def remove_dead_fastdds_segments(directory: Path = SHM_DIR, min_age_s: float = 10.0) -> int:
     """Remove the segments (and their lock files) of Fast DDS participants that no longer exist;
-    returns how many segments were removed. Never raises for a file that vanishes meanwhile."""
+    returns how many segments were removed. Never raises: a file that vanishes meanwhile or that
+    belongs to another user is skipped."""
     try:
         names = os.listdir(directory)
     except OSError:
@@ -61,10 +62,10 @@ def remove_dead_fastdds_segments(directory: Path = SHM_DIR, min_age_s: float = 1
             continue
         if now - newest < min_age_s or not _lock_is_free(lock):
             continue
-        for path in (segment, lock):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+        try:
+            segment.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+        except OSError:
+            continue                       # another user's (sticky /dev/shm): not ours to remove
         removed += 1
     return removed

@@ -67,3 +67,16 @@ def test_a_killed_participants_segment_goes_and_a_live_ones_stays(ros_context):
     ros_context.node.create_subscription(String, "/shm_check", lambda m: got.append(m.data), 10)
     pub = ros_context.node.create_publisher(String, "/shm_check", 10)
     assert ros_context.spin_until(lambda: (pub.publish(String(data="ok")), bool(got))[1], timeout=10)
+
+
+def test_a_segment_that_cannot_be_removed_is_skipped_without_an_error(tmp_path):
+    # unlink fails (as for another user's file in sticky /dev/shm; a directory fails even for root)
+    stuck = tmp_path / "fastdds_3333333333333333"
+    stuck.mkdir()
+    lock = tmp_path / "fastdds_3333333333333333_el"
+    lock.write_bytes(b"x")
+    for path in (stuck, lock):
+        os.utime(path, (time.time() - 60, time.time() - 60))
+    dead = fake_segment(tmp_path, "4444444444444444", age_s=60)
+    assert remove_dead_fastdds_segments(tmp_path) == 1                 # the other one still goes
+    assert stuck.exists() and lock.exists() and not dead[0].exists()
