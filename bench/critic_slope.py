@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--base {args.base}: no such file (run `resfit-ros main-job` once, or pass --base)")
     import torch
 
-    from resfit_ros.core.command import CommandLimits, compose_command
+    from resfit_ros.core.command import CommandLimits
+    from resfit_ros.core.control_step import ControlStep
     from resfit_ros.jobs.sim_episodes import PURPOSE_EVAL, episode_seed, run_episode
     from resfit_ros.learning import load_residual_policy
     from resfit_ros.learning.agent import ResidualAgent
@@ -74,11 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     index_0 = names.index("right_hand_index_0_joint")
     bounds = agent._residual_scale.numpy()[fingers]                          # (F,) normalised
     penalty = agent.config.residual_penalty
-    limits = CommandLimits.from_robot(env.robot, 20.0, args.residual_bound)
+    control = ControlStep(CommandLimits.from_robot(env.robot, 20.0, args.residual_bound))
     rows: list[tuple[bool, float, float, float, float]] = []
-    previous = [None]
+    episode_start = [True]
 
     def act(obs):
+        if episode_start[0]:          # run_episode resets before on_reset: the first observation is here
+            control.start_episode(obs.position)
+            episode_start[0] = False
         base_action = base.select_action(obs)
         state = agent._normalise_state(torch.as_tensor(obs.state_vector(), dtype=torch.float32)[None])   # (1, S)
         base_n = agent._normalise_action(torch.as_tensor(base_action, dtype=torch.float32)[None]).clamp(-1, 1)
@@ -93,14 +97,14 @@ def main(argv: list[str] | None = None) -> int:
                      float(np.mean(slope[0].numpy()[fingers] * close)),
                      float(np.mean(2 * penalty * r_f / bounds ** 2 * close)),
                      float(np.mean(r_f / bounds * close)), float(q.detach())))
-        res = residual.act(obs.state_vector(), base_action, None, None, False)
-        command, _ = compose_command(base_action, res, previous[0], limits, fallback=obs.position)
-        previous[0] = command
-        return command, base_action, res
+        result = control.step(residual, obs.state_vector(), base_action, obs.position)
+        if result.error is not None:
+            raise RuntimeError(f"residual not computed: {result.error}")
+        return result.command, base_action, result.residual
 
     def on_reset():
         base.reset()
-        previous[0] = None
+        episode_start[0] = True
 
     successes = [run_episode(env, act, episode_seed(PURPOSE_EVAL, 1000, i), on_reset,
                              max_steps=args.max_steps).success for i in range(args.episodes)]

@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from resfit_ros.core.command import CommandLimits, compose_command
+    from resfit_ros.core.command import CommandLimits
+    from resfit_ros.core.control_step import ControlStep
     from resfit_ros.jobs.sim_episodes import PURPOSE_EVAL, episode_seed, run_episode
     from resfit_ros.learning import Normaliser
     from resfit_ros.learning.from_bags import demo_base_actions, episode_arrays, file_digest
@@ -78,20 +79,33 @@ def main(argv: list[str] | None = None) -> int:
     index_0 = names.index("right_hand_index_0_joint")
     seeds = [episode_seed(PURPOSE_EVAL, 0, i) for i in range(args.episodes)]
 
+    class Scripted:
+        """A hand-written residual (joint units) in the policy interface ControlStep calls."""
+
+        def __init__(self, residual_of):
+            self.residual_of = residual_of
+
+        def act(self, state, base_action, images=None, features=None, explore=False, rng=None, noise=None):
+            return self.residual_of(base_action, rng)
+
     def run_case(residual_of) -> list[int]:
-        rng = np.random.default_rng(0)
-        previous = [None]
+        # seed 0 per case: every case draws its noise from the same stream (ControlStep's rng)
+        control, policy = ControlStep(limits, seed=0), Scripted(residual_of)
+        episode_start = [True]
 
         def act(obs):
+            if episode_start[0]:      # run_episode resets before on_reset: the first observation is here
+                control.start_episode(obs.position)
+                episode_start[0] = False
             b = base.select_action(obs, None)
-            r = residual_of(b, rng)
-            command, _ = compose_command(b, r, previous[0], limits, fallback=obs.position)
-            previous[0] = command
-            return command, b, r
+            result = control.step(policy, obs.state_vector(), b, obs.position)
+            if result.error is not None:
+                raise RuntimeError(f"residual not computed: {result.error}")
+            return result.command, b, result.residual
 
         def on_reset():
             base.reset()
-            previous[0] = None
+            episode_start[0] = True
 
         return [int(run_episode(env, act, s, on_reset).success) for s in seeds]
 

@@ -92,8 +92,8 @@ def bench_config(work: Path) -> Path:
     section("sim_robot").update(render=False)
     section("synchronizer").update(use_cameras=False)
     section("judge").update(stall_timeout_s=20.0)
-    section("residual_policy").update(pace_learner_timeout_s=30.0, warmup_random_steps=40, pace_free_steps=20)
-    section("learner").update(hidden_dim=32, num_critic_heads=2, batch_size=32, initial_updates=20,
+    section("residual_policy").update(pace_learner_timeout_s=30.0, pace_free_steps=20)
+    section("learner").update(hidden_dim=32, num_critic_heads=2, batch_size=32, initial_updates=20, random_warmup_steps=40,
                               critic_warmup_updates=50, checkpoint_every_updates=100, publish_every_updates=50,
                               utd=2)
     section("recorder").update(min_free_mb=1.0)

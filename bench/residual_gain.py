@@ -1,345 +1,153 @@
-"""Residual RL gain on the simulated G1 `g1_pick_lift`, in process (no ROS): base vs base + residual.
+"""Residual RL gain on the simulated G1 (`g1_pick_lift` by default), in process (no ROS): base vs base + residual.
 
-Builds (or reuses from --work) scripted demos and a deliberately weak BC base policy, then runs the
-same loop as the live ROS graph, sequentially in one process:
+The main job's recipe (config/sim.yaml), demos and base, run without the graph's transport
+(resfit_ros/jobs/in_process.py: the same set-up, control step and update schedule as the
+graph), then evaluated PAIRED with the base on the main job's fixed scenes.
 
-  per control step   base action from the base's open-loop chunk (queue reset every episode);
-                     residual = actor(state, base) + N(0, exploration_std) (normalised units) in
-                     training episodes (uniform noise during the env-step warm-up);
-                     command = base + residual, residual bounded to +-residual_bound rad, then
-                     clipped to the joint limits and the per-step rate limit (max_velocity / 20 Hz);
-                     then `utd` critic updates (+1 actor update past the critic warm-up).
-  per episode end    the finished episode enters the replay (reward 1 on a success's last step;
-                     failure/timeout terminal with reward 0).
-  every 100 updates  the learner's actor weights are pushed to the acting ResidualPolicy.
+    python bench/residual_gain.py --minutes 20
+    python bench/residual_gain.py --env-steps 72000 --curve-every 12000 --png curve.png
+    python bench/residual_gain.py --minutes 10 --set learner.utd=1 --set residual_policy.exploration_hold_steps=1
 
-Evaluation: the deterministic combined policy (no noise), on the fixed seeds
-episode_seed(PURPOSE_EVAL, --seed, i), through the same command pipeline; the base is evaluated on
-the same seeds and pipeline. The learning curve uses the first --curve-episodes of those seeds.
-
-    python bench/residual_gain.py --minutes 20 --eval-episodes 100
-    python bench/residual_gain.py --env-steps 6000 --work /tmp/rg_work --seed 0
-
-Default recipe (measured once, --minutes 14, seed 0, shared 2-core CPU, ~25 env steps/s): base 5 demos
-/ 2000 BC steps / chunk 20 -> 0.35 on 100 eval episodes; combined after 21k env steps -> 0.51
-(+0.16, standard error 0.07). action_scale 0.05, exploration 0.03, actor lr 3e-6, 4 critic heads,
-hidden 256, batch 256, UTD 2, 2000 critic-only updates, 30 demos in the replay (50 %), 120-step episodes.
-
-The last four lines are `base_success=<x>`, `combined_success=<y>`, `env_steps=<n>`,
-`wall_minutes=<m>`.
+The last lines are `base_success=<x>`, `combined_success=<y>`, `gain=<g>`, `gain_stderr=<se>`,
+`env_steps=<n>`, `train_minutes=<m>`.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-TASK = "g1_pick_lift"
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("budget and evaluation")
-    g.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget of the training loop")
-    g.add_argument("--env-steps", type=int, default=0, help="stop after this many env steps (0 = --minutes only)")
-    g.add_argument("--seed", type=int, default=0, help="seed of agent, exploration, eval set and training resets")
-    g.add_argument("--eval-episodes", type=int, default=100, help="episodes of the base and final evaluation")
-    g.add_argument("--curve-every", type=int, default=3000, help="env steps between curve points (0 = none)")
-    g.add_argument("--curve-episodes", type=int, default=50, help="episodes per curve point (first N eval seeds)")
-    g.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on the shared 2-core box)")
-    g.add_argument("--work", default="/tmp/residual_gain_work", help="demos + base are built here or reused")
-    g.add_argument("--json", default="", help="also write the results here")
-    g.add_argument("--save", default="", help="also save the final learner checkpoint here "
-                                              "(for `resfit-ros eval --residual`, `bench critic-slope`)")
-
-    g = p.add_argument_group("demos and base policy")
-    g.add_argument("--demo-episodes", type=int, default=30, help="scripted demos recorded (demo seed 0)")
-    g.add_argument("--base-demos", type=int, default=5, help="demos the BC base is trained on (first N)")
-    g.add_argument("--buffer-demos", type=int, default=30, help="demos put in the replay (first N)")
-    g.add_argument("--bc-steps", type=int, default=2000, help="BC gradient steps")
-    g.add_argument("--chunk", type=int, default=20, help="BC chunk length k (executed open loop)")
-    g.add_argument("--bc-seed", type=int, default=0, help="BC training seed")
-    g.add_argument("--max-steps", type=int, default=120,
-                   help="episode limit in control steps (the expert needs 74; task default 200)")
-
-    g = p.add_argument_group("residual agent")
-    g.add_argument("--action-scale", type=float, default=0.05)
-    g.add_argument("--exploration-std", type=float, default=0.03)
-    g.add_argument("--actor-lr", type=float, default=3e-6)
-    g.add_argument("--critic-lr", type=float, default=1e-4)
-    g.add_argument("--hidden", type=int, default=256, help="critic and actor hidden width (2 layers)")
-    g.add_argument("--heads", type=int, default=4, help="critic heads")
-    g.add_argument("--batch", type=int, default=256)
-    g.add_argument("--utd", type=int, default=2, help="critic updates per env step")
-    g.add_argument("--critic-warmup", type=int, default=2000, help="critic-only updates before the actor learns")
-    g.add_argument("--warmup-env-steps", type=int, default=1000,
-                   help="env steps acting with a uniform random residual before the actor acts")
-    g.add_argument("--warmup-noise", type=float, default=0.03, help="uniform residual noise of that warm-up")
-    g.add_argument("--nstep", type=int, default=3)
-    g.add_argument("--gamma", type=float, default=0.99)
-    g.add_argument("--demo-fraction", type=float, default=0.5)
-    g.add_argument("--push-every", type=int, default=100, help="critic updates between weight pushes")
-    g.add_argument("--residual-bound", type=float, default=0.2, help="safety bound on |residual| per joint, rad")
-    g.add_argument("--residual-penalty", type=float, default=0.0, help="actor loss weight of |residual / action_scale|^2")
-    g.add_argument("--hold-steps", type=int, default=1, help="each exploration draw is held this many steps")
-    g.add_argument("--hand-gain", type=float, default=1.0,
-                   help="residual gain of the hand joints: their residual bound is action_scale * this")
-    g.add_argument("--other-gain", type=float, default=1.0,
-                   help="residual gain of every other joint (0: no residual there)")
+    p.add_argument("--minutes", type=float, default=20.0, help="training wall-clock budget (evaluations excluded)")
+    p.add_argument("--env-steps", type=int, default=0, help="stop after this many training steps (0: --minutes only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of agent, replay, exploration and training scenes")
+    p.add_argument("--eval-episodes", type=int, default=400, help="final evaluation scenes (the main job's, seed 1000)")
+    p.add_argument("--curve-every", type=int, default=0, help="training steps between curve points (0: none)")
+    p.add_argument("--curve-episodes", type=int, default=100, help="scenes per curve point (the first N)")
+    p.add_argument("--task", default="g1_pick_lift", help="simulated task (g1_pick_lift, g1_handover)")
+    p.add_argument("--max-steps", type=int, default=120, help="episode step limit (the main job's)")
+    p.add_argument("--data", default="", help="demos and base, made when missing (default: the main job's "
+                                              "outputs/main_job_data for the lift, outputs/<task>_data otherwise)")
+    p.add_argument("--demos", type=int, default=30)
+    p.add_argument("--base-demos", type=int, default=5)
+    p.add_argument("--bc-steps", type=int, default=2000)
+    p.add_argument("--config", default="", help="parameter YAML (default config/sim.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a learner.* or residual_policy.* parameter of the recipe (repeatable)")
+    p.add_argument("--save", default="", help="save the final learner checkpoint here")
+    p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--png", default="", help="plot the curve (success against env steps) here")
     return p
 
 
-# ----------------------------------------------------------------------------------- artifacts
-def _bags_readable(demos: Path) -> bool:
-    from resfit_ros.bags import read_episode
-    from resfit_ros.bags.reader import is_episode_dir
-
-    try:
-        for path in sorted(p for p in demos.iterdir() if p.is_dir() and is_episode_dir(p))[:1]:
-            read_episode(path, images=False)
-        return True
-    except Exception as exc:  # BagError (stale message definitions), OSError
-        print(f"demos in {demos} unreadable ({type(exc).__name__}); recording them again", flush=True)
-        return False
-
-
-def ensure_artifacts(args, work: Path) -> tuple[Path, Path]:
-    """Demos and base under `work`, built with the CLI verbs when missing."""
-    from resfit_ros.cli import main as cli
-
-    work.mkdir(parents=True, exist_ok=True)
-    demos = work / f"demos{args.demo_episodes}"
-    if demos.is_dir() and not _bags_readable(demos):
-        # bags recorded before a message-definition change cannot be read: record them again
-        import shutil
-        shutil.rmtree(demos)
-    if not demos.is_dir() or len([d for d in demos.iterdir() if d.is_dir()]) < args.demo_episodes:
-        rc = cli(["demos", "--task", TASK, "--episodes", str(args.demo_episodes), "--out", str(demos),
-                  "--no-images", "--seed", "0", "--no-progress"])
-        if rc != 0:
-            raise SystemExit(f"demo recording failed ({rc})")
-    base = work / f"base_d{args.base_demos}_s{args.bc_steps}_k{args.chunk}_seed{args.bc_seed}.safetensors"
+def ensure_artifacts(args) -> tuple[Path, Path]:
+    """The main job's demos and base (same paths and commands), made when missing."""
+    data = Path(args.data or ("outputs/main_job_data" if args.task == "g1_pick_lift" else f"outputs/{args.task}_data"))
+    demos = data / f"demos{args.demos}"
+    base = data / f"base_d{args.base_demos}_s{args.bc_steps}.safetensors"
+    cli = [sys.executable, "-m", "resfit_ros.cli"]
+    if not demos.is_dir():
+        subprocess.run(cli + ["demos", "--task", args.task, "--episodes", str(args.demos), "--out", str(demos),
+                              "--seed", "0", "--no-images", "--no-progress"], check=True)
     if not base.is_file():
-        rc = cli(["train-bc", "--demos", str(demos), "--out", str(base), "--state-only",
-                  "--steps", str(args.bc_steps), "--num-demos", str(args.base_demos), "--chunk", str(args.chunk),
-                  "--seed", str(args.bc_seed), "--no-progress"])
-        if rc != 0:
-            raise SystemExit(f"BC training failed ({rc})")
+        subprocess.run(cli + ["train-bc", "--demos", str(demos), "--out", str(base), "--state-only", "--steps",
+                              str(args.bc_steps), "--num-demos", str(args.base_demos), "--seed", "0", "--no-progress"],
+                       check=True)
     return demos, base
 
 
-def demo_episodes(demos: Path, base, count: int, work: Path, base_path: Path):
-    from resfit_ros.bags import read_episode
-    from resfit_ros.bags.reader import is_episode_dir
-    from resfit_ros.learning.from_bags import demo_base_actions, episode_arrays, file_digest
+def plot_curve(path: str, curves: list[tuple[str, list]], base_rate: float, title: str) -> None:
+    """curves: (label, [(env_steps, success, stderr)]); success of base + residual against env steps."""
+    import matplotlib
 
-    digest = file_digest(base_path)
-    out = []
-    for path in sorted(p for p in demos.iterdir() if p.is_dir() and is_episode_dir(p)):
-        ep = read_episode(path, images=False)
-        if not ep.success:
-            continue
-        arrays = episode_arrays(ep, demo_base_actions(ep, base, digest, work / ".base_actions"))
-        out.append(arrays)
-        if len(out) == count:
-            break
-    return out
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-
-# ------------------------------------------------------------------------------------- control
-class Pipeline:
-    """The command layer: residual bound, joint limits, per-step rate limit."""
-
-    def __init__(self, env, control_hz: float, residual_bound: float):
-        self.lower, self.upper = env.ctrl_low.copy(), env.ctrl_high.copy()
-        self.max_step = env.robot.max_velocity / control_hz
-        self.bound = residual_bound
-        self.prev = None
-
-    def reset(self, obs) -> None:
-        self.prev = np.clip(np.asarray(obs.position, dtype=np.float64), self.lower, self.upper)
-
-    def __call__(self, base_action: np.ndarray, residual: np.ndarray | None) -> np.ndarray:
-        cmd = base_action if residual is None else base_action + np.clip(residual, -self.bound, self.bound)
-        cmd = np.clip(cmd, self.lower, self.upper)
-        cmd = np.clip(cmd, self.prev - self.max_step, self.prev + self.max_step)
-        self.prev = cmd
-        return cmd
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, points in curves:
+        x = [p[0] for p in points]
+        ax.errorbar(x, [p[1] for p in points], yerr=[p[2] for p in points], marker="o", capsize=3, label=label)
+    ax.axhline(base_rate, color="gray", linestyle="--", label=f"base alone ({base_rate:.2f})")
+    ax.set_xlabel("training env steps")
+    ax.set_ylabel("success on the fixed evaluation scenes")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
-def run_episode(env, base, pipe, reset_seed, residual_fn, record: bool):
-    """residual_fn(state, base_action) -> residual (joint units) or None (base only)."""
-    obs = env.reset(seed=reset_seed)
-    base.reset()
-    pipe.reset(obs)
-    states, bases, cmds = [], [], []
-    success = False
-    for _ in range(env.max_steps):
-        state = obs.state_vector()
-        b = base.select_action(obs)
-        cmd = pipe(b, residual_fn(state, b))
-        if record:
-            states.append(state)
-            bases.append(b)
-            cmds.append(cmd)
-        obs, success = env.step(cmd)
-        if success:
-            break
-    if record:
-        states.append(obs.state_vector())
-        bases.append(base.select_action(obs))   # the next base action (used only if bootstrapped)
-    return success, len(cmds) if record else None, (np.array(states), np.array(bases), np.array(cmds))
-
-
-def evaluate(env, base, pipe, seeds, policy=None) -> float:
-    fn = (lambda s, b: None) if policy is None else (lambda s, b: policy.act(s, b))
-    wins = sum(run_episode(env, base, pipe, s, fn, record=False)[0] for s in seeds)
-    return wins / len(seeds)
-
-
-# ---------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
-    from resfit_ros.jobs.sim_episodes import PURPOSE_EVAL, episode_seed
-    from resfit_ros.learning import (AgentConfig, Normaliser, ReplayBuffer, ReplayConfig, ResidualAgent,
-                                     ResidualPolicy, train_iteration)
-    from resfit_ros.policy.base import load_base_policy
-    from resfit_ros.sim import make_env
-
-    torch.set_num_threads(args.threads)
-    t_start = time.perf_counter()
-    work = Path(args.work)
-    demos_dir, base_path = ensure_artifacts(args, work)
-    base = load_base_policy(base_path)
-    env = make_env(TASK, render=False, cameras=(), control_hz=20.0, seed=args.seed, max_steps=args.max_steps)
-    pipe = Pipeline(env, 20.0, args.residual_bound)
-    eval_seeds = [episode_seed(PURPOSE_EVAL, args.seed, i) for i in range(args.eval_episodes)]
-    curve_seeds = eval_seeds[: min(args.curve_episodes, len(eval_seeds))]
-
-    demos = demo_episodes(demos_dir, base, args.buffer_demos, work, base_path)
-    S, A = demos[0].states.shape[1], demos[0].actions.shape[1]
-    norm = Normaliser.from_demonstrations(np.concatenate([d.states for d in demos]),
-                                          np.concatenate([d.actions for d in demos] + [d.base_actions for d in demos]),
-                                          args.action_scale,
-                                          residual_gain=[args.hand_gain if "_hand_" in n else args.other_gain
-                                                         for n in env.joint_names])
-    cfg = AgentConfig(action_scale=args.action_scale, exploration_std=args.exploration_std,
-                      residual_penalty=args.residual_penalty,
-                      actor_hidden_dims=(args.hidden, args.hidden), critic_hidden_dims=(args.hidden, args.hidden),
-                      num_critic_heads=args.heads, num_target_heads=min(2, args.heads), critic_lr=args.critic_lr,
-                      actor_lr=args.actor_lr, critic_warmup_updates=args.critic_warmup, batch_size=args.batch)
-    rcfg = ReplayConfig(online_capacity=200_000, demo_capacity=max(1000, sum(len(d.states) for d in demos) + 10),
-                        demo_fraction=args.demo_fraction, nstep=args.nstep, gamma=args.gamma)
-    buffer = ReplayBuffer(rcfg, S, A, seed=args.seed)
-    for d in demos:
-        buffer.add_episode(d.states, d.base_actions, d.actions, d.success, demo=True)
-    agent = ResidualAgent(cfg, S, A, [], 84, 0, norm, seed=args.seed)
-    policy = ResidualPolicy(cfg, S, A, [], 84, 0, weights=agent.get_weights())
-    rng = np.random.default_rng(args.seed + 12345)
-    from resfit_ros.learning.exploration import HeldNoise
-    held = HeldNoise(args.hold_steps)
-
-    print(f"setup: base={base_path.name} base_demos={args.base_demos} buffer_demos={len(demos)} "
-          f"({buffer.num_demo_transitions} transitions) max_steps={args.max_steps}", flush=True)
-    print("settings: " + json.dumps({k: v for k, v in vars(args).items()}), flush=True)
+    from resfit_ros.jobs.in_process import InProcessRun, base_outcomes, load_recipe, parse_overrides
+    from resfit_ros.jobs.main_job import paired_gain
 
     t0 = time.perf_counter()
-    base_success = evaluate(env, base, pipe, eval_seeds)
-    print(f"base: success {base_success:.3f} on {len(eval_seeds)} episodes ({time.perf_counter() - t0:.0f} s)", flush=True)
-
-    curve = [(0, 0.0, evaluate(env, base, pipe, curve_seeds, policy))] if args.curve_every > 0 else []
-    if curve:
-        print(f"curve env_steps=0 combined={curve[-1][2]:.3f}", flush=True)
-    budget_s = args.minutes * 60.0
-    t_train = time.perf_counter()
-    eval_time = 0.0
-    env_steps = episodes = 0
-    last_push = 0
-    train_results: list[bool] = []
-    next_curve = args.curve_every
-    stats: dict = {}
-    train_seed_stream = np.random.SeedSequence([args.seed, 777])
-    while True:
-        elapsed = time.perf_counter() - t_train
-        if elapsed >= budget_s or (args.env_steps and env_steps >= args.env_steps):
-            break
-        warm = env_steps < args.warmup_env_steps
-
-        held.reset()
-
-        def residual_fn(state, b):
-            nonlocal env_steps, stats, last_push
-            if warm:
-                res = policy.random_residual(
-                    b, rng, args.warmup_noise, noise=held.next(lambda: rng.uniform(-args.warmup_noise, args.warmup_noise, A)))
-            else:
-                res = policy.act(state, b, explore=True, rng=rng,
-                                 noise=held.next(lambda: rng.normal(0.0, args.exploration_std, A)))
-            # the learner trains while the robot acts: utd critic updates per env step
-            stats = train_iteration(agent, buffer, args.utd, update_actor=True)
-            if agent.critic_updates - last_push >= args.push_every:
-                policy.load_weights(agent.get_weights())
-                last_push = agent.critic_updates
-            env_steps += 1
-            return res
-
-        reset_seed = int(train_seed_stream.spawn(1)[0].generate_state(1)[0])
-        success, T, (st, ba, cm) = run_episode(env, base, pipe, reset_seed, residual_fn, record=True)
-        buffer.add_episode(st, ba, cm, success, demo=False)
-        episodes += 1
-        train_results.append(bool(success))
-        if episodes % 10 == 0:
-            recent = np.mean(train_results[-20:])
-            print(f"ep {episodes} env_steps {env_steps} train_success(last20) {recent:.2f} "
-                  f"critic_updates {agent.critic_updates} actor_updates {agent.actor_updates} "
-                  f"q {stats.get('values/q_mean', float('nan')):.3f} "
-                  f"critic_loss {stats.get('losses/critic', float('nan')):.4f} "
-                  f"|res| {stats.get('values/residual_abs_mean', float('nan')):.4f} "
-                  f"t {(time.perf_counter() - t_train) / 60:.1f} min", flush=True)
-        if args.curve_every > 0 and env_steps >= next_curve:
-            t_eval = time.perf_counter()
-            policy.load_weights(agent.get_weights())   # evaluate the learner's current actor
-            c = evaluate(env, base, pipe, curve_seeds, policy)
-            eval_time += time.perf_counter() - t_eval
-            t_train += time.perf_counter() - t_eval     # evaluation time does not count against the budget
-            curve.append((env_steps, (time.perf_counter() - t_start) / 60, c))
-            print(f"curve env_steps={env_steps} combined={c:.3f} (first {len(curve_seeds)} eval seeds)", flush=True)
-            next_curve += args.curve_every
-
-    train_minutes = (time.perf_counter() - t_train) / 60
-    policy.load_weights(agent.get_weights())
+    try:
+        recipe = load_recipe(args.config or None, parse_overrides(args.set))
+    except ValueError as exc:
+        print(f"residual-gain: error: {exc}", file=sys.stderr)
+        return 2
+    demos, base = ensure_artifacts(args)
+    run = InProcessRun(recipe, demos, base, max_steps=args.max_steps, seed=args.seed, task=args.task)
+    print("recipe: " + json.dumps({"learner": vars(recipe.learner), "residual_policy": vars(recipe.policy)},
+                                  default=str), flush=True)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start", flush=True)
+    base_out = base_outcomes(run, base, args.eval_episodes, args.max_steps)
+    base_rate = float(np.mean(base_out))
+    print(f"base: {base_rate:.3f} on {len(base_out)} scenes", flush=True)
+    result = run.train(minutes=args.minutes, env_steps=args.env_steps, curve_every=args.curve_every,
+                       curve_episodes=args.curve_episodes, progress=lambda s: print(s, flush=True))
     if args.save:
-        print(f"checkpoint: {agent.save_checkpoint(args.save)}", flush=True)
-    t0 = time.perf_counter()
-    combined_success = evaluate(env, base, pipe, eval_seeds, policy)
-    print(f"final evaluation: {len(eval_seeds)} episodes in {time.perf_counter() - t0:.0f} s", flush=True)
-    wall = (time.perf_counter() - t_start) / 60
-    n = len(eval_seeds)
-    se = math.sqrt(base_success * (1 - base_success) / n + combined_success * (1 - combined_success) / n)
-    rate = env_steps / max(train_minutes * 60, 1e-9)
-    print("curve (env_steps, combined success on first %d eval seeds):" % len(curve_seeds))
-    for steps, _, c in curve:
-        print(f"  {steps:7d}  {c:.3f}")
-    print(f"training: {episodes} episodes, {env_steps} env steps in {train_minutes:.1f} min "
-          f"({rate:.1f} env steps/s in process; at 10 env steps/s this is {env_steps / 600:.1f} min), "
-          f"train success overall {np.mean(train_results) if train_results else float('nan'):.2f}")
-    print(f"gain={combined_success - base_success:+.3f} (standard error of the difference {se:.3f})")
+        print(f"checkpoint: {run.agent.save_checkpoint(args.save)}", flush=True)
+    t_eval = time.perf_counter()
+    final = run.evaluate(args.eval_episodes)
+    gain, se, won, lost = paired_gain(base_out, final)
+    curve_rows = []
+    for steps, minutes, outcomes in result.curve:
+        g, s, _, _ = paired_gain(base_out[:len(outcomes)], outcomes)
+        curve_rows.append({"env_steps": steps, "train_minutes": round(minutes, 2), "success": float(np.mean(outcomes)),
+                           "gain": g, "gain_stderr": s, "episodes": len(outcomes)})
+    curve_rows.append({"env_steps": result.env_steps, "train_minutes": round(result.train_minutes, 2),
+                       "success": float(np.mean(final)), "gain": gain, "gain_stderr": se, "episodes": len(final)})
+    print(f"evaluation: {len(final)} scenes in {(time.perf_counter() - t_eval) / 60:.1f} min")
+    print("curve (env steps, training minutes, success, paired gain on the first N scenes):")
+    for r in curve_rows:
+        print(f"  {r['env_steps']:7d}  {r['train_minutes']:6.1f}  {r['success']:.3f}  {r['gain']:+.3f} +- "
+              f"{r['gain_stderr']:.3f}  ({r['episodes']} scenes)")
+    train_success = [s for e, s in result.train_results if e]
+    print(f"training: {result.episodes} episodes, {result.env_steps} env steps in {result.train_minutes:.1f} min "
+          f"({result.env_steps / max(result.train_minutes * 60, 1e-9):.1f} steps/s), training-episode success "
+          f"{np.mean(train_success) if train_success else float('nan'):.2f}; load average now {os.getloadavg()[0]:.2f}")
+    print(f"paired over {len(final)} scenes: {won} solved only with the residual, {lost} only by the base")
+    if args.png:
+        plot_curve(args.png, [("base + residual", [(r["env_steps"], r["success"],
+                                                     2 * r["gain_stderr"]) for r in curve_rows])],
+                   base_rate, f"{args.task}, in process")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "base_success": base_success,
-                                               "combined_success": combined_success, "env_steps": env_steps,
-                                               "episodes": episodes, "curve": curve, "wall_minutes": wall,
-                                               "train_minutes": train_minutes, "train_results": train_results}))
-    print(f"base_success={base_success:.3f}")
-    print(f"combined_success={combined_success:.3f}")
-    print(f"env_steps={env_steps}")
-    print(f"wall_minutes={wall:.1f}")
+        Path(args.json).write_text(json.dumps({
+            "settings": vars(args), "base_success": base_rate, "combined_success": float(np.mean(final)),
+            "gain": gain, "gain_stderr": se, "won": won, "lost": lost, "env_steps": result.env_steps,
+            "episodes": result.episodes, "train_minutes": result.train_minutes, "curve": curve_rows,
+            "wall_minutes": (time.perf_counter() - t0) / 60, "log": result.log,
+            "base_outcomes": "".join("1" if x else "0" for x in base_out),
+            "combined_outcomes": "".join("1" if x else "0" for x in final)}, indent=1))
+    print(f"base_success={base_rate:.3f}")
+    print(f"combined_success={np.mean(final):.3f}")
+    print(f"gain={gain:+.3f}")
+    print(f"gain_stderr={se:.3f}")
+    print(f"env_steps={result.env_steps}")
+    print(f"train_minutes={result.train_minutes:.1f}")
     return 0
 
 

@@ -39,6 +39,7 @@ Q_MEAN = "values/q_mean"
 SUCCESS_RATE = "charts/success_rate"
 EPISODE_LENGTH = "charts/episode_length"
 ACHIEVED_UTD = "charts/achieved_utd"
+PACE_STEPS_ALLOWED = "pace/steps_allowed"   # training steps the robot may have taken (learning/schedule.py)
 
 # --- safety flags in StepRecord.safety_flags (bitmask) ---------------------------------------
 SAFETY_RESIDUAL_CLIPPED = 1 << 0   # residual exceeded its bound

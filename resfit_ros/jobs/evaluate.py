@@ -10,20 +10,27 @@ per --seed, disjoint from the demos' stream. The base's chunks run open-loop thr
 ChunkQueue that is reset at every episode start. An episode succeeds at the sim's first success
 signal; otherwise it ends after the task's step limit.
 
-Residual hook: `combined_action(base, residual, obs, explore)` below is the whole contract a
-residual policy must meet: `residual.act(state, base_action, images, features, explore) ->
-residual (dof,)` in joint units, with command = base_action + residual. `--residual FILE` loads
-one via `resfit_ros.learning.load_residual_policy(path, base)`.
+Residual hook: `combined_action(base, residual, obs, control)` below gathers what the
+residual sees (state, base action, images, base features) and makes the step through the same
+ControlStep as the live residual node (core/control_step.py: residual, exploration, the node's
+safety layer), so a success rate here means the same as one from the graph. The residual is a
+learning.ResidualPolicy (what ControlStep calls: `act(state, base_action, images, features,
+explore, rng=, noise=) -> residual (dof,)` in joint units, and its `config`). `--residual FILE`
+loads one via `resfit_ros.learning.load_residual_policy(path, base)`.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from resfit_ros.jobs.sim_episodes import (
     PURPOSE_EVAL, ArgumentError, check_task, episode_seed, fail, positive_int)
+
+if TYPE_CHECKING:
+    from resfit_ros.core.control_step import ControlStep   # imports torch: only inside run()
 
 VERB = "eval"
 
@@ -60,22 +67,27 @@ def load_residual(path: str | Path, base):
         raise ArgumentError(f"--residual {path}: {exc}") from None
 
 
-def combined_action(base, residual, obs, explore: bool = False, execute_steps: int | None = None):
+def combined_action(base, residual, obs, control: ControlStep, explore: bool = False,
+                    execute_steps: int | None = None):
     """One control step of base (+ residual): (command, base_action, residual | None).
 
     The base action comes from the base's open-loop chunk queue (base.select_action). The
     residual sees the full state vector, the base action, the images in the base's camera
-    order and the frozen base encoder's features (when it wants features).
+    order and the frozen base encoder's features (when it wants features). The command is
+    `control`'s (started for this episode): residual, exploration and the node's safety layer; a
+    residual that cannot be computed raises rather than measuring the base alone.
     """
     base_action = base.select_action(obs, execute_steps)
-    if residual is None:
-        return base_action, base_action, None
-    images = obs.image_stack(base.camera_names) if base.camera_names else None
-    features = None
-    if getattr(residual, "feature_dim", 0) and images is not None:
-        features = base.encode_images(images[None])[0]
-    res = np.asarray(residual.act(obs.state_vector(), base_action, images, features, explore), dtype=np.float64)
-    return base_action + res, base_action, res
+    images = features = None
+    if residual is not None:
+        images = obs.image_stack(base.camera_names) if base.camera_names else None
+        if getattr(residual, "feature_dim", 0) and images is not None:
+            features = base.encode_images(images[None])[0]
+    result = control.step(residual, obs.state_vector(), base_action, obs.position, images=images,
+                          features=features, explore=explore)
+    if result.error is not None:
+        raise RuntimeError(f"residual not computed: {result.error}")
+    return result.command, base_action, None if residual is None else result.residual
 
 
 def run(args) -> int:
@@ -130,23 +142,22 @@ def run(args) -> int:
         expert = make_expert(args.task, env)
         act, on_reset = (lambda o: (expert.act(o), None, None)), expert.reset
     else:
-        # The same safety layer as the live residual node: residual bound, joint limits and the
-        # per-step change limit, so a success rate here means the same as one from the graph.
-        from resfit_ros.core.command import CommandLimits, compose_command
+        # The live residual node's step: residual bound, joint limits and the per-step change limit
+        from resfit_ros.core.command import CommandLimits
+        from resfit_ros.core.control_step import ControlStep
 
-        limits = CommandLimits.from_robot(env.robot, args.control_hz, args.residual_bound)
-        previous = [None]
+        control = ControlStep(CommandLimits.from_robot(env.robot, args.control_hz, args.residual_bound))
+        episode_start = [True]
 
         def act(o):
-            _, base_action, res = combined_action(base, residual, o, execute_steps=args.execute_steps)
-            command, _ = compose_command(base_action, res if res is not None else np.zeros_like(base_action),
-                                         previous[0], limits, fallback=o.position)
-            previous[0] = command
-            return command, base_action, res
+            if episode_start[0]:      # run_episode resets before on_reset: the first observation is here
+                control.start_episode(o.position)
+                episode_start[0] = False
+            return combined_action(base, residual, o, control, execute_steps=args.execute_steps)
 
         def on_reset():
             base.reset()  # clears the chunk queue at every episode start
-            previous[0] = None
+            episode_start[0] = True
 
     outcomes: list[bool] = []
     bar = tqdm(range(args.episodes), desc=f"eval {args.task} ({args.policy})", unit="ep",

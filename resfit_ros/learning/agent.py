@@ -20,8 +20,8 @@ Decisions worth knowing (ResFiT = paper + reference code; see shared notes/resfi
     target relies on. The logged `losses/critic` is the MEAN over heads (comparable across N).
   * TD target: min over `num_target_heads` (2) random heads of the TARGET critic, evaluated on those
     heads only. Target action: target actor + clipped Gaussian smoothing noise (std =
-    exploration_std, times the joint's residual gain), residual clamped to +-action_scale * gain,
-    combined clamped to [-1, 1].
+    exploration_std, times the joint's residual gain; none during the critic warm-up, as ResFiT),
+    residual clamped to +-action_scale * gain, combined clamped to [-1, 1].
   * One encoder, no target encoder: the target critic reads the online encoder's features of the
     next observation (computed without gradient). Obs and next obs get independent random shifts.
   * Only the critic loss trains the encoder; the actor sees DETACHED features. The actor update
@@ -93,7 +93,7 @@ class ResidualAgent:
             self.actor = build_actor(config, encoder_dim, state_dim, action_dim)
             # critic input: [encoder features, normalised state, combined action]
             self.critic = CriticEnsemble(encoder_dim + state_dim + action_dim, config.critic_hidden_dims,
-                                         config.num_critic_heads)
+                                         config.num_critic_heads, config.critic_layer_norm)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self._generator = torch.Generator().manual_seed(seed + 1)   # every random draw of update()
@@ -161,6 +161,8 @@ class ResidualAgent:
                 torch.cat([next_features, next_state, next_base.clamp(-1.0, 1.0)], dim=1))  # (B, A)
             noise = (torch.randn(next_residual.shape, generator=gen) * cfg.exploration_std).clamp_(
                 -cfg.target_noise_clip, cfg.target_noise_clip) * self._residual_gain
+            if self.critic_updates < cfg.critic_warmup_updates:
+                noise.zero_()   # critic warm-up: value the base's own next action (drawn anyway: same RNG stream)
             next_residual = torch.clamp(next_residual + noise, -self._residual_scale, self._residual_scale)
             next_action = (next_base + next_residual).clamp_(-1.0, 1.0)          # (B, A) as executed
             target_heads = torch.randperm(cfg.num_critic_heads, generator=gen)[: cfg.num_target_heads]

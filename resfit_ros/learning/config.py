@@ -15,7 +15,8 @@ class AgentConfig:
     # --- residual ------------------------------------------------------------------------------
     action_scale: float = 0.1
     """Bound of the residual in normalised action units (ResFiT: 0.1 for 7-DoF arms, 0.2 for 24-DoF
-    hands). The normaliser widens the demo action range by (1 + action_scale): use the same value."""
+    hands). The normaliser widens the demo action range so that this bound stays reachable at the
+    demos' extremes (normaliser.py): use the same value."""
     exploration_std: float = 0.05
     """Std of the Gaussian exploration noise on the residual (normalised units); also the std of
     TD3's target policy smoothing noise (ResFiT: 0.05; 0.025 on harder tasks)."""
@@ -27,6 +28,14 @@ class AgentConfig:
     within a few thousand updates (measured: half the bound after ~4,000). The penalty keeps the
     residual at 0 (the base policy) until the critic's slope outweighs it: the residual then settles
     where dQ/dr_j = 2 * residual_penalty * r_j / bound_j^2 (normalised units)."""
+    random_warmup_steps: int = 0
+    """The first this many training steps act with a uniform random residual (no actor), and the
+    learner makes no update during them; then `critic_warmup_updates` critic-only updates on that
+    finished buffer, then normal training (ResFiT: 10,000 steps, then 10,000 updates). The policy
+    node reads this from the weights it runs, so learner and robot share one value."""
+    random_warmup_fraction: float = 1.0
+    """Those random residuals are uniform over this fraction of each joint's bound (ResFiT: the
+    whole bound): the critic sees what a residual near its bound does before the actor moves."""
     target_noise_clip: float = 0.3
     """Clip of the target policy smoothing noise (ResFiT: 0.3). The smoothed residual is further
     clamped to +-action_scale, as executed."""
@@ -37,6 +46,8 @@ class AgentConfig:
     """Hidden widths of every critic head (Linear -> LayerNorm -> ReLU each). The paper uses 1024;
     256 is 12x cheaper per update on CPU, which lets the learner keep UTD 4 at a real robot's
     control rate (bench/learner.py); raise it where the learner is fast enough."""
+    critic_layer_norm: bool = True
+    """LayerNorm after every hidden Linear of the critic (ResFiT: required; off only to measure that)."""
     num_critic_heads: int = 10
     """Critic ensemble size N (REDQ-style, ResFiT: 10)."""
     num_target_heads: int = 2
@@ -70,12 +81,16 @@ class AgentConfig:
     tau: float = 0.005
     """Polyak factor of the critic and actor targets."""
     critic_warmup_updates: int = 10_000
-    """Critic-only phase: no actor update until this many critic updates were made (ResFiT: 10k)."""
+    """Critic-only phase: no actor update, and no target smoothing noise, until this many critic
+    updates were made (ResFiT: 10k)."""
     batch_size: int = 256
     """Transitions per update (ResFiT: 256)."""
 
     def __post_init__(self) -> None:
-        require(0.0 < self.action_scale <= 1.0, f"action_scale must be in (0, 1], got {self.action_scale}")
+        require(0.0 < self.action_scale <= 0.5, f"action_scale must be in (0, 0.5], got {self.action_scale}")
+        require(self.random_warmup_steps >= 0, f"random_warmup_steps must be >= 0, got {self.random_warmup_steps}")
+        require(0.0 <= self.random_warmup_fraction <= 1.0,
+                f"random_warmup_fraction must be in [0, 1], got {self.random_warmup_fraction}")
         require(self.exploration_std >= 0, f"exploration_std must be >= 0, got {self.exploration_std}")
         require(self.residual_penalty >= 0, f"residual_penalty must be >= 0, got {self.residual_penalty}")
         require(self.target_noise_clip >= 0, f"target_noise_clip must be >= 0, got {self.target_noise_clip}")

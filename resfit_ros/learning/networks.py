@@ -184,9 +184,10 @@ class CriticEnsemble(nn.Module):
     Initialisation per head matches nn.Linear's default (uniform +-1/sqrt(fan_in)).
     """
 
-    def __init__(self, input_dim: int, hidden_dims: tuple[int, ...], num_heads: int):
+    def __init__(self, input_dim: int, hidden_dims: tuple[int, ...], num_heads: int, layer_norm: bool = True):
         super().__init__()
         self.num_heads = num_heads
+        self.layer_norm = layer_norm      # False only for the ablation (bench/ablations.py)
         dims = (input_dim, *hidden_dims, 1)
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -212,8 +213,9 @@ class CriticEnsemble(nn.Module):
         last = len(self.weights) - 1
         for layer in range(last):
             h = torch.baddbmm(pick(self.biases[layer]), h, pick(self.weights[layer]))  # (heads, B, hidden)
-            h = F.layer_norm(h, h.shape[-1:])
-            h = torch.addcmul(pick(self.norm_biases[layer]), h, pick(self.norm_weights[layer]))
+            if self.layer_norm:
+                h = F.layer_norm(h, h.shape[-1:])
+                h = torch.addcmul(pick(self.norm_biases[layer]), h, pick(self.norm_weights[layer]))
             h = torch.relu_(h)
         q = torch.baddbmm(pick(self.biases[last]), h, pick(self.weights[last]))  # (heads, B, 1)
         return q.squeeze(-1)

@@ -1,15 +1,20 @@
 """State and action normalisation, computed once from the demonstrations and then frozen.
 
-Actions (ResFiT, as in the reference code): min-max over the demonstration actions, with the range
-WIDENED by (1 + action_scale) around its centre, so that base + residual stays reachable beyond the
-demos: a base at a demo extreme maps to 1 / (1 + action_scale), and the residual can still push the
-command action_scale * (demo half range) past that extreme. Everything the critic sees is clamped to
-[-1, 1], exactly as the command is clamped before execution.
+Actions (ResFiT): min-max over every action the critic sees as executed in the demonstrations
+(the demo commands AND the base's actions on the demo observations), each half range floored at
+`action_min_half_range`, then WIDENED so that the residual's whole bound stays reachable beyond the
+demos: with b = action_scale * residual_gain[j] (normalised units), the half range is divided by
+(1 - b), so a demo extreme maps to 1 - b and base + the full residual lands exactly on 1. Everything
+the critic sees is clamped to [-1, 1], exactly as the command is clamped before execution.
+
+Why the floor is a physical size (0.05 rad), not a rounding guard: a joint the demos never move
+would otherwise get a half range of ~1 mrad, so the base's own few-mrad errors on it fill the whole
+[-1, 1] range online while every demo step sits at 0, and the critic tells a demonstration from an
+online step by that joint alone (the reference code floors the demo range at 0.1).
 
 Per-joint residual gain (optional, 1 by default): joint j's residual is bounded by
-action_scale * residual_gain[j] (normalised units) instead of action_scale, and its range is widened by
-(1 + action_scale * residual_gain[j]). A gain of 0 keeps the residual off that joint. The critic's
-units stay those of the demos, whatever the gain.
+action_scale * residual_gain[j] (normalised units) instead of action_scale. A gain of 0 keeps the
+residual off that joint.
 
 States: z-score with a minimum std (0.1 by default): a joint that barely moves in the demos must not
 turn sensor noise into huge normalised inputs. Normalised states are also clipped to +-state_clip
@@ -36,15 +41,17 @@ STATE_CLIP = "normaliser.state_clip"          # (1,)
 RESIDUAL_GAIN = "normaliser.residual_gain"    # (A,) per-joint multiplier of action_scale (absent: all 1)
 ARRAY_NAMES = (STATE_MEAN, STATE_STD, ACTION_LOW, ACTION_HIGH, ACTION_SCALE, STATE_CLIP, RESIDUAL_GAIN)
 MAX_RESIDUAL_GAIN = 10.0
+MAX_RESIDUAL_BOUND = 0.5   # action_scale * gain: the widened range is the demos' / (1 - bound)
 
 
 @dataclass
 class NormaliserConfig:
     state_min_std: float = 0.1
     """Floor on the per-dimension state std, in state units (reference code: 0.1)."""
-    action_min_half_range: float = 1e-3
-    """Floor on half the demo range of an action dimension, in joint units: a joint that never
-    moves in the demos still gets a finite scale (and a residual of +-action_scale * this)."""
+    action_min_half_range: float = 0.05
+    """Floor on half the demo range of an action dimension, in joint units (rad): a joint that never
+    moves in the demos gets this scale, so small online deviations on it stay small in normalised
+    units (see the module doc; the reference code: a minimum range of 0.1)."""
     state_clip: float = 10.0
     """Normalised states are clipped to [-state_clip, state_clip] (in units of std)."""
 
@@ -104,8 +111,8 @@ class Normaliser:
                             residual_gain: np.ndarray | None = None) -> "Normaliser":
         """Statistics of demo `states` (N, S) and demo `actions` (N, A), in joint units.
 
-        Pass every action the critic will see as 'executed' in the demos (the demo commands; add the
-        base actions too if they may leave the demo range).
+        Pass every action the critic will see as 'executed' in the demos: the demo commands and the
+        base's actions on the demo observations (`demo_action_statistics` in learning/offline.py).
 
         `residual_gain` (A,), optional (see the module doc): joint j's residual reaches
         action_scale * residual_gain[j]. Why: one bound for all 29 joints does not fit this robot:
@@ -126,8 +133,8 @@ class Normaliser:
         state_std = np.maximum(states.std(axis=0), config.state_min_std)
         low, high = actions.min(axis=0), actions.max(axis=0)
         center = (low + high) / 2
-        # Widen by (1 + residual bound): commands can leave the demo range by that much * half range.
-        half = np.maximum((high - low) / 2, config.action_min_half_range) * (1.0 + action_scale * gain)
+        # Widen so that a demo extreme maps to 1 - bound: the residual's whole bound stays reachable there.
+        half = np.maximum((high - low) / 2, config.action_min_half_range) / (1.0 - action_scale * gain)
         return cls(states.mean(axis=0), state_std, center - half, center + half, action_scale,
                    config.state_clip, gain)
 
@@ -178,9 +185,9 @@ def residual_bounds(action_scale: float, normaliser: "Normaliser") -> np.ndarray
 
 def check_residual_gain(gain: np.ndarray, action_dim: int, action_scale: float) -> None:
     """ValueError unless `gain` is action_dim finite values in [0, MAX_RESIDUAL_GAIN] with
-    action_scale * gain <= 1 (a residual of a whole half range is already the widest that makes sense)."""
+    action_scale * gain <= MAX_RESIDUAL_BOUND (beyond it the widened range would be mostly residual)."""
     gain = np.asarray(gain, dtype=np.float64).reshape(-1)
     if gain.shape != (action_dim,) or not np.all(np.isfinite(gain)) or np.any(gain < 0) \
-            or np.any(gain > MAX_RESIDUAL_GAIN) or np.any(action_scale * gain > 1.0 + 1e-6):
+            or np.any(gain > MAX_RESIDUAL_GAIN) or np.any(action_scale * gain > MAX_RESIDUAL_BOUND + 1e-6):
         raise ValueError(f"residual_gain must be {action_dim} values in [0, {MAX_RESIDUAL_GAIN:g}] with "
-                         f"action_scale ({action_scale:g}) * gain <= 1, got {gain.tolist()}")
+                         f"action_scale ({action_scale:g}) * gain <= {MAX_RESIDUAL_BOUND:g}, got {gain.tolist()}")

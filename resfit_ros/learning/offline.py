@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from resfit_ros.config import ConfigError, require
+from resfit_ros.learning.normaliser import MAX_RESIDUAL_BOUND
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,9 @@ def parse_residual_gains(entries: list[str], action_scale: float) -> list[tuple[
             gain = float(value) if sep and prefix else float("nan")
         except ValueError:
             gain = float("nan")
-        require(0.0 <= gain <= 10.0 and gain * action_scale <= 1.0,
+        require(0.0 <= gain <= 10.0 and gain * action_scale <= MAX_RESIDUAL_BOUND,
                 f"residual_gains entry '{entry}' must be PREFIX=GAIN with GAIN in [0, 10] and "
-                f"action_scale ({action_scale:g}) * GAIN <= 1")
+                f"action_scale ({action_scale:g}) * GAIN <= {MAX_RESIDUAL_BOUND:g}")
         rules.append((prefix, gain))
     return rules
 
@@ -57,9 +58,12 @@ class OfflineSettings:
     residual_gains: list[str] = field(default_factory=list)  # "PREFIX=GAIN": see residual_gain_vector
     residual_penalty: float = 0.0
     exploration_std: float = 0.05
+    random_warmup_steps: int = 0
+    random_warmup_fraction: float = 1.0
     actor_lr: float = 3e-6
     critic_lr: float = 1e-4
     hidden_dim: int = 256
+    critic_layer_norm: bool = True
     num_critic_heads: int = 10
     critic_warmup_updates: int = 1000
     batch_size: int = 256
@@ -82,10 +86,12 @@ class OfflineSettings:
 
         return AgentConfig(action_scale=self.action_scale, exploration_std=self.exploration_std,
                            residual_penalty=self.residual_penalty,
+                           random_warmup_steps=self.random_warmup_steps,
+                           random_warmup_fraction=self.random_warmup_fraction,
                            actor_lr=self.actor_lr, critic_lr=self.critic_lr,
                            actor_hidden_dims=(self.hidden_dim, self.hidden_dim),
                            critic_hidden_dims=(self.hidden_dim, self.hidden_dim),
-                           num_critic_heads=self.num_critic_heads,
+                           num_critic_heads=self.num_critic_heads, critic_layer_norm=self.critic_layer_norm,
                            critic_warmup_updates=self.critic_warmup_updates, batch_size=self.batch_size)
 
     def residual_gain_vector(self, joint_names: list[str]) -> np.ndarray:
@@ -122,17 +128,28 @@ class OfflineSetup:
     refused_checkpoints: list[str] = field(default_factory=list)  # why newer checkpoints were not used
 
 
-def agent_from_demos(demos, settings: OfflineSettings, cameras: list[str], image_size: tuple[int, int]):
-    """A fresh ResidualAgent whose normaliser comes from the demonstrations (as the learner does:
-    every recorded observation's state, every demo command)."""
-    from resfit_ros.learning.agent import ResidualAgent
+def demo_normaliser(states: np.ndarray, commands: np.ndarray, base_actions: np.ndarray,
+                    settings: OfflineSettings, joint_names: list[str]):
+    """The normaliser of a run: demo states (N, S); every action the critic sees as executed in the
+    demos: the demo commands (N, A) and the base's actions on the demo observations (M, A).
+    The learner, train-offline and the in-process trainer all build it here."""
     from resfit_ros.learning.normaliser import Normaliser
 
+    actions = np.concatenate([np.asarray(commands, dtype=np.float64), np.asarray(base_actions, dtype=np.float64)])
+    return Normaliser.from_demonstrations(states, actions, settings.action_scale,
+                                          residual_gain=settings.residual_gain_vector(joint_names))
+
+
+def agent_from_demos(demos, demo_base_actions: list[np.ndarray], settings: OfflineSettings, cameras: list[str],
+                     image_size: tuple[int, int]):
+    """A fresh ResidualAgent whose normaliser comes from the demonstrations: every recorded
+    observation's state, every demo command and the base's action at each demo step."""
+    from resfit_ros.learning.agent import ResidualAgent
+
     states = np.concatenate([d.states() for d in demos])
-    actions = np.concatenate([d.command for d in demos])
-    normaliser = Normaliser.from_demonstrations(states, actions, settings.action_scale,
-                                                residual_gain=settings.residual_gain_vector(demos[0].joint_names))
-    return ResidualAgent(settings.agent_config(), states.shape[1], actions.shape[1], cameras, image_size, 0,
+    normaliser = demo_normaliser(states, np.concatenate([d.command for d in demos]),
+                                 np.concatenate(demo_base_actions), settings, demos[0].joint_names)
+    return ResidualAgent(settings.agent_config(), states.shape[1], normaliser.action_dim, cameras, image_size, 0,
                          normaliser, seed=settings.seed)
 
 
@@ -199,7 +216,11 @@ def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_art
                              f"{agent.state_dim}-D states, the demos give {cameras} and "
                              f"{demos[0].states().shape[1]}-D")
     else:
-        agent = agent_from_demos(demos, settings, cameras, image_size)
+        from resfit_ros.learning.from_bags import demo_base_actions, file_digest
+
+        digest = file_digest(base_artifact)
+        bases = [demo_base_actions(d, base_policy, digest, Path(demos_dir) / ".base_actions") for d in demos]
+        agent = agent_from_demos(demos, bases, settings, cameras, image_size)
     buffer = ReplayBuffer(settings.replay_config(), agent.state_dim, agent.action_dim, len(cameras), image_size,
                           seed=settings.seed)
     ingest = BagIngest(buffer, cameras, base_policy, base_artifact)
@@ -273,5 +294,5 @@ def settings_dict(settings: OfflineSettings) -> dict:
     return asdict(settings)
 
 
-__all__ = ["ConfigError", "OfflineSettings", "OfflineSetup", "SetupError", "agent_from_demos", "build_setup",
+__all__ = ["ConfigError", "OfflineSettings", "OfflineSetup", "SetupError", "agent_from_demos", "build_setup", "demo_normaliser",
            "incomplete_episodes", "load_demos", "save_offline_checkpoint", "train"]

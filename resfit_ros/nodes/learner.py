@@ -3,8 +3,9 @@
 The replay buffer is a cache of episode bags (resfit_ros/learning/from_bags.py): demos from
 `demos_dir`, online episodes from `episodes_dir` as the recorder completes them. A training
 thread (never a ROS callback: a learner step must not starve the services) runs iterations of
-UTD critic updates + 1 actor update, capped at `utd` updates per training step the robot has taken
-(plus `initial_updates`, the critic warm-up on the demos), publishes weights every
+UTD critic updates + 1 actor update, capped by the update schedule (learning/schedule.py: no update
+during the random-residual steps, then the critic-only warm-up, then `utd` per training step the
+robot has taken; its `steps_allowed` goes out with the metrics for the paced simulator), publishes weights every
 `publish_every_updates`, metrics every iteration (LearnerMetrics + TensorBoard under output_dir),
 and writes atomic checkpoints; a restarted learner resumes from the newest one and rebuilds the
 buffer from the same bags. It may run on another machine on the same ROS_DOMAIN_ID.
@@ -22,6 +23,7 @@ from resfit_ros import names
 from resfit_ros.config import ConfigError, require
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.weights import pack_weights
+from resfit_ros.learning.schedule import UpdateSchedule
 from resfit_ros.msg import LearnerMetrics, PolicyWeights, StepRecord, Tensor
 from resfit_ros.nodes.common import LATCHED, STREAM, Rejections, make_node, node_config, run
 
@@ -51,9 +53,12 @@ class LearnerConfig:
     residual_gains: list[str] = field(default_factory=list)
     residual_penalty: float = 0.0             # actor loss weight of |residual / action_scale|^2
     exploration_std: float = 0.05
+    random_warmup_steps: int = 0              # first N training steps: random residual, no update (then the critic warm-up)
+    random_warmup_fraction: float = 1.0       # ... uniform over this fraction of each joint's bound
     actor_lr: float = 3e-6
     critic_lr: float = 1e-4
     hidden_dim: int = 256
+    critic_layer_norm: bool = True            # off only for the ablation
     num_critic_heads: int = 10
     critic_warmup_updates: int = 1000
     batch_size: int = 256
@@ -133,6 +138,7 @@ class Learner:
         self.tb = SummaryWriter(str(self.out / "tensorboard"))
         self.version = max(1, a.critic_updates + 1)
         self.updates_at_start = a.critic_updates
+        self.schedule = UpdateSchedule(cfg.utd, cfg.initial_updates, cfg.random_warmup_steps, cfg.critic_warmup_updates)
         self.publish_weights()
 
     # -- ROS side -----------------------------------------------------------------------------------
@@ -167,11 +173,17 @@ class Learner:
         self.pub_metrics.publish(msg)
 
     # -- the training thread --------------------------------------------------------------------------
-    def update_budget(self) -> int:
+    def updates_this_run(self) -> int:
         # relative to where this run started: a learner resumed from a checkpoint (or an offline
         # warm-up) at N updates does not wait for N/utd robot steps before updating again
+        return self.agent.critic_updates - self.updates_at_start
+
+    def pace_metrics(self) -> dict:
         with self.lock:
-            return self.updates_at_start + self.cfg.initial_updates + self.cfg.utd * self.steps_seen
+            steps = self.steps_seen
+        done = self.updates_this_run()
+        return {names.ACHIEVED_UTD: self.schedule.achieved_utd(done, steps),
+                names.PACE_STEPS_ALLOWED: float(self.schedule.steps_allowed(done))}
 
     def train_loop(self) -> None:
         from resfit_ros.learning.agent import train_iteration
@@ -188,13 +200,15 @@ class Learner:
                     last_scan = time.monotonic()
                     for path in self.ingest.poll(cfg.episodes_dir, demo=False):
                         self.log_episode(path)
-                if self.agent.critic_updates + cfg.utd > self.update_budget():
-                    self.publish_metrics({names.ACHIEVED_UTD: self.achieved_utd()})
+                with self.lock:
+                    budget = self.schedule.budget(self.steps_seen)
+                if self.updates_this_run() + cfg.utd > budget:
+                    self.publish_metrics(self.pace_metrics())
                     self.stop.wait(0.01)
                     continue
                 stats = train_iteration(self.agent, self.buffer, cfg.utd,
                                         update_actor=self.agent.critic_updates >= cfg.critic_warmup_updates)
-                stats[names.ACHIEVED_UTD] = self.achieved_utd()
+                stats.update(self.pace_metrics())
                 stats["charts/updates_per_s"] = (self.agent.critic_updates - updates_start) / max(
                     1e-6, time.monotonic() - t_start)
                 self.publish_metrics(stats)
@@ -211,12 +225,6 @@ class Learner:
             log.fatal(f"training thread failed: {type(exc).__name__}: {exc}")
             self.exit_code = 1
             self.finished = True
-
-    def achieved_utd(self) -> float:
-        with self.lock:
-            steps = self.steps_seen
-        done = self.agent.critic_updates - self.updates_at_start - self.cfg.initial_updates
-        return float(max(0, done) / steps) if steps else 0.0
 
     def log_episode(self, path: Path) -> None:
         # this episode's entry (one poll may ingest several: the newest is not necessarily this one)

@@ -3,8 +3,9 @@
 Per tick (only while an episode runs and the e-stop is clear):
   base     = the base action for this tick from the current chunk (chunks requested ahead of time
              from the base chunk server; resfit_ros/core/chunks.py)
-  residual = actor(observation, base) (+ exploration noise in training episodes; uniform warm-up
-             noise for the first `warmup_random_steps` training steps); 0 until weights arrive
+  residual = actor(observation, base) (+ exploration noise in training episodes; a uniform random
+             residual for the first `random_warmup_steps` training steps, a value that comes with
+             the weights); 0 until weights arrive: core/control_step.py, as every in-process loop
   command  = compose_command(...): joint limits, per-step change limit, residual bound
              (resfit_ros/core/command.py: finite and within limits for ANY input)
 and a StepRecord for the recorder. Weights from the learner are validated and loaded between
@@ -12,8 +13,9 @@ ticks (one executor thread runs every callback), never mid-tick. Observations ol
 `watchdog_timeout_s` are not acted on: the node stops commanding (hold) or runs the base chunk
 open loop for a short while (base_only) and says so on /diagnostics.
 
-In simulation `pace_utd` > 0 makes training ticks wait until the learner has made `pace_utd`
-critic updates per training step, so the achieved UTD equals the configured one.
+In simulation `pace_learner` makes training ticks wait until the learner is on its update schedule
+(the `pace/steps_allowed` it publishes with its metrics: learning/schedule.py), so the achieved UTD
+equals the configured one.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from std_msgs.msg import Bool
 from resfit_ros import names
 from resfit_ros.config import ConfigError, require
 from resfit_ros.core.chunks import ChunkScheduler
-from resfit_ros.core.command import CommandLimits, Watchdog, WatchdogAction, compose_command
+from resfit_ros.core.command import CommandLimits, Watchdog, WatchdogAction
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.stamps import StampOrder
 from resfit_ros.core.weights import WeightsRejected, unpack_weights
@@ -47,16 +49,14 @@ class ResidualPolicyConfig:
     residual_bound: list[float] = field(default_factory=lambda: [0.2])  # |residual| <= this, rad (1 or dof values)
     command_interface: str = "forward"   # forward (Float64MultiArray per group) or trajectory
     explore: bool = True                 # exploration allowed at all (false in the eval graph)
-    warmup_random_steps: int = 0         # first N training steps use a uniform random residual
-    warmup_noise_scale: float = 0.05     # ... in [-scale, scale] normalised units
     exploration_hold_steps: int = 1      # each noise draw (warm-up and Gaussian) is held this many steps (learning/exploration.py)
     watchdog_timeout_s: float = 0.1      # observations older than this are not acted on
     watchdog_mode: str = "hold"          # hold (stop commanding) or base_only (base chunk open loop)
     base_only_max_s: float = 0.5         # base_only: hold after this much longer
     chunk_length: int = 20               # base policy chunk length k (checked against the answers)
     prefetch_steps: int = 2              # ask for the next chunk this many ticks before it runs out
-    pace_utd: float = 0.0                # simulation: wait for the learner (critic updates per step); 0 = off
-    pace_free_steps: int = 0             # training steps before pacing starts
+    pace_learner: bool = False           # simulation: wait until the learner is on its update schedule
+    pace_free_steps: int = 0             # training steps the robot may run ahead of that schedule
     pace_learner_timeout_s: float = 10.0 # stop waiting for a learner silent this long (counted from start-up too)
     residual_checkpoint: str = "none"    # learner checkpoint to load at start ('none' = wait for the learner)
     seed: int = 0                        # exploration noise
@@ -68,8 +68,7 @@ class ResidualPolicyConfig:
         require(self.control_rate_hz > 0, f"control_rate_hz must be > 0, got {self.control_rate_hz}")
         require(self.command_interface in INTERFACES, f"command_interface must be one of {INTERFACES}, "
                 f"got '{self.command_interface}'")
-        require(self.warmup_random_steps >= 0, f"warmup_random_steps must be >= 0, got {self.warmup_random_steps}")
-        require(self.pace_utd >= 0, f"pace_utd must be >= 0, got {self.pace_utd}")
+        require(self.pace_free_steps >= 0, f"pace_free_steps must be >= 0, got {self.pace_free_steps}")
         require(self.pace_learner_timeout_s >= 0,
                 f"pace_learner_timeout_s must be >= 0, got {self.pace_learner_timeout_s}")
         require(self.num_threads >= 1, f"num_threads must be >= 1, got {self.num_threads}")
@@ -93,10 +92,10 @@ class ResidualPolicyNode:
         self.watchdog = Watchdog(cfg.watchdog_timeout_s, cfg.watchdog_mode, cfg.base_only_max_s)
         self.output = ControllerOutput(self.node, self.robot, cfg.command_interface, cfg.control_rate_hz)
         self.chunks = ChunkScheduler(cfg.chunk_length, cfg.prefetch_steps)
-        self.rng = np.random.default_rng(cfg.seed)
-        from resfit_ros.learning.exploration import HeldNoise
+        from resfit_ros.core.control_step import ControlStep   # imports the learning core (torch)
 
-        self.noise = HeldNoise(cfg.exploration_hold_steps)   # redrawn at every episode start
+        # residual, exploration draws and the previous command: the same step as every in-process loop
+        self.control = ControlStep(self.limits, hold_steps=cfg.exploration_hold_steps, seed=cfg.seed)
         self.policy = None                 # ResidualPolicy once weights arrived
         self.spec: PolicySpec | None = None
         self.weights_version = 0
@@ -107,10 +106,9 @@ class ResidualPolicyNode:
         self.pending = None                # (Observation msg, ObservationData, t) not yet acted on
         self.latest = None                 # the newest valid observation, running or not
         self.last_obs_stamp: int | None = None
-        self.prev_command: np.ndarray | None = None
         self.last_position: np.ndarray | None = None
         self.train_steps = 0
-        self.learner_updates = 0
+        self.learner_steps_allowed: int | None = None   # None: the learner's metrics did not say
         self.learner_env_steps = 0
         self.learner_restarted = False     # its step count went back: training steps are not paced until it counts ours
         self.ready_stamp_ns: int | None = None  # stamp of the last "reset done" status (episodes start after it)
@@ -143,7 +141,7 @@ class ResidualPolicyNode:
             self.load_checkpoint(cfg.residual_checkpoint)
         self.node.get_logger().info(
             f"residual policy for {self.robot.dof} joints at {cfg.control_rate_hz} Hz, "
-            f"exploration {'on' if cfg.explore else 'off'}, pacing UTD {cfg.pace_utd or 'off'}")
+            f"exploration {'on' if cfg.explore else 'off'}, pacing {'on' if cfg.pace_learner else 'off'}")
 
     # -- weights ---------------------------------------------------------------------------------
     def install_weights(self, spec: PolicySpec, weights: dict, version: int) -> None:
@@ -195,7 +193,8 @@ class ResidualPolicyNode:
         if len(msg.names) != len(msg.values):
             return self.rejections.reject("metrics_malformed",
                                           f"learner metrics with {len(msg.names)} names for {len(msg.values)} values")
-        self.learner_updates = int(msg.learner_step)
+        allowed = [v for n, v in zip(msg.names, msg.values) if n == names.PACE_STEPS_ALLOWED]
+        self.learner_steps_allowed = int(allowed[0]) if allowed and np.isfinite(allowed[0]) else None
         if int(msg.env_steps) < self.learner_env_steps:
             self.learner_restarted = True
         elif self.learner_restarted and int(msg.env_steps) > self.learner_env_steps:
@@ -216,7 +215,6 @@ class ResidualPolicyNode:
         if msg.state == EpisodeStatus.RUNNING and msg.episode_id != self.episode_id:
             self.episode_id, self.step = msg.episode_id, 0
             self.chunks.reset()                    # never carry a chunk into a new episode
-            self.noise.reset()
             # Act on the newest observation at once (the watchdog rejects it if stale): a lockstep
             # simulator publishes nothing new until it is commanded. But never on one from before
             # the robot's last reset: the robot is elsewhere now (simulated time barely moves
@@ -274,7 +272,7 @@ class ResidualPolicyNode:
         return self.cfg.explore and self.status is not None and self.status.explore
 
     def learner_behind(self) -> bool:
-        if self.cfg.pace_utd <= 0 or not self.training_episode():
+        if not self.cfg.pace_learner or not self.training_episode() or self.learner_steps_allowed is None:
             return False
         if time.monotonic() - self.learner_seen_wall > self.cfg.pace_learner_timeout_s:
             return False  # no learner (or it died): do not wait for it
@@ -285,7 +283,7 @@ class ResidualPolicyNode:
             # one lost record and both waited forever), so we go on unpaced until its metrics
             # show that one arrived.
             return False
-        return self.learner_updates < self.cfg.pace_utd * (self.train_steps - self.cfg.pace_free_steps)
+        return self.train_steps - self.cfg.pace_free_steps > self.learner_steps_allowed
 
     def request_chunk(self, msg: Observation, generation: int, episode_start: bool) -> None:
         try:
@@ -354,29 +352,24 @@ class ResidualPolicyNode:
     def command_tick(self, obs, base: np.ndarray, t_received: float) -> None:
         """This tick's residual, command (published at once) and step record."""
         explore = self.training_episode()
-        residual = np.zeros(self.robot.dof)
-        if self.policy is not None:
+        if self.step == 0:
+            # rate-limited from where the robot IS (it was reset and homed since the previous
+            # episode's last command); the next exploration draw is a fresh one
+            self.control.start_episode(obs.position)
+        images = None
+        if self.policy is not None and self.spec.camera_names:
+            # a camera is missing only if weights for other cameras arrived after this observation
+            # was checked: the actor then refuses images=None and the tick is base only
             try:
-                images = obs.image_stack(list(self.spec.camera_names)) if self.spec.camera_names else None
-                dof, rng = self.robot.dof, self.rng
-                if explore and self.train_steps < self.cfg.warmup_random_steps:
-                    scale = self.cfg.warmup_noise_scale
-                    residual = self.policy.random_residual(
-                        base, rng, scale, noise=self.noise.next(lambda: rng.uniform(-scale, scale, dof)))
-                else:
-                    std = self.policy.config.exploration_std
-                    noise = self.noise.next(lambda: rng.normal(0.0, std, dof)) if explore else None
-                    residual = self.policy.act(obs.state_vector(), base, images=images, explore=explore, rng=rng,
-                                               noise=noise)
-            except (ValueError, KeyError, RuntimeError) as exc:   # never kill the control loop
-                self.rejections.reject("residual_error", f"residual not computed ({exc}): base only this tick")
-                residual = np.full(self.robot.dof, np.nan)    # compose_command's non-finite fallback
-        # The first command of an episode is rate-limited from where the robot IS (it was reset and
-        # homed since the previous episode's last command), never from that old command.
-        previous = self.prev_command if self.step > 0 else np.clip(obs.position, self.limits.lower, self.limits.upper)
-        command, flags = compose_command(base, residual, previous, self.limits, fallback=obs.position)
+                images = obs.image_stack(list(self.spec.camera_names))
+            except KeyError:
+                pass
+        result = self.control.step(self.policy, obs.state_vector(), base, obs.position, images=images,
+                                   explore=explore, train_steps=self.train_steps)
+        if result.error is not None:                       # never kill the control loop
+            self.rejections.reject("residual_error", f"residual not computed ({result.error}): base only this tick")
+        residual, command, flags = result.residual, result.command, result.flags
         self.output.send(command)
-        self.prev_command = command
         latency = time.perf_counter() - t_received
         self.latencies[self.n_latency % len(self.latencies)] = latency
         self.n_latency += 1
@@ -406,10 +399,7 @@ class ResidualPolicyNode:
         if decision.action is WatchdogAction.BASE_ONLY:
             base = self.chunks.next_action()
             if base is not None:
-                command, _ = compose_command(base, None, self.prev_command, self.limits,
-                                             fallback=self.last_position, residual_enabled=False)
-                self.output.send(command)
-                self.prev_command = command
+                self.output.send(self.control.base_only(base, self.last_position))
         # HOLD: send nothing; the controllers keep the last (safe) command
 
     def publish_diagnostics(self) -> None:

@@ -117,7 +117,8 @@ def test_job_modules_have_the_cli_interface():
 
 
 def test_eval_residual_hook_composes_base_and_residual():
-    """The residual contract: act(state, base_action, images, features, explore) -> residual."""
+    """The residual contract: act(state, base_action, images, features, explore, rng, noise) -> residual,
+    composed by the node's control step."""
     import numpy as np
 
     from resfit_ros.core.observation import ObservationData
@@ -136,15 +137,21 @@ def test_eval_residual_hook_composes_base_and_residual():
         feature_dim = 4
         seen = {}
 
-        def act(self, state, base_action, images, features, explore):
+        def act(self, state, base_action, images=None, features=None, explore=False, rng=None, noise=None):
             self.seen.update(state=state, images=images, features=features, explore=explore)
             return 0.1 * base_action
 
     obs = ObservationData(stamp_ns=0, sequence=0, joint_names=["a", "b", "c"], position=np.zeros(3),
                           velocity=np.zeros(3), images={"head": np.zeros((8, 8, 3), np.uint8)},
                           extra=np.zeros(2), extra_names=["x", "y"])
+    from resfit_ros.core.command import CommandLimits
+    from resfit_ros.core.control_step import ControlStep
+
     residual = FakeResidual()
-    command, base_action, res = eval_job.combined_action(FakeBase(), residual, obs)
+    control = ControlStep(CommandLimits(np.full(3, -5.0), np.full(3, 5.0), np.zeros(3), np.full(3, 2.0),
+                                        np.full(3, 0.5), 20.0))
+    control.start_episode(obs.position)
+    command, base_action, res = eval_job.combined_action(FakeBase(), residual, obs, control)
     np.testing.assert_allclose(command, 1.1 * np.ones(3))
     np.testing.assert_allclose(res, 0.1 * np.ones(3))
     assert residual.seen["state"].shape == (8,) and residual.seen["images"].shape == (1, 3, 8, 8)

@@ -1,7 +1,7 @@
 """End to end: residual RL fixes a biased base policy on the point-mass task (runs in the normal suite).
 
 Base: a proportional controller with a constant action offset (~20 % success). Demos: the unbiased
-controller. With 20 demos, 200 critic-only warm-up updates, then 400 env steps at UTD 2 the
+controller. With 20 demos, 200 critic-only warm-up updates, then 600 env steps at UTD 2 the
 deterministic combined policy must succeed >= 90 % on 50 fixed evaluation seeds. Seeded; ~5 s on one
 core. The actor learning rate is far above the real-robot default (3e-4 vs 3e-6): this is a test of
 the machinery on a budget, not of the hyperparameters.
@@ -17,7 +17,7 @@ from resfit_ros.learning import (AgentConfig, Normaliser, ReplayBuffer, ReplayCo
 from resfit_ros.learning.toy_env import ACTION_DIM, STATE_DIM, PointMassConfig, PointMassEnv, rollout, success_rate
 
 EVAL_SEEDS = range(1000, 1050)
-ENV_STEPS = 400
+ENV_STEPS = 600
 
 
 def test_residual_agent_lifts_a_biased_base_policy_to_90_percent():

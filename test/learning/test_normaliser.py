@@ -8,19 +8,61 @@ from resfit_ros.learning import Normaliser, NormaliserConfig
 from resfit_ros.learning.normaliser import residual_bounds
 
 
-def test_action_range_is_widened_by_one_plus_action_scale_and_state_std_is_floored():
+def test_action_range_is_widened_so_the_whole_bound_stays_reachable_and_state_std_is_floored():
     states = np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 1.0]])
     actions = np.array([[-1.0, 10.0], [1.0, 10.0], [0.0, 10.0]])
     n = Normaliser.from_demonstrations(states, actions, action_scale=0.2,
                                        config=NormaliserConfig(state_min_std=0.1, action_min_half_range=0.5))
-    np.testing.assert_allclose(n.action_low, [-1.2, 10 - 0.6], rtol=1e-6)
-    np.testing.assert_allclose(n.action_high, [1.2, 10 + 0.6], rtol=1e-6)
+    np.testing.assert_allclose(n.action_low, [-1 / 0.8, 10 - 0.5 / 0.8], rtol=1e-6)
+    np.testing.assert_allclose(n.action_high, [1 / 0.8, 10 + 0.5 / 0.8], rtol=1e-6)
     np.testing.assert_allclose(n.state_std, [np.std([0, 2, 4]), 0.1], rtol=1e-6)
-    # a demo extreme maps to 1 / (1 + scale): a residual can push it action_scale * half range further
-    assert n.normalise_action(np.array([1.0, 10.0]))[0] == pytest.approx(1 / 1.2)
-    assert n.denormalise_action(np.array([1.0, 1.0]))[0] == pytest.approx(1.0 + 0.2 * 1.0)
+    # a demo extreme maps to 1 - scale: the full residual bound lands exactly on the range's edge
+    assert n.normalise_action(np.array([1.0, 10.0]))[0] == pytest.approx(1 - 0.2)
     np.testing.assert_allclose(n.denormalise_action(n.normalise_action(actions)), actions, atol=1e-6)
     assert np.all(np.abs(n.normalise_state(np.array([1e9, -1e9]))) == n.state_clip)
+
+
+def test_the_whole_residual_bound_is_reachable_at_the_demos_extremes():
+    """At the demos' closed (or open) finger pose the residual must still add its whole bound:
+    clamping the combined action to the widened range used to cap it at bound / (1 + bound)."""
+    from resfit_ros.learning import AgentConfig, ResidualAgent, ResidualPolicy
+
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-0.3, 0.9, size=(50, 3))
+    n = Normaliser.from_demonstrations(rng.normal(size=(50, 2)), actions, 0.05, residual_gain=[1.0, 6.0, 0.0])
+    bounds = residual_bounds(0.05, n)                                            # normalised
+    config = AgentConfig(action_scale=0.05, actor_hidden_dims=(8,), critic_hidden_dims=(8,), num_critic_heads=2)
+    policy = ResidualPolicy(config, 2, 3, [], 8, 0, weights=ResidualAgent(config, 2, 3, [], 8, 0, n).get_weights())
+    for extreme, sign in ((actions.max(axis=0), 1.0), (actions.min(axis=0), -1.0)):
+        residual = policy.compose(extreme, sign * bounds)                        # joint units
+        np.testing.assert_allclose(residual, sign * bounds * n.action_half_range, rtol=1e-6)
+        assert np.all(np.abs(n.normalise_action(extreme + residual)) <= 1 + 1e-9)
+
+
+def test_a_joint_the_demos_never_move_is_no_demo_versus_online_shortcut():
+    """Demos hold joint 0 still (its range is 0); online, the base misses that pose by a few mrad.
+    In the critic's clamped units the two must overlap (both near 0), not sit at 0 and at +-1."""
+    rng = np.random.default_rng(1)
+    demo = np.column_stack([np.full(200, 0.3), rng.uniform(-1, 1, 200)])
+    online = demo + np.column_stack([rng.normal(0, 0.004, 200), np.zeros(200)])   # 4 mrad errors
+    n = Normaliser.from_demonstrations(np.zeros((200, 1)), demo, 0.1)
+    demo_n = np.clip(n.normalise_action(demo)[:, 0], -1, 1)
+    online_n = np.clip(n.normalise_action(online)[:, 0], -1, 1)
+    assert np.max(np.abs(demo_n)) < 1e-6                                         # float32 centre
+    assert np.max(np.abs(online_n)) < 0.35 and np.mean(np.abs(online_n)) < 0.1
+    assert np.mean(np.abs(online_n) >= 1.0) == 0.0                                # nothing saturates
+
+
+def test_the_runs_normaliser_spans_the_base_actions_on_the_demos_too():
+    """The critic sees the base's actions as executed (demo base actions, online commands near
+    them): a base action outside the demo commands' range must still map inside [-1, 1]."""
+    from resfit_ros.learning.offline import OfflineSettings, demo_normaliser
+
+    commands = np.column_stack([np.linspace(0, 1, 20), np.linspace(-1, 1, 20)])
+    bases = commands + np.array([0.5, 0.0])          # the base overshoots joint 0 by 0.5 rad
+    n = demo_normaliser(np.zeros((20, 1)), commands, bases, OfflineSettings(action_scale=0.1), ["a", "b"])
+    assert np.all(np.abs(n.normalise_action(bases)) <= 1.0)
+    assert n.normalise_action(np.array([1.5, 0.0]))[0] == pytest.approx(0.9)   # the base's extreme: 1 - bound
 
 
 def test_arrays_round_trip_and_validation():
@@ -41,8 +83,8 @@ def test_residual_gain_sets_each_joints_bound_and_widening_and_travels_with_the_
     actions = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.5, 0.5]])
     n = Normaliser.from_demonstrations(states, actions, 0.1, residual_gain=[1.0, 3.0, 0.0])
     np.testing.assert_allclose(residual_bounds(0.1, n), [0.1, 0.3, 0.0], rtol=1e-6)
-    # widened by (1 + bound): the demo extreme maps to 1 / (1 + bound) on every joint
-    np.testing.assert_allclose(n.action_half_range, 0.5 * np.array([1.1, 1.3, 1.0]), rtol=1e-6)
+    # widened by 1 / (1 - bound): the demo extreme maps to 1 - bound on every joint
+    np.testing.assert_allclose(n.action_half_range, 0.5 / np.array([0.9, 0.7, 1.0]), rtol=1e-6)
     back = Normaliser.from_arrays(n.to_arrays())
     np.testing.assert_array_equal(back.residual_gain, n.residual_gain)
     # arrays written before the gain existed: gain 1 everywhere
@@ -52,8 +94,8 @@ def test_residual_gain_sets_each_joints_bound_and_widening_and_travels_with_the_
     for bad in ([1.0], [1.0, -0.5, 1.0], [1.0, np.nan, 1.0], [1.0, 11.0, 1.0]):
         with pytest.raises(ValueError, match="residual_gain"):
             Normaliser.from_demonstrations(states, actions, 0.1, residual_gain=bad)
-    with pytest.raises(ValueError, match="action_scale"):   # 0.2 * 6 > 1: past a whole half range
-        Normaliser.from_demonstrations(states, actions, 0.2, residual_gain=[1.0, 6.0, 1.0])
+    with pytest.raises(ValueError, match="action_scale"):   # 0.2 * 3 > 0.5: mostly residual
+        Normaliser.from_demonstrations(states, actions, 0.2, residual_gain=[1.0, 3.0, 1.0])
 
 
 def test_residual_gain_settings_resolve_joint_prefixes_first_match_wins():

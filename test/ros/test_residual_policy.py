@@ -59,9 +59,10 @@ def test_bad_weights_are_rejected_and_the_old_ones_stay(ros_context, spawn):
 
 
 def test_pacing_survives_a_restarted_learner_that_missed_our_first_step_records(ros_context, spawn, tmp_path):
-    """Simulation pacing: training ticks wait until the learner has made pace_utd updates per step.
-    A restarted learner counts the steps it has heard of (none) for its update budget, so it waits
-    for our step records while we would wait for its updates. Here a stand-in learner plays the
+    """Simulation pacing: training ticks wait until the learner is on its update schedule (the
+    training steps it allows, published with its metrics). A restarted learner counts the steps it
+    has heard of (none) for its update budget, so it waits for our step records while we would wait
+    for its updates. Here a stand-in learner plays the
     restart and ignores our first step records (lost while DDS still matches a new process): the
     policy node must go on ticking unpaced until the learner's metrics show it has our count, and
     wait again (paced) once they do."""
@@ -77,9 +78,9 @@ def test_pacing_survives_a_restarted_learner_that_missed_our_first_step_records(
     base = tmp_path / "hold.pt"
     make_hold_base(base, robot.joint_names)
     spawn(node_argv("base_chunk_server", "-p", f"base_artifact:={base}"), name="base")
-    proc = spawn(node_argv("residual_policy", "-p", f"robot_description:={robot_file}", "-p", "pace_utd:=2.0",
+    proc = spawn(node_argv("residual_policy", "-p", f"robot_description:={robot_file}", "-p", "pace_learner:=true",
                            "-p", "pace_free_steps:=0", "-p", "pace_learner_timeout_s:=60.0",
-                           "-p", "warmup_random_steps:=0", "-p", "watchdog_timeout_s:=0.5"), name="residual")
+                           "-p", "watchdog_timeout_s:=0.5"), name="residual")
     node = ros_context.node
     records = []
     node.create_subscription(StepRecord, names.STEP_RECORD, records.append, STREAM)
@@ -94,7 +95,8 @@ def test_pacing_survives_a_restarted_learner_that_missed_our_first_step_records(
                           velocity=[0.0] * robot.dof)
         obs.header.stamp = now.to_msg()
         obs_pub.publish(obs)
-        metrics.publish(LearnerMetrics(learner_step=learner["updates"], env_steps=learner["env_steps"]))
+        metrics.publish(LearnerMetrics(learner_step=learner["updates"], env_steps=learner["env_steps"],
+                                       names=[names.PACE_STEPS_ALLOWED], values=[learner["updates"] / 2.0]))
 
     node.create_timer(0.05, tick_robot)
     status.publish(EpisodeStatus(state=EpisodeStatus.RUNNING, episode_id=1, explore=True))

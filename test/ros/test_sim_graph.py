@@ -46,10 +46,18 @@ def test_train_sim_graph_end_to_end(ros_context, ros_domain, tmp_path, tiny_base
     node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, metrics.append, STREAM)
     node.create_subscription(StepRecord, names.STEP_RECORD, steps.append, STREAM)
 
+    # the graph's own config with a warm-up that fits three short episodes: 20 random-residual steps
+    # without an update, then 30 critic-only updates, then training
+    import yaml
+
+    config = yaml.safe_load((config_dir() / "sim.yaml").read_text())
+    config["learner"]["ros__parameters"].update(random_warmup_steps=20, critic_warmup_updates=30)
+    config_file = tmp_path / "sim.yaml"
+    config_file.write_text(yaml.safe_dump(config))
     log = tmp_path / "launch.log"
     graph = subprocess.Popen(
         [sys.executable, "-m", "resfit_ros.cli", "launch", "train_sim", f"base_artifact:={base}",
-         f"demos_dir:={demos}", f"output_dir:={out}", "episodes:=3", "max_steps:=25"],
+         f"demos_dir:={demos}", f"output_dir:={out}", "episodes:=3", "max_steps:=25", f"config:={config_file}"],
         env=dict(os.environ, ROS_DOMAIN_ID=str(ros_domain)), stdout=open(log, "w"), stderr=subprocess.STDOUT,
         start_new_session=True)
     try:
@@ -71,8 +79,11 @@ def test_train_sim_graph_end_to_end(ros_context, ros_domain, tmp_path, tiny_base
     for e in labelled:
         assert e.num_steps >= 1 and e.command.shape[1] == robot.dof
         assert np.all(e.step_obs_index >= 0), "every step has its observation in the bag"
-    # the learner made updates and the residual node ran with weights the learner pushed
-    assert metrics and max(m.learner_step for m in metrics) > 0
+    # the learner made updates (none before the robot's 20 random steps, then the 30 critic-only
+    # ones at once) and the residual node ran with weights the learner pushed
+    assert metrics and max(m.learner_step for m in metrics) >= 30
+    allowed = [dict(zip(m.names, m.values)).get(names.PACE_STEPS_ALLOWED) for m in metrics]
+    assert all(a is not None for a in allowed) and min(allowed) == 20 and max(allowed) > 20
     assert weights and max(w.version for w in weights) >= 2
     assert steps and max(s.weights_version for s in steps) >= 1
     # every command that went to the controllers was within the joint limits and rate limits

@@ -1,0 +1,108 @@
+"""The paper's ablations on g1_pick_lift, in process: the full recipe against the recipe without one part.
+
+Variants (each a set of overrides of config/sim.yaml's recipe):
+  full            the recipe as it is
+  no_layernorm    no LayerNorm in the critic (ResFiT: Q collapses without it on high-DoF tasks)
+  no_demos        no demonstrations in the replay batches (demo_fraction 0; the normaliser still comes from them)
+  nstep1          1-step TD targets instead of n-step
+  utd1            1 critic update per env step instead of the recipe's UTD
+Every run: the same env-step budget, the success of base + residual on the first --curve-episodes of
+the main job's evaluation scenes every --curve-every steps (paired with the base on the same scenes).
+Runs go --jobs at a time (one per core); every run is reported, with the env steps and minutes.
+
+    python bench/ablations.py --env-steps 30000 --seeds 0 1 --out outputs/ablations
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+VARIANTS = {
+    "full": [],
+    "no_layernorm": ["learner.critic_layer_norm=false"],
+    "no_demos": ["learner.demo_fraction=0.0"],
+    "nstep1": ["learner.nstep=1"],
+    "utd1": ["learner.utd=1"],
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env-steps", type=int, default=30000)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--curve-every", type=int, default=10000)
+    p.add_argument("--curve-episodes", type=int, default=100)
+    p.add_argument("--eval-episodes", type=int, default=200, help="final evaluation scenes")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--out", default="outputs/ablations")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bench = Path(__file__).with_name("residual_gain.py")
+    runs = [(v, s) for s in args.seeds for v in args.variants]
+    pending, active, t0 = list(runs), [], time.monotonic()
+    while pending or active:
+        while pending and len(active) < args.jobs:
+            variant, seed = pending.pop(0)
+            name = f"{variant}_seed{seed}"
+            cmd = [sys.executable, str(bench), "--env-steps", str(args.env_steps), "--minutes", "1e9",
+                   "--seed", str(seed), "--curve-every", str(args.curve_every), "--curve-episodes",
+                   str(args.curve_episodes), "--eval-episodes", str(args.eval_episodes),
+                   "--json", str(out / f"{name}.json")]
+            for entry in VARIANTS[variant]:
+                cmd += ["--set", entry]
+            log = open(out / f"{name}.log", "w")
+            print(f"[{(time.monotonic() - t0) / 60:5.1f} min] start {name}", flush=True)
+            active.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        time.sleep(5)
+        for item in list(active):
+            name, proc, log = item
+            if proc.poll() is not None:
+                log.close()
+                active.remove(item)
+                print(f"[{(time.monotonic() - t0) / 60:5.1f} min] {name} exited {proc.returncode}", flush=True)
+    table = []
+    for variant, seed in runs:
+        path = out / f"{variant}_seed{seed}.json"
+        if not path.is_file():
+            print(f"{variant} seed {seed}: no result (see {path.with_suffix('.log')})")
+            continue
+        r = json.loads(path.read_text())
+        table.append((variant, seed, r))
+    print("variant        seed  env steps  train min  final success  paired gain (final scenes)")
+    for variant, seed, r in table:
+        print(f"{variant:14s} {seed:4d}  {r['env_steps']:9d}  {r['train_minutes']:9.1f}  {r['combined_success']:13.3f}  "
+              f"{r['gain']:+.3f} +- {r['gain_stderr']:.3f}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colours = dict(zip(VARIANTS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for variant, seed, r in table:
+        curve = [c for c in r["curve"] if c["episodes"] == args.curve_episodes]
+        ax.plot([0] + [c["env_steps"] for c in curve], [np.mean([int(ch) for ch in r["base_outcomes"][:args.curve_episodes]])]
+                + [c["success"] for c in curve], marker="o", color=colours[variant],
+                linestyle="-" if seed == args.seeds[0] else "--", label=f"{variant} seed {seed}")
+    ax.set_xlabel("training env steps")
+    ax.set_ylabel(f"success on the first {args.curve_episodes} evaluation scenes")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("g1_pick_lift: ResFiT ablations (in process)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out / "ablations.png", dpi=120)
+    print(f"plot: {out / 'ablations.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,223 @@
+"""Residual RL on the simulated robot in one process: the graph's recipe without DDS, for experiments.
+
+The same pieces as the train_sim graph, called the same way:
+  * recipe      the `learner` and `residual_policy` sections of config/sim.yaml (LearnerConfig,
+                ResidualPolicyConfig), with overrides;
+  * set-up      learning/offline.build_setup: normaliser, agent and demo replay exactly as the learner;
+  * each tick   core/control_step.ControlStep: random warm-up / actor + held noise / compose_command;
+  * updates     learning/schedule.UpdateSchedule: what the paced learner does after each training
+                step (here in lockstep, so the achieved UTD is exactly the configured one);
+  * episodes    every `eval_every`-th one without exploration (the judge's rule), each entering the
+                replay when it ends, as a recorded bag would; the base's chunk queue reset at every start;
+  * evaluation  the fixed scenes of the main job (seed 1000), paired with the base on the same scenes.
+What it leaves out is the graph's transport: DDS, bags, the pacing slack of `pace_free_steps`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+TASK = "g1_pick_lift"
+EVAL_SEED = 1000          # the main job's evaluation scenes
+
+
+@dataclass
+class Recipe:
+    learner: object               # nodes.learner.LearnerConfig
+    policy: object                # nodes.residual_policy.ResidualPolicyConfig
+    eval_every: int = 5           # every N-th training-run episode runs without exploration (judge)
+
+
+def parse_overrides(entries: list[str]) -> dict[str, dict]:
+    """["learner.utd=4", "residual_policy.exploration_hold_steps=1"] -> {section: {key: value}} (YAML values)."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        section, dot, name = key.partition(".")
+        if not (sep and dot and name) or section not in ("learner", "residual_policy"):
+            raise ValueError(f"override '{entry}' must be learner.KEY=VALUE or residual_policy.KEY=VALUE")
+        out.setdefault(section, {})[name] = yaml.safe_load(value)
+    return out
+
+
+def load_recipe(config: str | Path | None = None, overrides: dict[str, dict] | None = None) -> Recipe:
+    """The train_sim graph's learner and residual_policy configs (config/sim.yaml), overridden."""
+    from resfit_ros.config import component_values, config_from_dict, read_parameters
+    from resfit_ros.nodes.learner import LearnerConfig
+    from resfit_ros.nodes.residual_policy import ResidualPolicyConfig
+    from resfit_ros.robot import config_dir
+
+    path = Path(config) if config else config_dir() / "sim.yaml"
+    overrides = overrides or {}
+    sections = {}
+    for section, cls in (("learner", LearnerConfig), ("residual_policy", ResidualPolicyConfig)):
+        values = component_values(cls, read_parameters(path, section))
+        values.update(overrides.get(section, {}))
+        sections[section] = config_from_dict(cls, values, source=f"{path} [{section}] + overrides")
+    return Recipe(sections["learner"], sections["residual_policy"])
+
+
+@dataclass
+class RunResult:
+    env_steps: int = 0
+    episodes: int = 0
+    train_minutes: float = 0.0
+    train_results: list = field(default_factory=list)        # (explore, success) per training-run episode
+    curve: list = field(default_factory=list)                # (env_steps, train minutes, outcomes)
+    final_outcomes: list = field(default_factory=list)
+    log: list = field(default_factory=list)                  # periodic learner statistics
+
+
+class InProcessRun:
+    """Demos + base -> agent; then `train(...)`; `evaluate(...)` at any time."""
+
+    def __init__(self, recipe: Recipe, demos_dir: str | Path, base_artifact: str | Path, max_steps: int = 120,
+                 seed: int = 0, task: str = TASK):
+        import torch
+
+        from resfit_ros.core.command import CommandLimits
+        from resfit_ros.core.control_step import ControlStep
+        from resfit_ros.learning.offline import OfflineSettings, build_setup
+        from resfit_ros.learning.policy import ResidualPolicy
+        from resfit_ros.learning.schedule import UpdateSchedule
+        from resfit_ros.policy.base import load_base_policy
+        from resfit_ros.sim import make_env
+
+        torch.set_num_threads(recipe.learner.num_threads)
+        self.recipe, self.max_steps, self.seed = recipe, max_steps, seed
+        lc, pc = recipe.learner, recipe.policy
+        settings = OfflineSettings.from_object(lc)
+        settings.seed = seed
+        self.base = load_base_policy(base_artifact)
+        self.setup = build_setup(demos_dir, [], base_artifact, settings, base_policy=self.base)
+        self.agent, self.buffer = self.setup.agent, self.setup.buffer
+        self.schedule = UpdateSchedule(lc.utd, lc.initial_updates, lc.random_warmup_steps, lc.critic_warmup_updates)
+        self.task = task
+        self.env = make_env(task, render=False, cameras=(), control_hz=pc.control_rate_hz, seed=seed,
+                            max_steps=max_steps)
+        self.limits = CommandLimits.from_robot(self.env.robot, pc.control_rate_hz, pc.residual_bound)
+        self.policy = ResidualPolicy(self.agent.config, self.agent.state_dim, self.agent.action_dim, [], 84, 0,
+                                     weights=self.agent.get_weights())
+        self.control = ControlStep(self.limits, hold_steps=pc.exploration_hold_steps, seed=seed + 12345)
+        self.train_steps = 0
+        self.last_push = 0
+        self.stats: dict = {}
+
+    # -- one episode ------------------------------------------------------------------------------
+    def episode(self, reset_seed: int, explore: bool, policy=None, control=None,
+                on_step: Callable[[], None] | None = None):
+        """(success, states (T+1, S), base actions (T+1, A), commands (T, A)) of one episode."""
+        control = control or self.control
+        obs = self.env.reset(seed=reset_seed)
+        self.base.reset()
+        control.start_episode(obs.position)
+        states, bases, commands = [], [], []
+        success = False
+        for _ in range(self.max_steps):
+            state = obs.state_vector()
+            base = self.base.select_action(obs)
+            result = control.step(policy, state, base, obs.position, explore=explore, train_steps=self.train_steps)
+            states.append(state)
+            bases.append(base)
+            commands.append(result.command)
+            obs, success = self.env.step(result.command)
+            if explore:
+                self.train_steps += 1
+                if on_step is not None:
+                    on_step()
+            if success:
+                break
+        states.append(obs.state_vector())
+        bases.append(bases[-1])          # as episode_arrays: the next base action only matters when bootstrapped
+        return success, np.array(states), np.array(bases), np.array(commands)
+
+    def learn_to_schedule(self) -> None:
+        """The updates the paced learner makes before the robot's next step."""
+        from resfit_ros.learning.agent import train_iteration
+
+        lc, agent = self.recipe.learner, self.agent
+        while agent.critic_updates + lc.utd <= self.schedule.budget(self.train_steps):
+            self.stats = train_iteration(agent, self.buffer, lc.utd,
+                                         update_actor=agent.critic_updates >= lc.critic_warmup_updates)
+            if agent.critic_updates - self.last_push >= lc.publish_every_updates:
+                self.policy.load_weights(agent.get_weights())
+                self.last_push = agent.critic_updates
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self, episodes: int, with_residual: bool = True) -> list[bool]:
+        """Outcomes on the main job's fixed scenes (seed order): deterministic, no exploration."""
+        from resfit_ros.core.control_step import ControlStep
+        from resfit_ros.jobs.sim_episodes import PURPOSE_EVAL, episode_seed
+        from resfit_ros.learning.policy import ResidualPolicy
+
+        policy = None
+        if with_residual:
+            policy = ResidualPolicy(self.agent.config, self.agent.state_dim, self.agent.action_dim, [], 84, 0,
+                                    weights=self.agent.get_weights())
+        control = ControlStep(self.limits)
+        return [bool(self.episode(episode_seed(PURPOSE_EVAL, EVAL_SEED, i), False, policy, control)[0])
+                for i in range(episodes)]
+
+    # -- training -----------------------------------------------------------------------------------
+    def train(self, minutes: float = math.inf, env_steps: int = 0, curve_every: int = 0, curve_episodes: int = 100,
+              progress: Callable[[str], None] = print) -> RunResult:
+        result = RunResult()
+        seeds = np.random.SeedSequence([self.seed, 777])
+        t_train = time.perf_counter()
+        excluded = 0.0                                   # evaluation time does not count as training
+        next_curve = curve_every
+        self.learn_to_schedule()                         # initial_updates on the demos, if any
+        while True:
+            trained = time.perf_counter() - t_train - excluded
+            if trained >= minutes * 60 or (env_steps and self.train_steps >= env_steps):
+                break
+            explore = not (self.recipe.eval_every > 0 and (result.episodes + 1) % self.recipe.eval_every == 0)
+            reset_seed = int(seeds.spawn(1)[0].generate_state(1)[0])
+            success, states, bases, commands = self.episode(reset_seed, explore, self.policy,
+                                                            on_step=self.learn_to_schedule)
+            self.buffer.add_episode(states, bases, commands, success, demo=False)
+            result.episodes += 1
+            result.train_results.append((explore, bool(success)))
+            if result.episodes % 20 == 0:
+                recent = [s for e, s in result.train_results[-40:] if e]
+                s = self.stats
+                line = (f"ep {result.episodes} env_steps {self.train_steps} train_success(last) "
+                        f"{np.mean(recent) if recent else float('nan'):.2f} critic_updates {self.agent.critic_updates} "
+                        f"actor_updates {self.agent.actor_updates} q {s.get('values/q_mean', float('nan')):.3f} "
+                        f"|res| {s.get('values/residual_abs_mean', float('nan')):.4f} "
+                        f"t {trained / 60:.1f} min")
+                result.log.append(line)
+                progress(line)
+            if curve_every and self.train_steps >= next_curve:
+                t_eval = time.perf_counter()
+                outcomes = self.evaluate(curve_episodes)
+                excluded += time.perf_counter() - t_eval
+                result.curve.append((self.train_steps, (time.perf_counter() - t_train - excluded) / 60, outcomes))
+                progress(f"curve env_steps={self.train_steps} combined={np.mean(outcomes):.3f} "
+                         f"(first {curve_episodes} evaluation scenes)")
+                next_curve += curve_every
+        result.env_steps = self.train_steps
+        result.train_minutes = (time.perf_counter() - t_train - excluded) / 60
+        self.policy.load_weights(self.agent.get_weights())
+        return result
+
+
+def base_outcomes(run: InProcessRun, base_artifact: Path, episodes: int, max_steps: int) -> list[bool]:
+    """The base alone on the evaluation scenes, cached next to the artifact (the main job's cache file)."""
+    cache = Path(base_artifact).with_suffix(f".eval{episodes}_h{max_steps}.json")
+    if cache.is_file() and cache.stat().st_mtime > Path(base_artifact).stat().st_mtime:
+        outcomes = [c == "1" for c in json.loads(cache.read_text()).get("outcomes", "")]
+        if len(outcomes) == episodes:
+            return outcomes
+    outcomes = run.evaluate(episodes, with_residual=False)
+    cache.write_text(json.dumps({"success_rate": float(np.mean(outcomes)),
+                                 "outcomes": "".join("1" if s else "0" for s in outcomes)}))
+    return outcomes

@@ -1,0 +1,79 @@
+"""The in-process trainer runs the graph's recipe: the learner's set-up, the control step and the
+update schedule (real MuJoCo, real episode bags for the demos, a real BC base)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test.jobs.test_jobs_smoke import cli
+
+
+@pytest.fixture(scope="module")
+def state_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("in_process")
+    demos, base = root / "demos", root / "base.safetensors"
+    proc = cli("demos", "--task", "g1_pick_lift", "--episodes", "2", "--out", str(demos), "--seed", "0", "--no-images")
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("train-bc", "--demos", str(demos), "--out", str(base), "--state-only", "--steps", "20", "--chunk", "10",
+               "--batch-size", "16")
+    assert proc.returncode == 0, proc.stderr
+    return demos, base
+
+
+def small_recipe(**learner):
+    from resfit_ros.jobs.in_process import load_recipe
+
+    values = dict(hidden_dim=16, num_critic_heads=2, batch_size=16, random_warmup_steps=45,
+                  critic_warmup_updates=30, utd=2, publish_every_updates=10)
+    values.update(learner)
+    return load_recipe(overrides={"learner": values, "residual_policy": {"exploration_hold_steps": 3}})
+
+
+def test_no_update_before_the_random_steps_are_in_the_replay_then_the_warmup_then_utd(state_data):
+    from resfit_ros.jobs.in_process import InProcessRun
+
+    demos, base = state_data
+    run = InProcessRun(small_recipe(), demos, base, max_steps=20, seed=0)
+    seen = []
+    original = run.learn_to_schedule
+
+    def recording():
+        before = run.agent.critic_updates
+        original()
+        if run.agent.critic_updates > before:
+            seen.append((run.train_steps, before, run.agent.critic_updates, run.buffer.num_online_transitions))
+
+    run.learn_to_schedule = recording
+    result = run.train(env_steps=70)
+    first = seen[0]
+    assert first[0] == 45 and first[1] == 0 and first[2] == 30       # at step 45: the 30 critic-only updates
+    assert first[3] == 40                                           # on the two finished 20-step episodes
+    assert all(updates == run.schedule.budget(steps) for steps, _, updates, _ in seen)
+    assert run.agent.actor_updates == (run.agent.critic_updates - 30) // 2
+    assert result.env_steps >= 70 and len(result.train_results) == result.episodes
+
+
+def test_the_random_warmup_spans_the_whole_bound_and_the_actor_phase_explores_less(state_data):
+    from resfit_ros.jobs.in_process import InProcessRun
+    from resfit_ros.learning.normaliser import residual_bounds
+
+    demos, base = state_data
+    run = InProcessRun(small_recipe(random_warmup_steps=40, exploration_std=0.001), demos, base, max_steps=20)
+    normaliser = run.agent.normaliser
+    bound = residual_bounds(run.agent.config.action_scale, normaliser) * normaliser.action_half_range   # joint units
+    residuals = {True: [], False: []}
+    control = run.control
+    step = control.step
+
+    def recording(policy, state, base_action, position, **kw):
+        out = step(policy, state, base_action, position, **kw)
+        residuals[kw["train_steps"] < 40].append(np.abs(out.residual))
+        return out
+
+    control.step = recording
+    run.train(env_steps=80)
+    hands = np.array(["_hand_" in n for n in run.env.joint_names])
+    warm = np.max(np.array(residuals[True]), axis=0)
+    assert np.all(warm[hands] > 0.6 * bound[hands])    # held uniform draws over the whole bound reach near it
+    later = np.max(np.array(residuals[False]), axis=0)
+    assert np.all(later[hands] < 0.2 * bound[hands])   # the actor starts at 0 and explores at 0.001 x gain
