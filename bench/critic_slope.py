@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             r = agent.actor(torch.cat([state, base_n], dim=1))                  # (1, A) normalised
         action = (base_n + r).clamp(-1, 1).requires_grad_(True)
-        q = agent.critic(torch.cat([state, action], dim=1)).mean()              # mean over heads
+        q = agent.critic(agent._critic_input(torch.zeros(1, 0), state, base_n, action)).mean()   # mean over heads
         (slope,) = torch.autograd.grad(q, action)                               # (1, A)
         close = np.sign(closed - base_action[fingers])                          # (F,) +1/-1: closes the finger
         r_f = r[0].numpy()[fingers]

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="", help="parameter YAML (default config/sim.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a learner.* or residual_policy.* parameter of the recipe (repeatable)")
-    p.add_argument("--save", default="", help="save the final learner checkpoint here")
+    p.add_argument("--save", default="", help="save the final learner checkpoint here (and one per curve "
+                                              "point in <save>/steps<N>)")
     p.add_argument("--json", default="", help="write the results here")
     p.add_argument("--png", default="", help="plot the curve (success against env steps) here")
     return p
@@ -107,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     base_rate = float(np.mean(base_out))
     print(f"base: {base_rate:.3f} on {len(base_out)} scenes", flush=True)
     result = run.train(minutes=args.minutes, env_steps=args.env_steps, curve_every=args.curve_every,
-                       curve_episodes=args.curve_episodes, progress=lambda s: print(s, flush=True))
+                       curve_episodes=args.curve_episodes, progress=lambda s: print(s, flush=True),
+                       on_curve=(lambda steps: run.agent.save_checkpoint(Path(args.save) / f"steps{steps}"))
+                       if args.save else None)
     if args.save:
         print(f"checkpoint: {run.agent.save_checkpoint(args.save)}", flush=True)
     t_eval = time.perf_counter()

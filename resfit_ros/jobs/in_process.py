@@ -44,7 +44,13 @@ def parse_overrides(entries: list[str]) -> dict[str, dict]:
         section, dot, name = key.partition(".")
         if not (sep and dot and name) or section not in ("learner", "residual_policy"):
             raise ValueError(f"override '{entry}' must be learner.KEY=VALUE or residual_policy.KEY=VALUE")
-        out.setdefault(section, {})[name] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):          # YAML 1.1 reads 1e-6 as a string
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out.setdefault(section, {})[name] = parsed
     return out
 
 
@@ -168,7 +174,9 @@ class InProcessRun:
 
     # -- training -----------------------------------------------------------------------------------
     def train(self, minutes: float = math.inf, env_steps: int = 0, curve_every: int = 0, curve_episodes: int = 100,
-              progress: Callable[[str], None] = print) -> RunResult:
+              progress: Callable[[str], None] = print, on_curve: Callable[[int], None] | None = None) -> RunResult:
+        """Train until the budget; every `curve_every` training steps evaluate on the first
+        `curve_episodes` scenes (and call `on_curve(steps)`, e.g. to keep a checkpoint)."""
         result = RunResult()
         seeds = np.random.SeedSequence([self.seed, 777])
         t_train = time.perf_counter()
@@ -203,6 +211,8 @@ class InProcessRun:
                 result.curve.append((self.train_steps, (time.perf_counter() - t_train - excluded) / 60, outcomes))
                 progress(f"curve env_steps={self.train_steps} combined={np.mean(outcomes):.3f} "
                          f"(first {curve_episodes} evaluation scenes)")
+                if on_curve is not None:
+                    on_curve(self.train_steps)
                 next_curve += curve_every
         result.env_steps = self.train_steps
         result.train_minutes = (time.perf_counter() - t_train - excluded) / 60

@@ -91,8 +91,9 @@ class ResidualAgent:
             self.encoder = build_encoder(config, len(self.camera_names), self.image_size, feature_dim)
             encoder_dim = self.encoder.output_dim
             self.actor = build_actor(config, encoder_dim, state_dim, action_dim)
-            # critic input: [encoder features, normalised state, combined action]
-            self.critic = CriticEnsemble(encoder_dim + state_dim + action_dim, config.critic_hidden_dims,
+            # critic input: [encoder features, normalised state, (normalised base action,) combined action]
+            critic_dim = encoder_dim + state_dim + action_dim * (2 if config.critic_sees_base else 1)
+            self.critic = CriticEnsemble(critic_dim, config.critic_hidden_dims,
                                          config.num_critic_heads, config.critic_layer_norm)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -130,6 +131,12 @@ class ResidualAgent:
         clip = self.normaliser.state_clip
         return ((state - self._state_mean) / self._state_std).clamp_(-clip, clip)     # (B, S)
 
+    def _critic_input(self, features, state, base, action) -> torch.Tensor:
+        """(B, E + S [+ A] + A): the base's own action too when critic_sees_base (see AgentConfig)."""
+        parts = [features, state, base.clamp(-1.0, 1.0), action] if self.config.critic_sees_base \
+            else [features, state, action]
+        return torch.cat(parts, dim=1)
+
     def _normalise_action(self, action: torch.Tensor) -> torch.Tensor:
         return (action - self._action_center) / self._action_half_range              # (B, A), unclamped
 
@@ -166,7 +173,7 @@ class ResidualAgent:
             next_residual = torch.clamp(next_residual + noise, -self._residual_scale, self._residual_scale)
             next_action = (next_base + next_residual).clamp_(-1.0, 1.0)          # (B, A) as executed
             target_heads = torch.randperm(cfg.num_critic_heads, generator=gen)[: cfg.num_target_heads]
-            next_q = self.critic_target(torch.cat([next_features, next_state, next_action], dim=1),
+            next_q = self.critic_target(self._critic_input(next_features, next_state, next_base, next_action),
                                         heads=target_heads)                      # (2, B)
             # Every return here lies in [0, 1] (one reward of 1, on a success's last step), so a
             # target outside it is the critic's own error fed back: clamped, a head that dips below 0
@@ -175,7 +182,7 @@ class ResidualAgent:
             target = (reward + discount * next_q.min(dim=0).values).clamp_(0.0, 1.0)   # (B,)
 
         # ---- critic: per-head MSE, summed over heads ----
-        q = self.critic(torch.cat([features, state, action], dim=1))             # (N, B)
+        q = self.critic(self._critic_input(features, state, base, action))       # (N, B)
         per_head_mse = (q - target.unsqueeze(0)).pow(2).mean(dim=1)              # (N,)
         critic_loss = per_head_mse.sum()
         self.critic_optimizer.zero_grad(set_to_none=True)
@@ -194,7 +201,7 @@ class ResidualAgent:
             detached = features.detach()          # the actor never trains the encoder
             residual = self.actor(torch.cat([detached, state, base.clamp(-1.0, 1.0)], dim=1))  # (B, A)
             combined = (base + residual).clamp(-1.0, 1.0)                        # (B, A) as executed
-            q_pi = self.critic(torch.cat([detached, state, combined], dim=1))    # (N, B)
+            q_pi = self.critic(self._critic_input(detached, state, base, combined))  # (N, B)
             # maximise Q; optionally pay for leaving the base (AgentConfig.residual_penalty)
             fraction_of_bound = residual * self._inverse_residual_scale                 # (B, A) in [-1, 1]
             actor_loss = -q_pi.mean() + cfg.residual_penalty * fraction_of_bound.pow(2).sum(dim=1).mean()

@@ -46,6 +46,10 @@ class AgentConfig:
     """Hidden widths of every critic head (Linear -> LayerNorm -> ReLU each). The paper uses 1024;
     256 is 12x cheaper per update on CPU, which lets the learner keep UTD 4 at a real robot's
     control rate (bench/learner.py); raise it where the learner is fast enough."""
+    critic_sees_base: bool = False
+    """Also give the critic the base's action (normalised), not only the executed one (ResFiT: no).
+    Why one might: the base runs its chunks open loop, so its action is not a function of the
+    current state; without it the critic cannot tell a residual from the base's own variation."""
     critic_layer_norm: bool = True
     """LayerNorm after every hidden Linear of the critic (ResFiT: required; off only to measure that)."""
     num_critic_heads: int = 10

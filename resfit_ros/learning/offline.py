@@ -64,6 +64,7 @@ class OfflineSettings:
     critic_lr: float = 1e-4
     hidden_dim: int = 256
     critic_layer_norm: bool = True
+    critic_sees_base: bool = False
     num_critic_heads: int = 10
     critic_warmup_updates: int = 1000
     batch_size: int = 256
@@ -92,6 +93,7 @@ class OfflineSettings:
                            actor_hidden_dims=(self.hidden_dim, self.hidden_dim),
                            critic_hidden_dims=(self.hidden_dim, self.hidden_dim),
                            num_critic_heads=self.num_critic_heads, critic_layer_norm=self.critic_layer_norm,
+                           critic_sees_base=self.critic_sees_base,
                            critic_warmup_updates=self.critic_warmup_updates, batch_size=self.batch_size)
 
     def residual_gain_vector(self, joint_names: list[str]) -> np.ndarray:

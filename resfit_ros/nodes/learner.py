@@ -59,6 +59,7 @@ class LearnerConfig:
     critic_lr: float = 1e-4
     hidden_dim: int = 256
     critic_layer_norm: bool = True            # off only for the ablation
+    critic_sees_base: bool = False            # the critic also reads the base's action (AgentConfig)
     num_critic_heads: int = 10
     critic_warmup_updates: int = 1000
     batch_size: int = 256
