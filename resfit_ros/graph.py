@@ -10,6 +10,7 @@ Values may refer to launch arguments as "$(arg NAME)"; both consumers substitute
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -162,6 +163,38 @@ _register(GraphSpec(
                                      "base_artifact": "$(arg base_artifact)"}, respawn=True),
     ),
 ))
+
+
+
+def _against_the_stand_in(real: GraphSpec) -> GraphSpec:
+    """train_real's nodes and parameters, unchanged, beside the simulated robot in real time.
+
+    The one addition: the episode manager's reset first puts the task's object back through the
+    stand-in's ~/reset_scene, as the person beside a real robot rearranges the scene by hand
+    before the reset (`reset_scene_service:=''` leaves train_real's parameters exactly)."""
+    nodes = tuple(dataclasses.replace(n, parameters={**n.parameters,
+                                                     "reset_scene_service": "$(arg reset_scene_service)"})
+                  if n.name == "episode_manager" else n for n in real.nodes)
+    stand_in = NodeSpec(name="sim_robot", executable="sim_robot", params_file="$(arg sim_config)",
+                        parameters={"task": "$(arg task)", "robot_description": "$(arg robot)",
+                                    "use_sim_time": "$(arg use_sim_time)"}, required=True)
+    return GraphSpec(
+        name="robot_sim",
+        description="train_real's nodes and parameters against the simulated robot in real time "
+                    "(node clock, its own sensor rates and latency); no judge: the operator labels and resets.",
+        args=real.args + (
+            LaunchArg("sim_config", "$(arg config_dir)/robot_sim.yaml",
+                      "parameters of the stand-in robot (real time: rates, latency, jitter)", "file"),
+            LaunchArg("task", "g1_pick_lift", "simulated task (g1_pick_lift or g1_handover)"),
+            LaunchArg("reset_scene_service", "/sim_robot/reset_scene",
+                      "the reset puts the object back through this service first (the operator's hands; '' = "
+                      "train_real's parameters exactly: the robot only homes)"),
+        ),
+        nodes=(stand_in,) + nodes,
+    )
+
+
+_register(_against_the_stand_in(GRAPHS["train_real"]))
 
 _register(GraphSpec(
     name="train_sim",

@@ -24,6 +24,17 @@ def build_tiny_base(root) -> tuple:
     return demos, base
 
 
+def build_tiny_robot_base(root) -> tuple:
+    """Like build_tiny_base, with the observations a robot has (no simulator task state): the
+    demos and base for train_real's nodes (the robot_sim graph). (demos, base)"""
+    demos, base = root / "robot_demos", root / "robot_base.safetensors"
+    subprocess.run([sys.executable, "-m", "resfit_ros.cli", "demos", "--task", "g1_pick_lift", "--episodes", "2",
+                    "--out", str(demos), "--no-images", "--no-task-state", "--no-progress"], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "resfit_ros.cli", "train-bc", "--demos", str(demos), "--out", str(base),
+                    "--steps", "30", "--state-only", "--no-progress"], check=True, timeout=300)
+    return demos, base
+
+
 def fastdds_segment_locks(pid: int | str = "self") -> list[Path]:
     """/dev/shm lock files (`fastdds_<hex>_el`) of the Fast DDS segments process `pid` holds open."""
     paths = []

@@ -116,7 +116,8 @@ class EpisodeManager:
     def __init__(self, require_reset: bool = False) -> None:
         self.require_reset = require_reset
         self._lock = threading.Lock()
-        self._status = EpisodeStatusData(message="ready")
+        # not "ready": the status flag of that name needs a reset first
+        self._status = EpisodeStatusData(message="no episode yet")
 
     @property
     def status(self) -> EpisodeStatusData:

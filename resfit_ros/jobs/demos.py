@@ -7,10 +7,13 @@ limit and is labelled success/failure. By default only successes are kept and th
 until --episodes successes (or --max-attempts episodes) were run. One bag per kept episode
 (see resfit_ros/bags/README.md); episode ids count from 1 (continuing after existing ones with
 --append). Reset seeds come from --seed and the attempt number, a stream separate from `eval`'s.
+With --no-task-state the observations carry joint states and images only, what the robot graphs
+observe: the learner's state is the demos' state, so demos and the live observations must agree.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 from resfit_ros.jobs.sim_episodes import (
@@ -29,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cameras", default="head", help="comma-separated cameras (default head)")
     parser.add_argument("--no-images", action="store_true",
                         help="record no camera images (state-only demos; about 5x faster)")
+    parser.add_argument("--no-task-state", action="store_true",
+                        help="leave the simulator's task state (object pose, contacts) out of the observations, "
+                             "as a robot observes: demos for the robot_sim / train_real graphs, whose "
+                             "synchronizer has no task-state topic")
     parser.add_argument("--keep-failures", action="store_true",
                         help="keep failed episodes too (labelled failure); then exactly --episodes are run")
     parser.add_argument("--max-attempts", type=positive_int, default=None,
@@ -64,6 +71,13 @@ def _validate(args) -> tuple[Path, list[str], int, int]:
     if args.max_attempts and args.max_attempts < args.episodes:
         raise ArgumentError(f"--max-attempts {args.max_attempts} is below --episodes {args.episodes}")
     return out, cameras, first_id, max_attempts
+
+
+def _observed(obs, no_task_state: bool):
+    """The observation as recorded: without the simulator's task state when asked."""
+    import numpy as np
+
+    return dataclasses.replace(obs, extra=np.zeros(0), extra_names=[]) if no_task_state else obs
 
 
 def run(args) -> int:
@@ -103,12 +117,15 @@ def run(args) -> int:
                     "image_size": args.image_size if render else 0,
                     "cameras": ",".join(cameras) if render else "", "robot": env.robot.name,
                     "resfit_ros_version": resfit_ros.__version__}
+            if args.no_task_state:
+                meta["task_state"] = "none"
+            observations = [_observed(o, args.no_task_state) for o in trace.observations]
             with EpisodeWriter(out, next_id, metadata=meta, joint_names=env.joint_names) as writer:
-                for t, (obs, cmd) in enumerate(zip(trace.observations, trace.commands)):
+                for t, (obs, cmd) in enumerate(zip(observations, trace.commands)):
                     writer.write_observation(obs)
                     writer.write_step(StepData(step=t, observation_sequence=obs.sequence, command=cmd),
                                       obs.stamp_ns)
-                writer.write_observation(trace.observations[-1])  # the state after the last command
+                writer.write_observation(observations[-1])  # the state after the last command
                 writer.finish(success=trace.success)
             kept += 1
             next_id += 1

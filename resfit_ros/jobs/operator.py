@@ -8,8 +8,9 @@
     q      quit
 
 Each key is one call of the episode manager's services; the answer (accepted or the reason it was
-refused) and every status change are printed. Single keys from a terminal (raw mode); from a pipe
-it reads characters, so the console can be scripted and tested.
+refused) and every status change are printed; while an episode runs its step count every few
+seconds (the manager publishes a status at every step). Single keys from a terminal (raw mode);
+from a pipe it reads characters, so the console can be scripted and tested.
 """
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ import os
 import select
 import sys
 import termios
+import time
 import tty
 
 HELP = "keys: [space] start  [s] success  [f] failure  [r] reset  [a] abort  [e] e-stop  [t] train/eval  [q] quit"
 STATE_NAMES = {0: "IDLE", 1: "RUNNING", 2: "RESETTING", 3: "ESTOPPED"}
+STEPS_EVERY_S = 2.0   # a running episode's step count, at most this often (its status changes 20 times a second)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,10 +54,21 @@ def run(args: argparse.Namespace) -> int:
         "estop": node.create_client(SetBool, names.SET_ESTOP),
     }
     status: list[EpisodeStatus] = []
+    shown = {"key": None, "at": 0.0}
 
     def on_status(msg: EpisodeStatus) -> None:
         status[:] = [msg]
-        print(f"[status] {STATE_NAMES.get(msg.state, msg.state)} episode {msg.episode_id} steps {msg.steps} "
+        key = (msg.state, msg.episode_id, msg.label, msg.aborted, msg.ready, msg.episodes_completed,
+               msg.successes, msg.message)
+        now = time.monotonic()
+        if key == shown["key"] and not (msg.state == EpisodeStatus.RUNNING and now - shown["at"] >= STEPS_EVERY_S):
+            return          # only the step count changed: the answers stay readable
+        shown.update(key=key, at=now)
+        # "ready" = reset done and no episode since; an episode manager with require_reset starts only then
+        state = STATE_NAMES.get(msg.state, msg.state)
+        if msg.state == EpisodeStatus.IDLE:
+            state = "IDLE (ready)" if msg.ready else "IDLE (not reset)"
+        print(f"[status] {state} episode {msg.episode_id} steps {msg.steps} "
               f"| {msg.successes}/{msg.episodes_completed} successes | {msg.message}", flush=True)
 
     node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, on_status, LATCHED)

@@ -13,9 +13,20 @@ Without any command for `idle_period_s` it publishes its current state again (sa
 physics step) so late subscribers (a restarted node) see the robot. It never steps on its own:
 a step that nobody commanded could land between the episode's start and its first command, and the
 policy would then act one observation late for the whole episode (lockstep keeps any lag it gets).
+
+Real time (`lockstep:=false`, with `publish_clock:=false`): the simulator behaves like the robot,
+on its node clock (the wall clock). Physics follows the wall clock (`physics_rate_hz`, and is
+brought up to date before every command, sample and reset); the joint states (with the task state
+and the success flag) and the camera frames are sampled on their own timers at their own rates,
+stamped with the node clock at acquisition and published `*_latency_s` + U(0, `*_jitter_s`) later
+by a publishing thread, as a driver delivers them; a command is applied when it arrives and held
+until the next one (ros2_control's forward controllers have no timeout). The core is
+resfit_ros/sim/realtime.py. config/robot_sim.yaml holds the stand-in's parameters for the
+robot_sim graph.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -40,10 +51,20 @@ class SimRobotConfig:
     cameras: list[str] = None            # camera names to render ([] = state only)
     render: bool = True                  # render camera images at all
     seed: int = 0                        # first scene's seed; each reset_scene uses the next
-    lockstep: bool = True                # step when all groups commanded (else: wall-clock timer)
+    lockstep: bool = True                # step when all groups commanded (false: real time, module doc)
     idle_period_s: float = 0.5           # lockstep: re-publish the state after this long without commands
-    publish_clock: bool = True           # publish /clock (nodes run with use_sim_time)
+    publish_clock: bool = True           # publish /clock (nodes run with use_sim_time); lockstep only
     robot_description: str = ""          # unused by the simulator itself (the model defines it)
+    # real time (lockstep: false) only: the robot's own rates, like its drivers' and controllers'
+    physics_rate_hz: float = 250.0       # physics catches up with the wall clock this often (whole 2 ms steps)
+    max_catchup_s: float = 0.1           # a stall longer than this: physics skips ahead (counted), no backlog burst
+    joint_state_rate_hz: float = 200.0   # joint states (+ ~/task_state, ~/success) sampled per second
+    camera_rate_hz: float = 30.0         # frames per second of every camera (one shutter for all)
+    camera_clock_drift_ppm: float = 0.0  # the cameras' clock runs this much slow against the joints' (own devices)
+    joint_latency_s: float = 0.001       # a joint state is published this long after its acquisition (= its stamp) ...
+    joint_jitter_s: float = 0.0005       # ... plus U(0, this)
+    camera_latency_s: float = 0.015      # a frame is published this long after its acquisition (= its stamp) ...
+    camera_jitter_s: float = 0.005       # ... plus U(0, this)
 
     def __post_init__(self):
         if self.cameras is None:
@@ -51,6 +72,18 @@ class SimRobotConfig:
         require(self.control_rate_hz > 0, f"control_rate_hz must be > 0, got {self.control_rate_hz}")
         require(8 <= self.image_size <= 1024, f"image_size must be in [8, 1024], got {self.image_size}")
         require(self.idle_period_s > 0, f"idle_period_s must be > 0, got {self.idle_period_s}")
+        # a real-time robot stamps with its node clock: a /clock of its own would be a second time base
+        require(self.lockstep or not self.publish_clock, "publish_clock must be false when lockstep is false "
+                "(real time: the stamps are the node clock's, /clock is lockstep's simulated time)")
+        for key in ("physics_rate_hz", "joint_state_rate_hz", "camera_rate_hz"):
+            value = getattr(self, key)
+            require(0 < value <= 2000, f"{key} must be in (0, 2000], got {value}")
+        require(0.002 <= self.max_catchup_s <= 10, f"max_catchup_s must be in [0.002, 10], got {self.max_catchup_s}")
+        require(abs(self.camera_clock_drift_ppm) <= 10_000,
+                f"camera_clock_drift_ppm must be within +-10000, got {self.camera_clock_drift_ppm}")
+        for key in ("joint_latency_s", "joint_jitter_s", "camera_latency_s", "camera_jitter_s"):
+            value = getattr(self, key)
+            require(0 <= value <= 1, f"{key} must be in [0, 1] s, got {value}")
 
 
 class SimRobotNode:
@@ -60,6 +93,10 @@ class SimRobotNode:
         from resfit_ros.sim import TASKS, make_env
 
         require(self.cfg.task in TASKS, f"task must be one of {sorted(TASKS)}, got '{self.cfg.task}'")
+        if not self.cfg.lockstep:
+            require(not self.node.get_parameter("use_sim_time").value,
+                    "use_sim_time must be false when lockstep is false (real time stamps with the wall clock; "
+                    "nobody publishes /clock)")
         cameras = tuple(self.cfg.cameras) if self.cfg.render else ()
         self.env = make_env(self.cfg.task, image_size=self.cfg.image_size, cameras=cameras,
                             render=bool(cameras), control_hz=self.cfg.control_rate_hz, seed=self.cfg.seed)
@@ -92,13 +129,19 @@ class SimRobotNode:
         self.node.create_service(Trigger, "~/reset_scene", self.on_reset_scene)
         self.episode_running = False
         self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
-        period = self.cfg.idle_period_s if self.cfg.lockstep else 1.0 / self.cfg.control_rate_hz
-        steady_timer(self.node, min(period, 0.01) if self.cfg.lockstep else period, self.on_timer)
-        self.rejections.start_diagnostics(1.0, extra=lambda: {"seed": self.seed, "sim_time_s": self.clock_ns / 1e9})
-        self.publish()
-        self.node.get_logger().info(
-            f"task {self.cfg.task}, {self.robot.dof} joints, cameras {list(cameras)}, "
-            f"{'lockstep' if self.cfg.lockstep else 'real time'} at {self.cfg.control_rate_hz} Hz")
+        if self.cfg.lockstep:
+            steady_timer(self.node, min(self.cfg.idle_period_s, 0.01), self.on_timer)
+            self.rejections.start_diagnostics(1.0, extra=lambda: {"seed": self.seed, "sim_time_s": self.clock_ns / 1e9})
+            self.publish()
+            mode = f"lockstep at {self.cfg.control_rate_hz} Hz"
+        else:
+            self._start_real_time(cameras)
+            c = self.cfg
+            mode = (f"real time: physics {c.physics_rate_hz:g} Hz, joint states {c.joint_state_rate_hz:g} Hz "
+                    f"(+{c.joint_latency_s * 1e3:g}..{(c.joint_latency_s + c.joint_jitter_s) * 1e3:g} ms)"
+                    + (f", cameras {c.camera_rate_hz:g} Hz (+{c.camera_latency_s * 1e3:g}.."
+                       f"{(c.camera_latency_s + c.camera_jitter_s) * 1e3:g} ms)" if cameras else ""))
+        self.node.get_logger().info(f"task {self.cfg.task}, {self.robot.dof} joints, cameras {list(cameras)}, {mode}")
 
     # -- inputs ------------------------------------------------------------------------------
     def on_command(self, group: str, msg: Float64MultiArray) -> None:
@@ -110,10 +153,17 @@ class SimRobotNode:
         if not np.all(np.isfinite(data)):
             return self.rejections.reject("command_nonfinite", f"rejected command for group {group}: "
                                           f"non-finite values {data.tolist()}")
+        if not self.cfg.lockstep:
+            # physics first reaches this moment under the command held so far: the new one acts from its arrival
+            self.advance_physics()
+            self.target[idx] = np.clip(data, self.robot.lower[idx], self.robot.upper[idx])
+            self.env.set_targets(self.target)
+            self.commands_applied += 1
+            return
         # the controllers clamp to the joint limits, as the real ones do
         self.target[idx] = np.clip(data, self.robot.lower[idx], self.robot.upper[idx])
         self.fresh.add(group)
-        if self.cfg.lockstep and len(self.fresh) == len(self.groups):
+        if len(self.fresh) == len(self.groups):
             self.step()
 
     def on_status(self, msg: EpisodeStatus) -> None:
@@ -123,9 +173,7 @@ class SimRobotNode:
         self.episode_running = msg.state == EpisodeStatus.RUNNING
 
     def on_timer(self) -> None:
-        if not self.cfg.lockstep:
-            self.step()
-        elif not self.episode_running and time.monotonic() - self.last_step_wall >= self.cfg.idle_period_s:
+        if not self.episode_running and time.monotonic() - self.last_step_wall >= self.cfg.idle_period_s:
             self.last_step_wall = time.monotonic()
             self.publish()                 # same stamp: the synchronizer emits no second observation
 
@@ -137,6 +185,12 @@ class SimRobotNode:
         self.seed += 1
         self.obs = self.env.reset(seed=self.seed)
         self.target = self.obs.position.copy()
+        if not self.cfg.lockstep:
+            self.env.set_targets(self.target)
+            self.pacer.restart(time.monotonic_ns())
+            stamp_ns = self.sample_joints()
+            response.success, response.message = True, f"scene reset with seed {self.seed}; state stamped {stamp_ns} ns"
+            return response
         self.fresh.clear()
         self.clock_ns += self.dt_ns
         self.publish()
@@ -145,7 +199,7 @@ class SimRobotNode:
         response.success, response.message = True, f"scene reset with seed {self.seed}; state stamped {self.clock_ns} ns"
         return response
 
-    # -- simulation --------------------------------------------------------------------------
+    # -- lockstep simulation -----------------------------------------------------------------
     def step(self) -> None:
         self.obs, success = self.env.step(self.target)
         self.fresh.clear()
@@ -171,6 +225,116 @@ class SimRobotNode:
             img.data = rgb.tobytes()
             pub.publish(img)
         self.pub_success.publish(Bool(data=bool(success)))
+
+    # -- real time ---------------------------------------------------------------------------
+    def _start_real_time(self, cameras: tuple[str, ...]) -> None:
+        from resfit_ros.sim.env import EXTRA_NAMES
+        from resfit_ros.sim.realtime import DelayQueue, PhysicsPacer, SensorDelay
+
+        cfg = self.cfg
+        self.extra_names = list(EXTRA_NAMES)
+        self.env.set_targets(self.target)
+        # physics time starts with the first timer callback, not during the start-up (no false stall)
+        self.pacer = PhysicsPacer(float(self.env.model.opt.timestep), cfg.max_catchup_s)
+        self.joint_delay = SensorDelay(cfg.joint_latency_s, cfg.joint_jitter_s, seed=cfg.seed)
+        self.camera_delay = SensorDelay(cfg.camera_latency_s, cfg.camera_jitter_s, seed=cfg.seed + 1)
+        self.counts = {"joint_states": 0, "frames": 0, "published": 0}   # written by the executor thread only
+        self.delivered = 0                                                 # written by the delivery thread only
+        self.commands_applied = 0
+        self.skipped_reported = 0
+        # Delivery runs in its own thread, so a sample's publication never waits for a render or a
+        # physics catch-up in the executor thread (a driver's transfer runs beside its acquisition).
+        self.outbox = DelayQueue()
+        self.outbox_cv = threading.Condition()
+        self.closing = False
+        self.sender = threading.Thread(target=self._deliver_loop, name="sim_robot_delivery", daemon=True)
+        self.sender.start()
+        steady_timer(self.node, 1.0 / cfg.physics_rate_hz, self.advance_physics)
+        steady_timer(self.node, 1.0 / cfg.joint_state_rate_hz, self.sample_joints)
+        if cameras:
+            steady_timer(self.node, (1.0 + cfg.camera_clock_drift_ppm * 1e-6) / cfg.camera_rate_hz, self.sample_cameras)
+        self.rejections.start_diagnostics(1.0, extra=lambda: {
+            "seed": self.seed, "sim_time_s": round(float(self.env.data.time), 3),
+            "physics_skipped_s": round(self.pacer.skipped_s, 3), "commands_applied": self.commands_applied,
+            "joint_states_sampled": self.counts["joint_states"], "frames_sampled": self.counts["frames"],
+            "samples_published": self.counts["published"] + self.delivered})
+
+    def advance_physics(self) -> None:
+        self.env.advance(self.pacer.due(time.monotonic_ns()))
+        if self.pacer.skipped_steps > self.skipped_reported:
+            self.skipped_reported = self.pacer.skipped_steps
+            self.node.get_logger().warning(
+                f"physics fell more than {self.cfg.max_catchup_s:g} s behind the wall clock (a stalled machine) "
+                f"and skipped ahead: {self.pacer.skipped_s:.3f} s skipped so far", throttle_duration_sec=5.0)
+
+    def sample_joints(self) -> int:
+        """Acquire a joint state (+ task state, success) now; its stamp in ns (node clock)."""
+        self.advance_physics()
+        acquired = time.monotonic_ns()
+        stamp_ns = self.node.get_clock().now().nanoseconds
+        stamp = ns_to_stamp(stamp_ns)
+        q, v = self.env.joint_state()
+        js = JointState(name=list(self.robot.joint_names), position=q.tolist(), velocity=v.tolist())
+        js.header.stamp = stamp
+        task = JointState(name=self.extra_names, position=np.asarray(self.env.extra(), float).tolist())
+        task.header.stamp = stamp
+        success = Bool(data=bool(self.env.success()))
+        self._deliver(self.joint_delay, acquired, [(self.pub_joints, js), (self.pub_task, task),
+                                                   (self.pub_success, success)])
+        self.counts["joint_states"] += 1
+        return stamp_ns
+
+    def sample_cameras(self) -> None:
+        """Acquire one frame of every camera now (one shutter), stamped at acquisition."""
+        self.advance_physics()
+        acquired = time.monotonic_ns()
+        stamp = self.node.get_clock().now().to_msg()
+        messages = []
+        for cam, rgb in self.env.render_images().items():
+            img = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", step=rgb.shape[1] * 3)
+            img.header.stamp, img.header.frame_id = stamp, f"{cam}_camera"
+            img.data = rgb.tobytes()
+            messages.append((self.pub_images[cam], img))
+        self._deliver(self.camera_delay, acquired, messages)
+        self.counts["frames"] += 1
+
+    def _deliver(self, delay, acquired_ns: int, messages: list) -> None:
+        if delay.immediate:
+            for pub, msg in messages:
+                pub.publish(msg)
+            self.counts["published"] += 1
+            return
+        with self.outbox_cv:
+            self.outbox.push(delay.due(acquired_ns), messages)
+            self.outbox_cv.notify()
+
+    def _deliver_loop(self) -> None:
+        while True:
+            with self.outbox_cv:
+                ready = []
+                while not self.closing:
+                    now = time.monotonic_ns()
+                    ready = self.outbox.pop_due(now)
+                    if ready:
+                        break
+                    due = self.outbox.next_due()
+                    self.outbox_cv.wait(None if due is None else (due - now) / 1e9)
+                if self.closing:
+                    return
+            for messages in ready:
+                for pub, msg in messages:
+                    pub.publish(msg)
+                self.delivered += 1
+
+    def close(self) -> None:
+        if self.cfg.lockstep:
+            return
+        # the delivery thread must not publish on a destroyed node; messages still in flight are dropped
+        with self.outbox_cv:
+            self.closing = True
+            self.outbox_cv.notify()
+        self.sender.join(timeout=2.0)
+        self.env.close()
 
 
 def main(argv=None) -> int:

@@ -123,6 +123,25 @@ class G1Env:
         self.steps += 1
         return self.observe(), self.success()
 
+    # -- the real-time stand-in (resfit_ros/sim/realtime.py) drives physics and sensing apart --
+    def set_targets(self, command: np.ndarray) -> None:
+        """Position targets for every actuator (29, clipped to ctrlrange), held from the next physics step."""
+        command = np.asarray(command, dtype=np.float64).reshape(-1)
+        if command.shape != (len(self.joint_names),):
+            raise ValueError(f"command must have {len(self.joint_names)} values, got {command.shape}")
+        if not np.all(np.isfinite(command)):
+            raise ValueError("command contains NaN or inf")
+        self.data.ctrl[self.actuator_ids] = np.clip(command, self.ctrl_low, self.ctrl_high)
+
+    def advance(self, physics_steps: int) -> None:
+        """Run `physics_steps` physics steps (PHYSICS_TIMESTEP each) with the targets as they are."""
+        if physics_steps > 0:
+            mujoco.mj_step(self.model, self.data, nstep=int(physics_steps))
+
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(29,) positions and (29,) velocities now, in the description's order (no rendering)."""
+        return self.data.qpos[self.qpos_idx].copy(), self.data.qvel[self.dof_idx].copy()
+
     def set_joint_positions(self, q: np.ndarray) -> None:
         """Teleport the robot to q (29,) at rest, targets = q (a reset service's 'go home')."""
         q = np.clip(np.asarray(q, dtype=np.float64).reshape(-1), self.ctrl_low, self.ctrl_high)

@@ -53,6 +53,19 @@ def test_demos_writes_one_bag_per_episode(demo_dir):
         assert ep.num_observations == ep.num_steps + 1
 
 
+def test_demos_without_task_state_observe_what_the_robot_graph_observes(tmp_path):
+    """--no-task-state: joint states only (the robot_sim / train_real synchronizer has no task-state
+    topic), so the learner's state from these demos has the live observations' size (58 = 2 x 29)."""
+    out = tmp_path / "robot_demos"
+    proc = cli("demos", "--task", "g1_pick_lift", "--episodes", "1", "--out", str(out), "--no-images",
+               "--no-task-state")
+    assert proc.returncode == 0, proc.stderr
+    [(_, ep)] = scan_episodes(out)
+    assert not isinstance(ep, str), ep
+    assert ep.extra_names == [] and ep.extra.shape == (ep.num_observations, 0)
+    assert ep.states().shape[1] == 2 * 29 and ep.metadata["task_state"] == "none" and ep.success
+
+
 def test_train_bc_writes_a_loadable_artifact_and_plot(artifact):
     from resfit_ros.policy import load_base_policy
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from resfit_ros.graph import GRAPHS
+from resfit_ros.graph import GRAPHS, resolve_args
 
 LAUNCH_DIR = Path(__file__).resolve().parents[2] / "launch"
 
@@ -47,7 +47,7 @@ def _fake_launch_modules(monkeypatch):
     return classes
 
 
-@pytest.mark.parametrize("graph_name", ["train_real", "train_sim", "eval"])
+@pytest.mark.parametrize("graph_name", ["train_real", "train_sim", "eval", "robot_sim"])
 def test_launch_file_declares_the_graph(monkeypatch, graph_name):
     classes = _fake_launch_modules(monkeypatch)
     ns = runpy.run_path(str(LAUNCH_DIR / f"{graph_name}.launch.py"))
@@ -76,7 +76,7 @@ def test_launch_file_declares_the_graph(monkeypatch, graph_name):
         assert not {"sim_robot", "judge"} & {s.executable for s in graph.nodes}
 
 
-@pytest.mark.parametrize("config", ["sim.yaml", "real.yaml"])
+@pytest.mark.parametrize("config", ["sim.yaml", "real.yaml", "robot_sim.yaml"])
 def test_every_parameter_file_section_matches_a_node_config(config):
     """Each section of the graphs' parameter files is accepted by the node's config dataclass."""
     import importlib
@@ -102,3 +102,32 @@ def test_every_parameter_file_section_matches_a_node_config(config):
             values["base_artifact"] = "given/by/the/launch/argument.safetensors"
         cls = getattr(module, cls_name)
         config_from_dict(cls, component_values(cls, values), source=f"{config} [{node}]")
+
+
+def test_robot_sim_runs_train_real_unchanged_beside_the_stand_in():
+    """robot_sim = train_real's node commands (same names, executables, parameter file and
+    overrides, respawn) + the stand-in robot in real time; the one addition is the manager's scene
+    reset, and `reset_scene_service:=''` removes it (the default '' of EpisodeManagerConfig)."""
+    from resfit_ros.config import read_parameters
+    from resfit_ros.runner import node_command
+
+    real, sim = GRAPHS["train_real"], GRAPHS["robot_sim"]
+    paths = {"base_artifact": "/b.safetensors", "output_dir": "/o", "demos_dir": "/d"}
+    real_args = resolve_args(real, paths, package_config_dir="/cfg")
+    for scene_reset in ("/sim_robot/reset_scene", ""):
+        sim_args = resolve_args(sim, dict(paths, reset_scene_service=scene_reset), package_config_dir="/cfg")
+        commands = {n.name: node_command(n, sim_args) for n in sim.nodes}
+        assert set(commands) == {n.name for n in real.nodes} | {"sim_robot"}
+        for spec in real.nodes:
+            mine = next(n for n in sim.nodes if n.name == spec.name)
+            assert (mine.executable, mine.params_file, mine.respawn, mine.required) == \
+                (spec.executable, spec.params_file, spec.respawn, spec.required)
+            expected = node_command(spec, real_args)
+            if spec.name == "episode_manager":
+                expected += ["-p", f"reset_scene_service:={scene_reset or chr(39) * 2}"]
+            assert commands[spec.name] == expected, spec.name
+    stand_in = next(n for n in sim.nodes if n.name == "sim_robot")
+    assert stand_in.required and "sim_config" in stand_in.params_file
+    sim_params = read_parameters(Path(__file__).resolve().parents[2] / "config" / "robot_sim.yaml", "sim_robot")
+    assert sim_params["lockstep"] is False and sim_params["publish_clock"] is False
+    assert sim_args["use_sim_time"] == "false" and not {"judge"} & set(commands)

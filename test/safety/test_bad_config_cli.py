@@ -80,7 +80,7 @@ def _wrong_type(value):
 
 def _config_cases():
     cases = []
-    for fname in ("sim.yaml", "real.yaml"):
+    for fname in ("sim.yaml", "real.yaml", "robot_sim.yaml"):
         doc = yaml.safe_load((config_dir() / fname).read_text())
         for section, block in doc.items():
             params = block["ros__parameters"]
@@ -135,7 +135,13 @@ CLI_CASES = [
     (["node", "judge", "--ros-args", "--params-file", "{tmp}/missing.yaml"], ["missing.yaml"]),
     (["node", "judge", "--ros-args", "-p", "eval_every:=-1"], ["eval_every", "-1"]),
     (["node", "recorder", "--ros-args", "-p", "output_dir:={tmp}/out", "-p", "compres:=true"], ["compres"]),
+    (["node", "sim_robot", "--ros-args", "-p", "lockstep:=false"], ["publish_clock must be false", "lockstep"]),
+    (["node", "sim_robot", "--ros-args", "-p", "lockstep:=false", "-p", "publish_clock:=false", "-p",
+      "use_sim_time:=true"], ["use_sim_time must be false", "lockstep"]),
+    (["node", "sim_robot", "--ros-args", "-p", "camera_latency_s:=-0.01"], ["camera_latency_s", "-0.01"]),
+    (["node", "sim_robot", "--ros-args", "-p", "joint_state_rate_hz:=0.0"], ["joint_state_rate_hz", "0.0"]),
     (["launch", "nope"], ["unknown graph 'nope'"]),
+    (["launch", "robot_sim", "sim_config:={tmp}/none.yaml", "base_artifact:={file}"], ["sim_config", "no such file"]),
     (["launch", "echo_pair", "wrong:=1", "--show"], ["wrong"]),
     (["launch", "echo_pair", "novalue", "--show"], ["novalue", "key:=value"]),
     (["launch", "train_sim", "episodez:=3", "--show"], ["episodez"]),
