@@ -113,12 +113,7 @@ class G1Env:
 
     def step(self, command: np.ndarray) -> tuple[ObservationData, bool]:
         """Hold `command` (29 joint position targets, clipped to ctrlrange) for one control period."""
-        command = np.asarray(command, dtype=np.float64).reshape(-1)
-        if command.shape != (len(self.joint_names),):
-            raise ValueError(f"command must have {len(self.joint_names)} values, got {command.shape}")
-        if not np.all(np.isfinite(command)):
-            raise ValueError("command contains NaN or inf")
-        self.data.ctrl[self.actuator_ids] = np.clip(command, self.ctrl_low, self.ctrl_high)
+        self.set_targets(command)
         mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
         self.steps += 1
         return self.observe(), self.success()
