@@ -117,6 +117,38 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def field_descriptions(cls: type) -> dict[str, str]:
+    """Each field's description for `ros2 param describe`: its trailing comment in the class
+    source (the one place a field is explained), with its type and default."""
+    import inspect
+    import re
+
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
+            if m:
+                comments[m.group(1)] = m.group(2).strip()
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+        hint = hints[f.name]
+        kind = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+        text = comments.get(f.name, "")
+        out[f.name] = (f"{text} " if text else "") + f"[{kind}, default {default!r}]"
+    return out
+
+
 def config_from_dict(cls: type[T], values: Mapping[str, Any], source: str = "config") -> T:
     """Build dataclass `cls` from `values`; unknown keys and wrong types raise ConfigError."""
     if not dataclasses.is_dataclass(cls):

@@ -25,7 +25,6 @@ LABEL_EPISODE = "/resfit/label_episode"        # resfit_ros/LabelEpisode
 RESET = "/resfit/reset"                        # std_srvs/Trigger
 ABORT_EPISODE = "/resfit/abort_episode"        # std_srvs/Trigger
 SET_ESTOP = "/resfit/set_estop"                # std_srvs/SetBool (true = stop, false = clear)
-SIM_RESET_SCENE = "/sim/reset_scene"           # std_srvs/Trigger (simulation only)
 
 # --- observation keys (ROS-free batches) ---------------------------------------------------
 OBS_STATE = "state"      # (B, state_dim) float32: joint positions, velocities, extra

@@ -98,6 +98,13 @@ def demo_base_actions(ep: Episode, base_policy, base_digest: str, cache_root: Pa
     return out
 
 
+def state_size_mismatch(episode_dim: int, replay_dim: int) -> str:
+    """One line for the commonest set-up mistake: demos and robot observe different states."""
+    return (f"its observations are {episode_dim}-D, the replay's (built from the demonstrations) {replay_dim}-D: "
+            "demonstrations and robot must record the same observation (joint positions + velocities, plus the "
+            "task state only in simulation; for a robot record demos with `resfit-ros demos --no-task-state`)")
+
+
 @dataclass
 class IngestStats:
     episodes: int = 0
@@ -148,6 +155,8 @@ class BagIngest:
                         raise ValueError("demonstrations need the base policy to compute base actions")
                     base = demo_base_actions(ep, self.base_policy, self.base_digest, root / ".base_actions")
                 arrays = episode_arrays(ep, base, self.camera_names)
+                if arrays.states.shape[1] != self.buffer.state_dim:
+                    raise ValueError(state_size_mismatch(arrays.states.shape[1], self.buffer.state_dim))
                 self.buffer.add_episode(arrays.states, arrays.base_actions, arrays.actions, arrays.success,
                                         demo=demo, images=arrays.images)
             except Exception as exc:  # one bad episode never stops the others (reason kept and logged)

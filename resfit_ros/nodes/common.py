@@ -39,13 +39,59 @@ PRESENCE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=H
 
 
 def node_config(node: Node, cls: type[T]) -> T:
-    """Build config dataclass `cls` from the node's parameters (file + overrides), validated.
+    """Build config dataclass `cls` from the node's parameters (file + overrides), validated, then
+    declare every field as a read-only parameter with its description.
 
     Nodes are created with automatically_declare_parameters_from_overrides=True so that a key in
-    the YAML that the config does not know is reported instead of silently ignored.
+    the YAML that the config does not know is reported instead of silently ignored. The config is
+    read once: `ros2 param set` is refused with the reason rather than accepted and ignored.
     """
     values = {name: param.value for name, param in node.get_parameters_by_prefix("").items()}
-    return config_from_dict(cls, component_values(cls, values), source=f"node '{node.get_name()}' parameters")
+    cfg = config_from_dict(cls, component_values(cls, values), source=f"node '{node.get_name()}' parameters")
+    declare_config(node, cfg)
+    return cfg
+
+
+_ARRAY_TYPES = {float: "DOUBLE_ARRAY", int: "INTEGER_ARRAY", str: "STRING_ARRAY", bool: "BOOL_ARRAY"}
+
+
+def declare_config(node: Node, cfg) -> None:
+    """Every field of `cfg` as a read-only parameter (`ros2 param list/describe/get` show them)."""
+    import dataclasses
+    import typing
+
+    from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+    from rclpy.parameter import Parameter
+
+    from resfit_ros.config import field_descriptions
+
+    descriptions = field_descriptions(type(cfg))
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        if not f.init:
+            continue
+        descriptor = ParameterDescriptor(description=descriptions[f.name], read_only=True)
+        if node.has_parameter(f.name):                        # given in the YAML or on the command line
+            descriptor.type = node.get_parameter(f.name).type_.value
+            node.set_descriptor(f.name, descriptor)
+            continue
+        value = getattr(cfg, f.name)
+        if isinstance(value, tuple):
+            value = list(value)
+        if value is None or isinstance(value, dict):
+            continue                                          # no ROS parameter type holds these
+        if isinstance(value, list) and not value:             # an empty list: its type from the hint
+            item = (typing.get_args(hints[f.name]) or (str,))[0]
+            value = getattr(Parameter.Type, _ARRAY_TYPES.get(item, "STRING_ARRAY"))
+        node.declare_parameter(f.name, value, descriptor)
+
+    def refuse(params):
+        names = ", ".join(p.name for p in params)
+        return SetParametersResult(successful=False, reason=(
+            f"{node.get_name()} reads its parameters once at start-up ({names} not changed): "
+            "restart the node with the new value (--ros-args -p NAME:=VALUE or the parameter YAML)"))
+
+    node.add_on_set_parameters_callback(refuse)
 
 
 def make_node(name: str, **kw) -> Node:

@@ -97,6 +97,7 @@ class Learner:
         self.rejections.start_diagnostics(1.0, extra=lambda: {"steps_seen": self.steps_seen})
         self.node.create_subscription(StepRecord, names.STEP_RECORD, self.on_step, STREAM)
         self.setup()
+        self.skipped_reported: set[str] = set()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.train_loop, name="learner", daemon=True)
         self.thread.start()
@@ -201,6 +202,7 @@ class Learner:
                     last_scan = time.monotonic()
                     for path in self.ingest.poll(cfg.episodes_dir, demo=False):
                         self.log_episode(path)
+                    self.log_skipped()
                 with self.lock:
                     budget = self.schedule.budget(self.steps_seen)
                 if self.updates_this_run() + cfg.utd > budget:
@@ -226,6 +228,13 @@ class Learner:
             log.fatal(f"training thread failed: {type(exc).__name__}: {exc}")
             self.exit_code = 1
             self.finished = True
+
+    def log_skipped(self) -> None:
+        # each refused online episode once, as an error: it is data the operator labelled
+        for path, reason in self.ingest.stats["online"].skipped.items():
+            if path not in self.skipped_reported:
+                self.skipped_reported.add(path)
+                self.node.get_logger().error(f"episode {Path(path).name} not trained on: {reason}")
 
     def log_episode(self, path: Path) -> None:
         # this episode's entry (one poll may ingest several: the newest is not necessarily this one)

@@ -99,6 +99,7 @@ class ResidualPolicyNode:
         self.policy = None                 # ResidualPolicy once weights arrived
         self.spec: PolicySpec | None = None
         self.weights_version = 0
+        self.state_size_reported: tuple[int, int] | None = None   # (weights, observations) already logged
         self.status: EpisodeStatus | None = None
         self.episode_id = 0
         self.step = 0
@@ -252,6 +253,8 @@ class ResidualPolicyNode:
             if self.spec is not None:   # fits the loaded network (else act() would fail mid-tick)
                 problem = self.spec.observation_problem(len(obs.state_vector()), obs.images)
                 if problem is not None:
+                    if problem[0] == "state_dim":
+                        self.report_state_size(len(obs.state_vector()))
                     raise ObservationError(problem[1], problem[0])
             order = self.obs_order.check(obs.stamp_ns, self.node.get_clock().now().nanoseconds)
             if order is not None:
@@ -384,6 +387,17 @@ class ResidualPolicyNode:
         record.header.stamp = ns_to_stamp(obs.stamp_ns)
         self.pub_step.publish(record)
         self.step += 1
+
+    def report_state_size(self, observed: int) -> None:
+        # every observation is refused until matching weights arrive: say once why, and the fix
+        from resfit_ros.learning.from_bags import state_size_mismatch
+
+        if self.state_size_reported != (self.spec.state_dim, observed):
+            self.state_size_reported = (self.spec.state_dim, observed)
+            self.node.get_logger().error(
+                f"residual weights v{self.weights_version} cannot act on this robot's observations "
+                "(each one is refused; the watchdog holds the robot): "
+                + state_size_mismatch(observed, self.spec.state_dim))
 
     # -- watchdog and diagnostics --------------------------------------------------------------------
     def on_watchdog(self) -> None:

@@ -304,3 +304,55 @@ def test_the_node_commands_what_control_step_computes_in_process(ros_context, sp
     assert len(episodes[1]) > warmup
     first_of_2, last_of_1 = episodes[2][0], episodes[1][-1]
     assert np.any(np.abs(np.asarray(first_of_2.command) - np.asarray(last_of_1.command)) > limits.max_step)
+
+
+@pytest.mark.ros
+def test_the_node_refuses_weights_for_another_state_size_with_one_clear_error(ros_context, spawn, tmp_path):
+    """Weights trained on 67-D simulator states (joints + task state) meet a robot's 58-D
+    observations: every observation is refused (counted; no command from a network that cannot
+    read it), and one error line says why and how to fix it (demos without the task state)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from resfit_ros import names
+    from resfit_ros.msg import EpisodeStatus, Observation, StepRecord
+    from resfit_ros.nodes.common import LATCHED, STREAM
+    from resfit_ros.robot import RobotDescription, config_dir
+    from test.support import node_argv
+
+    robot_file = config_dir() / "robots" / "g1_sim.yaml"
+    robot = RobotDescription.load(robot_file)
+    dof, trained_dim = robot.dof, 2 * robot.dof + 9
+    rng = np.random.default_rng(0)
+    normaliser = Normaliser.from_demonstrations(rng.normal(size=(50, trained_dim)),
+                                                robot.home + rng.normal(0.0, 0.05, (50, dof)), CONFIG.action_scale)
+    agent = ResidualAgent(CONFIG, trained_dim, dof, [], 84, 0, normaliser)
+    checkpoint = agent.save_checkpoint(tmp_path / "residual")
+    proc = spawn(node_argv("residual_policy", "-p", f"robot_description:={robot_file}",
+                           "-p", f"residual_checkpoint:={checkpoint}", "-p", "diagnostics_period_s:=0.2"),
+                 name="residual")
+    node = ros_context.node
+    records: list = []
+    node.create_subscription(StepRecord, names.STEP_RECORD, records.append, STREAM)
+    status: list = []
+    node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, lambda m: status.extend(
+        s for s in m.status if s.name.endswith("residual_policy")), 10)
+    assert ros_context.spin_until(lambda: status, 90), open(proc.log_path).read()[-3000:]
+    node.create_publisher(EpisodeStatus, names.EPISODE_STATUS, LATCHED).publish(
+        EpisodeStatus(state=EpisodeStatus.RUNNING, episode_id=1, explore=False))
+    obs_pub = node.create_publisher(Observation, names.OBSERVATION, STREAM)
+
+    def refused() -> int:
+        return max((int(v.value) for s in status for v in s.values if v.key == "rejected/observation_state_dim"),
+                   default=0)
+
+    for seq in range(20):
+        msg = Observation(sequence=seq, joint_names=robot.joint_names, position=robot.home.tolist(),
+                          velocity=[0.0] * dof)
+        msg.header.stamp = node.get_clock().now().to_msg()
+        obs_pub.publish(msg)
+        ros_context.spin_until(lambda: False, 0.05)
+    assert ros_context.spin_until(lambda: refused() >= 15, 20), open(proc.log_path).read()[-3000:]
+    log = open(proc.log_path).read()
+    assert records == []                                   # no command computed from those weights
+    errors = [line for line in log.splitlines() if "cannot act on this robot's observations" in line]
+    assert len(errors) == 1 and "58-D" in errors[0] and "67-D" in errors[0] and "--no-task-state" in errors[0], errors

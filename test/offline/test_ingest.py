@@ -95,3 +95,15 @@ def test_bags_summary_reports_problems_and_windows(tmp_path, capsys):
     assert "unknown message type" in out and "empty episode" in out and "success 3/5 = 0.60" in out
     assert main(["bags", str(tmp_path), "--quiet"]) == 1     # the old form still works
     assert "3 success, 2 failure, 0 aborted, 4 unreadable" in capsys.readouterr().out
+
+
+def test_an_episode_with_another_state_size_is_refused_with_the_fix(tmp_path):
+    # the replay built from 58-D robot demos (no task state); the robot's episode carries 67-D states
+    cfg = ReplayConfig(online_capacity=500, demo_capacity=10, nstep=3, gamma=0.9)
+    buffer = ReplayBuffer(cfg, 2 * DOF, DOF, 0, 16, seed=0)
+    path, *_ = write_online(tmp_path, 1, 5, seed=0)
+    ingest = BagIngest(buffer, [])
+    assert ingest.poll(tmp_path, demo=False) == []
+    reason = ingest.stats["online"].skipped[str(path)]
+    assert f"{STATE}-D" in reason and f"{2 * DOF}-D" in reason and "--no-task-state" in reason, reason
+    assert buffer.num_online_transitions == 0
