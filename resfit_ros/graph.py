@@ -14,11 +14,11 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-# Every node executable of the package (CMakeLists.txt installs one launcher per name).
-NODE_EXECUTABLES = (
-    "sim_robot", "synchronizer", "base_chunk_server", "residual_policy", "episode_manager",
-    "recorder", "learner", "judge", "echo_observation",
-)
+from resfit_ros.nodes import NODE_MODULES
+
+# Every node executable of the package: the names of nodes.NODE_MODULES (CMakeLists.txt reads the
+# same table and installs one launcher per name).
+NODE_EXECUTABLES = tuple(NODE_MODULES)
 
 _ARG = re.compile(r"\$\(arg ([A-Za-z_][A-Za-z0-9_]*)\)")
 
