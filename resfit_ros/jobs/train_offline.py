@@ -23,6 +23,10 @@ from pathlib import Path
 from resfit_ros.jobs.sim_episodes import fail, nonnegative_int, positive_int
 
 VERB = "train-offline"
+# flags named as OfflineSettings fields (dashes for underscores); unset ones keep its defaults
+SETTINGS_FLAGS = ("utd", "batch_size", "demo_fraction", "nstep", "gamma", "online_capacity", "demo_capacity",
+                  "action_scale", "residual_penalty", "exploration_std", "actor_lr", "critic_lr", "hidden_dim",
+                  "num_critic_heads", "critic_warmup_updates", "seed")
 
 
 def _float(text: str) -> float:
@@ -33,6 +37,8 @@ def _float(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # agent and replay flags: unset ones keep OfflineSettings' defaults (the learner node's too;
+    # `resfit-ros node learner` + `ros2 param describe` lists them); the CLI stays free of torch
     parser.add_argument("--demos", required=True, help="directory of demonstration episode bags")
     parser.add_argument("--episodes", action="append", default=[],
                         help="directory of online episode bags (repeatable; optional)")
@@ -42,32 +48,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="total training iterations (utd critic updates + 1 actor update each; default 1000)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     parser.add_argument("--use-cameras", action="store_true", help="learn from the camera images (else state only)")
-    parser.add_argument("--utd", type=positive_int, default=4, help="critic updates per iteration (default 4)")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="transitions per update (default 256)")
-    parser.add_argument("--demo-fraction", type=_float, default=0.5, help="demo share of a batch (default 0.5)")
-    parser.add_argument("--nstep", type=positive_int, default=3, help="n of the n-step return (default 3)")
-    parser.add_argument("--gamma", type=_float, default=0.99, help="discount (default 0.99)")
-    parser.add_argument("--online-capacity", type=positive_int, default=200_000,
-                        help="online replay slots (default 200000)")
-    parser.add_argument("--demo-capacity", type=positive_int, default=50_000, help="demo replay slots (default 50000)")
-    parser.add_argument("--action-scale", type=_float, default=0.1, help="residual bound, normalised (default 0.1)")
+    parser.add_argument("--utd", type=positive_int, default=argparse.SUPPRESS,
+                        help="critic updates per iteration (default: the learner's)")
+    parser.add_argument("--batch-size", type=positive_int, default=argparse.SUPPRESS,
+                        help="transitions per update (default: the learner's)")
+    parser.add_argument("--demo-fraction", type=_float, default=argparse.SUPPRESS,
+                        help="demo share of a batch (default: the learner's)")
+    parser.add_argument("--nstep", type=positive_int, default=argparse.SUPPRESS,
+                        help="n of the n-step return (default: the learner's)")
+    parser.add_argument("--gamma", type=_float, default=argparse.SUPPRESS, help="discount (default: the learner's)")
+    parser.add_argument("--online-capacity", type=positive_int, default=argparse.SUPPRESS,
+                        help="online replay slots (default: the learner's)")
+    parser.add_argument("--demo-capacity", type=positive_int, default=argparse.SUPPRESS,
+                        help="demo replay slots (default: the learner's)")
+    parser.add_argument("--action-scale", type=_float, default=argparse.SUPPRESS,
+                        help="residual bound, normalised (default: the learner's)")
     parser.add_argument("--residual-gains", nargs="*", default=[], metavar="PREFIX=GAIN",
                         help="per-joint residual reach: the first entry whose prefix starts a joint's name sets its "
                              "gain (0-10, 0 = no residual), 1 elsewhere; e.g. right_hand_=10 right_=0.25")
-    parser.add_argument("--residual-penalty", type=_float, default=0.0,
-                        help="actor loss weight of sum_j (residual_j / bound_j)^2 (default 0: plain TD3)")
-    parser.add_argument("--exploration-std", type=_float, default=0.05, help="target smoothing std (default 0.05)")
-    parser.add_argument("--actor-lr", type=_float, default=3e-6, help="actor learning rate (default 3e-6)")
-    parser.add_argument("--critic-lr", type=_float, default=1e-4, help="critic learning rate (default 1e-4)")
-    parser.add_argument("--hidden-dim", type=positive_int, default=256, help="actor/critic hidden width (default 256)")
-    parser.add_argument("--num-critic-heads", type=positive_int, default=10, help="critic ensemble size (default 10)")
-    parser.add_argument("--critic-warmup-updates", type=nonnegative_int, default=1000,
-                        help="critic-only updates before the first actor update (default 1000)")
+    parser.add_argument("--residual-penalty", type=_float, default=argparse.SUPPRESS,
+                        help="actor loss weight of sum_j (residual_j / bound_j)^2 (default: the learner's)")
+    parser.add_argument("--exploration-std", type=_float, default=argparse.SUPPRESS,
+                        help="target smoothing std (default: the learner's)")
+    parser.add_argument("--actor-lr", type=_float, default=argparse.SUPPRESS,
+                        help="actor learning rate (default: the learner's)")
+    parser.add_argument("--critic-lr", type=_float, default=argparse.SUPPRESS,
+                        help="critic learning rate (default: the learner's)")
+    parser.add_argument("--hidden-dim", type=positive_int, default=argparse.SUPPRESS,
+                        help="actor/critic hidden width (default: the learner's)")
+    parser.add_argument("--num-critic-heads", type=positive_int, default=argparse.SUPPRESS,
+                        help="critic ensemble size (default: the learner's)")
+    parser.add_argument("--critic-warmup-updates", type=nonnegative_int, default=argparse.SUPPRESS,
+                        help="critic-only updates before the first actor update (default: the learner's)")
     parser.add_argument("--checkpoint-every-updates", type=positive_int, default=2000,
                         help="checkpoint this often, in critic updates (default 2000; always at the end)")
     parser.add_argument("--log-every", type=positive_int, default=10,
                         help="TensorBoard scalars every this many iterations (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="seed (default: the learner's)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -94,15 +111,8 @@ def run(args) -> int:
     if not args.resume and ckpt_dir.is_dir() and any(ckpt_dir.iterdir()):
         return fail(VERB, f"--out {out}: {ckpt_dir} already holds checkpoints; pass --resume or choose another --out")
     try:
-        settings = OfflineSettings(
-            use_cameras=args.use_cameras, seed=args.seed, utd=args.utd, action_scale=args.action_scale,
-            residual_gains=args.residual_gains,
-            residual_penalty=args.residual_penalty,
-            exploration_std=args.exploration_std, actor_lr=args.actor_lr, critic_lr=args.critic_lr,
-            hidden_dim=args.hidden_dim, num_critic_heads=args.num_critic_heads,
-            critic_warmup_updates=args.critic_warmup_updates, batch_size=args.batch_size,
-            demo_fraction=args.demo_fraction, nstep=args.nstep, gamma=args.gamma,
-            online_capacity=args.online_capacity, demo_capacity=args.demo_capacity)
+        given = {name: getattr(args, name) for name in SETTINGS_FLAGS if hasattr(args, name)}
+        settings = OfflineSettings(use_cameras=args.use_cameras, residual_gains=args.residual_gains, **given)
     except ValueError as exc:   # ConfigError
         return fail(VERB, str(exc))
 
@@ -144,7 +154,7 @@ def run(args) -> int:
                             q=f"{stats.get('values/q_mean', float('nan')):.3f}")
 
     try:
-        stats = train(setup, args.steps, args.utd, ckpt_dir, args.checkpoint_every_updates, on_iteration)
+        stats = train(setup, args.steps, settings.utd, ckpt_dir, args.checkpoint_every_updates, on_iteration)
     except KeyboardInterrupt:
         from resfit_ros.learning.offline import save_offline_checkpoint
 

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from resfit_ros.config import ConfigError, require
+from resfit_ros.learning.config import AgentConfig
 from resfit_ros.learning.normaliser import MAX_RESIDUAL_BOUND
 
 log = logging.getLogger(__name__)
@@ -48,31 +49,37 @@ class SetupError(ValueError):
     """The inputs cannot make a learner (no demos, bad base, no cameras, bad checkpoint, ...)."""
 
 
+_AGENT = AgentConfig()   # the agent fields' defaults are AgentConfig's (one definition)
+
+
 @dataclass
 class OfflineSettings:
-    """Agent + replay settings; defaults equal the learner node's LearnerConfig."""
-    use_cameras: bool = False
-    seed: int = 0
-    utd: int = 4
-    action_scale: float = 0.1
-    residual_gains: list[str] = field(default_factory=list)  # "PREFIX=GAIN": see residual_gain_vector
-    residual_penalty: float = 0.0
-    exploration_std: float = 0.05
-    random_warmup_steps: int = 0
-    random_warmup_fraction: float = 1.0
-    actor_lr: float = 3e-6
-    critic_lr: float = 1e-4
-    hidden_dim: int = 256
-    critic_layer_norm: bool = True
-    critic_sees_base: bool = False
-    num_critic_heads: int = 10
-    critic_warmup_updates: int = 1000
-    batch_size: int = 256
-    demo_fraction: float = 0.5
-    nstep: int = 3
+    """Agent + replay settings: `resfit-ros train-offline`'s, and the learner node's (its
+    LearnerConfig extends this class). Each agent field's meaning: resfit_ros/learning/config.py."""
+    use_cameras: bool = False                 # learn from the episode's camera images (else state only)
+    seed: int = 0                             # agent, replay sampling
+    utd: int = 4                              # critic updates per environment step
+    action_scale: float = _AGENT.action_scale  # residual bound in normalised action units
+    # per-joint residual reach: "PREFIX=GAIN" entries, the first whose prefix starts a joint's name
+    # wins, 1 elsewhere (0 = no residual on that joint); e.g. ["right_hand_=10", "right_=0.25"]
+    residual_gains: list[str] = field(default_factory=list)
+    residual_penalty: float = _AGENT.residual_penalty  # actor loss weight of |residual / bound|^2
+    exploration_std: float = _AGENT.exploration_std  # Gaussian exploration (and target smoothing) std, normalised units
+    random_warmup_steps: int = _AGENT.random_warmup_steps  # first N training steps: random residual, no update (then the critic warm-up)
+    random_warmup_fraction: float = _AGENT.random_warmup_fraction  # ... uniform over this fraction of each joint's bound
+    actor_lr: float = _AGENT.actor_lr
+    critic_lr: float = _AGENT.critic_lr
+    hidden_dim: int = 256                     # width of actor and critic hidden layers
+    critic_layer_norm: bool = _AGENT.critic_layer_norm  # off only for the ablation
+    critic_sees_base: bool = _AGENT.critic_sees_base  # the critic also reads the base's action
+    num_critic_heads: int = _AGENT.num_critic_heads
+    critic_warmup_updates: int = _AGENT.critic_warmup_updates  # critic-only updates before the actor trains
+    batch_size: int = _AGENT.batch_size
+    demo_fraction: float = 0.5                # share of each batch drawn from the demonstrations
+    nstep: int = 3                            # n-step returns
     gamma: float = 0.99
-    online_capacity: int = 200_000
-    demo_capacity: int = 50_000
+    online_capacity: int = 200_000            # online transitions kept (oldest evicted)
+    demo_capacity: int = 50_000               # demonstration transitions kept
 
     def __post_init__(self) -> None:
         require(self.utd >= 1, f"utd must be >= 1, got {self.utd}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from resfit_ros import names
 from resfit_ros.config import ConfigError, require
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.weights import pack_weights
+from resfit_ros.learning.offline import OfflineSettings
 from resfit_ros.learning.schedule import UpdateSchedule
 from resfit_ros.msg import LearnerMetrics, PolicyWeights, StepRecord, Tensor
 from resfit_ros.nodes.common import LATCHED, STREAM, Rejections, make_node, node_config, run
@@ -33,50 +34,26 @@ MAX_TRAINING_STEP_JUMP = 10_000
 
 
 @dataclass
-class LearnerConfig:
+class LearnerConfig(OfflineSettings):
+    """The agent and replay fields are OfflineSettings' (shared with `resfit-ros train-offline`);
+    these are the node's own."""
     output_dir: str = "outputs/run"           # checkpoints/, tensorboard/ go here
     demos_dir: str = "outputs/demos/g1_pick_lift"  # demonstration episode bags
     episodes_dir: str = "outputs/run/episodes"  # online episode bags (the recorder's output_dir)
     base_artifact: str = ""                   # frozen base policy: base actions of the demos
-    use_cameras: bool = False                 # learn from the episode's camera images (else state only)
-    utd: int = 4                              # critic updates per environment step
     initial_updates: int = 1000               # critic-only updates on the demos before the first step
     publish_every_updates: int = 100          # push weights to the policy node this often
     checkpoint_every_updates: int = 2000      # atomic checkpoint this often
     scan_period_s: float = 1.0                # look for newly completed episodes this often
     num_threads: int = 1                      # torch threads for the updates
-    seed: int = 0
-    # agent (see resfit_ros/learning/config.py for the meaning of each)
-    action_scale: float = 0.1
-    # per-joint residual reach: "PREFIX=GAIN" entries, the first whose prefix starts a joint's name
-    # wins, 1 elsewhere (0 = no residual on that joint); e.g. ["right_hand_=10", "right_=0.25"]
-    residual_gains: list[str] = field(default_factory=list)
-    residual_penalty: float = 0.0             # actor loss weight of |residual / action_scale|^2
-    exploration_std: float = 0.05
-    random_warmup_steps: int = 0              # first N training steps: random residual, no update (then the critic warm-up)
-    random_warmup_fraction: float = 1.0       # ... uniform over this fraction of each joint's bound
-    actor_lr: float = 3e-6
-    critic_lr: float = 1e-4
-    hidden_dim: int = 256
-    critic_layer_norm: bool = True            # off only for the ablation
-    critic_sees_base: bool = False            # the critic also reads the base's action (AgentConfig)
-    num_critic_heads: int = 10
-    critic_warmup_updates: int = 1000
-    batch_size: int = 256
-    # replay
-    demo_fraction: float = 0.5
-    nstep: int = 3
-    gamma: float = 0.99
-    online_capacity: int = 200_000
     robot_description: str = ""               # unused; accepted so one YAML serves all nodes
 
     def __post_init__(self):
-        require(self.utd >= 1, f"utd must be >= 1, got {self.utd}")
+        super().__post_init__()
         require(self.initial_updates >= 0, f"initial_updates must be >= 0, got {self.initial_updates}")
         require(self.publish_every_updates >= 1, f"publish_every_updates must be >= 1, got {self.publish_every_updates}")
         require(self.checkpoint_every_updates >= 1,
                 f"checkpoint_every_updates must be >= 1, got {self.checkpoint_every_updates}")
-        require(self.hidden_dim >= 8, f"hidden_dim must be >= 8, got {self.hidden_dim}")
 
 
 class Learner:
