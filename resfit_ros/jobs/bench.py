@@ -6,16 +6,33 @@ import runpy
 import sys
 from pathlib import Path
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+
+
+def bench_dir() -> Path | None:
+    """bench/ of the source tree, else the installed share/resfit_ros/bench (colcon install)."""
+    candidates = [Path(__file__).resolve().parents[2] / "bench"]
+    try:
+        from ament_index_python.packages import get_package_share_directory  # type: ignore
+
+        candidates.append(Path(get_package_share_directory("resfit_ros")) / "bench")
+    except Exception:  # not a ROS install: the source tree only
+        pass
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+BENCH_DIR = bench_dir()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    names = sorted(p.stem.replace("_", "-") for p in BENCH_DIR.glob("*.py")) if BENCH_DIR.is_dir() else []
+    names = sorted(p.stem.replace("_", "-") for p in BENCH_DIR.glob("*.py")) if BENCH_DIR else []
     parser.add_argument("name", help=f"benchmark: {', '.join(names) or '(none found)'}")
     parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the benchmark (see its --help)")
 
 
 def run(args: argparse.Namespace) -> int:
+    if BENCH_DIR is None:
+        print("error: no bench/ directory (neither in the source tree nor in share/resfit_ros)", file=sys.stderr)
+        return 2
     path = BENCH_DIR / f"{args.name.replace('-', '_')}.py"
     if not path.is_file():
         print(f"error: no benchmark '{args.name}' ({path} does not exist)", file=sys.stderr)

@@ -23,7 +23,7 @@ VENV = Path(sys.prefix)
 def test_cmake_install_gives_the_ros_layout_and_runs(tmp_path, ros_domain):
     src = tmp_path / "src" / "resfit_ros"   # a workspace outside the source tree, like colcon's
     src.mkdir(parents=True)
-    for item in ("CMakeLists.txt", "package.xml", "msg", "srv", "resfit_ros", "launch", "config"):
+    for item in ("CMakeLists.txt", "package.xml", "msg", "srv", "resfit_ros", "launch", "config", "bench"):
         (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, src / item)
     install = tmp_path / "install"
     env = dict(os.environ, AMENT_PREFIX_PATH=str(VENV))
@@ -50,11 +50,13 @@ def test_cmake_install_gives_the_ros_layout_and_runs(tmp_path, ros_domain):
                    LD_LIBRARY_PATH=f"{install / 'lib'}:{os.environ.get('LD_LIBRARY_PATH', '')}",
                    AMENT_PREFIX_PATH=f"{install}:{VENV}", ROS_DOMAIN_ID=str(ros_domain), PYTHONUNBUFFERED="1")
     probe = subprocess.run([sys.executable, "-c", "import resfit_ros.nodes, resfit_ros.robot as r; "
-                            "print(resfit_ros.nodes.__file__); print(r.config_dir())"],
+                            "import resfit_ros.jobs.bench as b; "
+                            "print(resfit_ros.nodes.__file__); print(r.config_dir()); print(b.bench_dir())"],
                            env=run_env, capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert probe.returncode == 0, probe.stderr
-    node_file, cfg = probe.stdout.split()
+    node_file, cfg, bench = probe.stdout.split()
     assert node_file.startswith(str(site)) and cfg == str(share / "config")
+    assert bench == str(share / "bench") and (share / "bench" / "residual_gain.py").is_file()
     log = tmp_path / "node.log"
     proc = subprocess.Popen([sys.executable, str(install / "lib" / "resfit_ros" / "echo_observation")],
                             env=run_env, cwd=tmp_path, stdout=open(log, "w"), stderr=subprocess.STDOUT,
