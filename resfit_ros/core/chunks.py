@@ -8,6 +8,11 @@ row 0 for tick n; when it arrives at tick m, rows m-n.. are used and replace wha
 old chunk (fresher predictions win). If a chunk arrives too late to have rows left, it is dropped
 and a new one asked for. If the queue runs dry (server slow or down), `next_action` returns None
 and the node holds: it never invents base actions.
+
+In process (evaluation, the in-process trainer) the same scheduler runs with a `predict` that
+answers at once (`next_action_now`): prefetch_steps p then means "execute k - p rows of each chunk,
+then a fresh one" (receding horizon; p = 0 executes whole chunks), exactly what the node does
+when the server answers within the tick.
 """
 from __future__ import annotations
 
@@ -70,3 +75,14 @@ class ChunkScheduler:
         action, self.queue = self.queue[0], self.queue[1:]
         self.tick += 1
         return action
+
+    def next_action_now(self, predict) -> np.ndarray:
+        """In process: `predict()` -> (k, dof) for this tick's observation when a chunk is due, then
+        this tick's base action."""
+        if self.wants_request():
+            generation = self.request_sent()
+            chunk = np.asarray(predict(), dtype=np.float64)
+            if chunk.ndim != 2 or chunk.shape[0] != self.chunk_length:
+                raise ValueError(f"expected a ({self.chunk_length}, dof) chunk, got shape {chunk.shape}")
+            self.receive(chunk, generation)
+        return self.next_action()

@@ -6,8 +6,8 @@ expert in simulation. The last line printed is exactly `success_rate=<0..1> epis
     resfit-ros eval --task g1_pick_lift --policy scripted --episodes 20
 
 Episode i starts from reset seed episode_seed(PURPOSE_EVAL, --seed, i): a fixed evaluation set
-per --seed, disjoint from the demos' stream. The base's chunks run open-loop through a
-ChunkQueue that is reset at every episode start. An episode succeeds at the sim's first success
+per --seed, disjoint from the demos' stream. The base's chunks run open-loop through the
+residual node's ChunkScheduler (base.select_action), reset at every episode start. An episode succeeds at the sim's first success
 signal; otherwise it ends after the task's step limit.
 
 Residual hook: `combined_action(base, residual, obs, control)` below gathers what the

@@ -29,7 +29,7 @@ import torch
 
 from resfit_ros.config import ConfigError
 from resfit_ros.core.observation import ObservationData
-from resfit_ros.policy.chunk_queue import ChunkQueue
+from resfit_ros.core.chunks import ChunkScheduler
 from resfit_ros.policy.model import STATE_KEYS, BCPolicyConfig, BCPolicyNet
 
 ARTIFACT_FORMAT = "resfit_ros.bc_policy/1"
@@ -70,7 +70,7 @@ def state_from_observation(obs: ObservationData, state_keys: list[str], joint_na
 class BasePolicy(ABC):
     """A frozen chunking policy: predict_chunk(ObservationData) -> (k, dof) joint targets.
 
-    select_action(obs) executes chunks open-loop through an internal ChunkQueue; call reset() at
+    select_action(obs) executes chunks open-loop through the control loop's ChunkScheduler; call reset() at
     every episode start. Everything runs under torch.no_grad() in eval mode.
     """
 
@@ -84,7 +84,7 @@ class BasePolicy(ABC):
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
-        self._queue: ChunkQueue | None = None
+        self._chunks: ChunkScheduler | None = None
 
     # --- inputs ---------------------------------------------------------------------------------
     def state_input(self, obs: ObservationData) -> np.ndarray:
@@ -121,14 +121,15 @@ class BasePolicy(ABC):
     # --- open-loop execution --------------------------------------------------------------------
     def reset(self) -> None:
         """Start of an episode: forget the chunk being executed."""
-        if self._queue is not None:
-            self._queue.reset()
+        if self._chunks is not None:
+            self._chunks.reset()
 
     def select_action(self, observation: ObservationData, execute_steps: int | None = None) -> np.ndarray:
         """(dof,): the next action of the current chunk, predicting a new chunk when it is used up."""
-        if self._queue is None or (execute_steps or self.chunk_length) != self._queue.execute_steps:
-            self._queue = ChunkQueue(self.chunk_length, execute_steps)
-        return self._queue.next_action(lambda: self.predict_chunk(observation))
+        prefetch = self.chunk_length - (execute_steps or self.chunk_length)   # rows not executed
+        if self._chunks is None or self._chunks.prefetch_steps != prefetch:
+            self._chunks = ChunkScheduler(self.chunk_length, prefetch)
+        return self._chunks.next_action_now(lambda: self.predict_chunk(observation))
 
     def describe(self) -> dict:
         return {"kind": type(self).__name__, "chunk_length": self.chunk_length,

@@ -1,4 +1,4 @@
-"""BC base policy: learning, frozen artifact round trip, TorchScript plug-in, ChunkQueue."""
+"""BC base policy: learning, frozen artifact round trip, TorchScript plug-in, open-loop chunks."""
 from __future__ import annotations
 
 import json
@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from resfit_ros.core.chunks import ChunkScheduler
 from resfit_ros.bags import load_episodes
 from resfit_ros.core.observation import ObservationData
 from resfit_ros.policy import (
-    BCPolicyConfig, BCPolicyNet, ChunkQueue, PolicyLoadError, TorchScriptBasePolicy, export_torchscript,
+    BCPolicyConfig, BCPolicyNet, PolicyLoadError, TorchScriptBasePolicy, export_torchscript,
     load_base_policy, save_artifact)
 from resfit_ros.policy.model import random_shift
 from resfit_ros.policy.train import BCTrainConfig, DemoError, plot_losses, train_bc
@@ -181,44 +182,38 @@ def test_config_validation():
         BCTrainConfig(steps=0)
 
 
-# --- ChunkQueue --------------------------------------------------------------------------------------
-def test_chunk_queue_pops_k_actions_then_asks_for_a_new_chunk():
-    q = ChunkQueue(chunk_length=4)
-    assert q.needs_chunk
-    chunk = np.arange(4 * 2, dtype=float).reshape(4, 2)
-    q.push(chunk)
-    got = [q.pop() for _ in range(4)]
-    np.testing.assert_array_equal(np.stack(got), chunk)
-    assert q.needs_chunk
-    with pytest.raises(RuntimeError, match="empty"):
-        q.pop()
+# --- open-loop chunks in process: the node's ChunkScheduler, answered at once -----------------------
+def test_in_process_chunks_execute_k_rows_then_a_fresh_chunk():
+    s = ChunkScheduler(chunk_length=4, prefetch_steps=0)
+    calls = []
+
+    def predict():
+        calls.append(1)
+        return np.arange(4 * 2, dtype=float).reshape(4, 2) + 100 * len(calls)
+
+    got = np.stack([s.next_action_now(predict) for _ in range(6)])
+    np.testing.assert_array_equal(got[:4], np.arange(8).reshape(4, 2) + 100)
+    np.testing.assert_array_equal(got[4:], np.arange(4).reshape(2, 2) + 200)
+    assert len(calls) == 2
+    s.reset()                                   # a new episode starts from a fresh chunk
+    np.testing.assert_array_equal(s.next_action_now(predict), [300, 301])
+    with pytest.raises(ValueError, match="chunk"):
+        ChunkScheduler(chunk_length=4, prefetch_steps=0).next_action_now(lambda: np.zeros((3, 2)))
 
 
-def test_chunk_queue_reset_clears_it():
-    q = ChunkQueue(chunk_length=4)
-    q.push(np.zeros((4, 2)))
-    q.pop()
-    assert len(q) == 3
-    q.reset()
-    assert q.needs_chunk and len(q) == 0
-    q.push(np.ones((4, 2)))  # a new episode starts from a fresh chunk
-    np.testing.assert_array_equal(q.pop(), [1, 1])
-
-
-def test_chunk_queue_execute_steps_and_next_action():
-    q = ChunkQueue(chunk_length=5, execute_steps=2)
+def test_in_process_prefetch_is_the_receding_horizon():
+    # prefetch p executes k - p rows of each chunk: k=5, p=3 -> 2 rows per chunk
+    s = ChunkScheduler(chunk_length=5, prefetch_steps=3)
     calls = []
 
     def predict():
         calls.append(1)
         return np.full((5, 1), float(len(calls)))
 
-    out = [q.next_action(predict)[0] for _ in range(5)]
+    out = [s.next_action_now(predict)[0] for _ in range(5)]
     assert out == [1, 1, 2, 2, 3] and len(calls) == 3
-    with pytest.raises(RuntimeError, match="remain"):
-        q.push(np.zeros((5, 1)))
     with pytest.raises(ValueError):
-        ChunkQueue(chunk_length=3, execute_steps=4)
+        ChunkScheduler(chunk_length=3, prefetch_steps=3)
 
 
 def test_base_policy_reset_clears_its_queue(trained, tmp_path):
