@@ -177,8 +177,7 @@ class ResidualAgent:
                                         heads=target_heads)                      # (2, B)
             # Every return here lies in [0, 1] (one reward of 1, on a success's last step), so a
             # target outside it is the critic's own error fed back: clamped, a head that dips below 0
-            # cannot drag the others down through the min (measured without it: Q -0.14 on the
-            # grasp states of run I's critic, 0.25 on the states before them).
+            # cannot drag the others down through the min.
             target = (reward + discount * next_q.min(dim=0).values).clamp_(0.0, 1.0)   # (B,)
 
         # ---- critic: per-head MSE, summed over heads ----

@@ -116,9 +116,8 @@ class Normaliser:
 
         `residual_gain` (A,), optional (see the module doc): joint j's residual reaches
         action_scale * residual_gain[j]. Why: one bound for all 29 joints does not fit this robot:
-        a residual that moves the arm by a few millimetres is already too much noise for a grasp
-        (README, The main job: exploration noise of 0.01 rad on the right arm's joints halves the
-        base's success), while the fingers need ~0.2 rad more closure to hold what slips."""
+        a residual that moves the arm by a few millimetres is already too much noise for a grasp,
+        while the fingers need ~0.2 rad more closure to hold what slips (docs/experiments.md)."""
         config = config or NormaliserConfig()
         states = np.asarray(states, dtype=np.float64)
         actions = np.asarray(actions, dtype=np.float64)
