@@ -11,7 +11,7 @@ only the robot's own topics:
 is turned into the `Episode`s the project's own recording of the same run gives:
 
 * Observations: every camera / joint-state / task-state message goes, in log-time order, through
-  `core.sync.SynchronizerCore`, the code the live synchronizer node runs, with the synchronizer's
+  `core.synchronizer.SynchronizerCore`, the code the live synchronizer node runs, with the synchronizer's
   parameters (config/sim.yaml section `synchronizer` by default). The synchronizer's `now` is
   the clock the live node would have read (`clock=`): `log` = the bag's log (receive) time, when
   the stamps are on the same clock (a robot on the system clock, or `ros2 bag record
@@ -66,7 +66,7 @@ from resfit_ros.bags.reader import (IMPORT_HINT, Episode, _check_types, _metadat
 from resfit_ros.bags.writer import FORMAT_VERSION, EpisodeWriter, episode_dir_name
 from resfit_ros.config import load_config
 from resfit_ros.core.observation import ObservationData
-from resfit_ros.core.sync import INPUT_CAMERA, INPUT_EXTRA, SynchronizerConfig, SynchronizerCore
+from resfit_ros.core.synchronizer import INPUT_CAMERA, INPUT_EXTRA, SynchronizerConfig, SynchronizerCore
 from resfit_ros.robot import RobotDescription, config_dir
 
 __all__ = ["CLOCK_MODES", "IMPORT_HINT", "STEP_RULES", "ImportResult", "RawRecording", "import_raw_bag", "is_raw_bag",

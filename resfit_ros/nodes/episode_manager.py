@@ -35,7 +35,7 @@ from resfit_ros import names
 from resfit_ros.config import require
 from resfit_ros.core.command import CommandLimits, HomingError, HomingTrajectory
 from resfit_ros.core.episode import EpisodeManager, EpisodeState
-from resfit_ros.core.sync import JointStateError, JointStateMerger
+from resfit_ros.core.joint_states import JointStateError, JointStateMerger
 from resfit_ros.msg import EpisodeStatus, StepRecord
 from resfit_ros.nodes.common import (LATCHED, PRESENCE, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
                                      stamp_to_ns, steady_timer)

@@ -13,7 +13,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image, JointState
 
 from resfit_ros import names
-from resfit_ros.core.sync import DROP_DUPLICATE, INPUT_CAMERA, SynchronizerConfig, SynchronizerCore
+from resfit_ros.core.sync import DROP_DUPLICATE
+from resfit_ros.core.synchronizer import INPUT_CAMERA, SynchronizerConfig, SynchronizerCore
 from resfit_ros.msg import Observation
 from resfit_ros.nodes.common import STREAM, make_node, node_config, run, steady_timer
 from resfit_ros.nodes.convert import observation_to_msg

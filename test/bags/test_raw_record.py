@@ -4,7 +4,7 @@ The end-to-end test runs the train_sim graph for real over DDS and, at the same 
 independent raw recorder (test/bags/raw_recorder.py: rclpy raw subscriptions -> rosbags, receive
 time as log time, like `ros2 bag record`) of the simulator's camera, joint-state, task-state and
 /clock topics, the controllers' command topics and /resfit/episode_status. The raw bag, replayed
-through the synchronizer's code (core.sync.SynchronizerCore, the node's own logic) with
+through the synchronizer's code (core.synchronizer.SynchronizerCore, the node's own logic) with
 config/sim.yaml, gives exactly the transitions of the project's recording of the same run.
 The other tests use synthetic raw bags (test/bags/raw_support.py) and need no ROS.
 """

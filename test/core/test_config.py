@@ -41,7 +41,7 @@ def test_robot_description_checks_limits_and_home(tmp_path):
 def test_the_process_parameters_every_node_takes_are_not_component_config(tmp_path):
     # config/real.yaml gives the synchronizer `realtime_priority`; offline readers of that section
     # (raw bag conversion) load it into SynchronizerConfig, which must not call it unknown
-    from resfit_ros.core.sync import SynchronizerConfig
+    from resfit_ros.core.synchronizer import SynchronizerConfig
 
     cfg = load_config(SynchronizerConfig, config_dir() / "real.yaml", "synchronizer")
     assert cfg.slop_s == 0.02

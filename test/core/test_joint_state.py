@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from resfit_ros.core.sync import JointStateError, JointStateMerger
+from resfit_ros.core.joint_states import JointStateError, JointStateMerger
 
 NAMES = ["waist", "l_arm", "r_arm", "l_hand", "r_hand"]
 

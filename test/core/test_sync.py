@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resfit_ros.config import ConfigError
-from resfit_ros.core.sync import (DROP_REASONS, ApproximateTimeSync, ControlRateGate,
-                                  ControlRateSynchronizer, SyncConfig, SyncEvent, replay)
+from resfit_ros.core.sync import (DROP_REASONS, ApproximateTimeSync, ControlRateGate, ControlRateSynchronizer,
+    SyncConfig, SyncEvent, replay)
 
 MS = 1_000_000
 
@@ -357,7 +357,8 @@ def test_assemble_observation_from_a_published_set():
     import numpy as np
 
     from resfit_ros.core.images import rgb_to_image_fields
-    from resfit_ros.core.sync import JointStateMerger, assemble_observation
+    from resfit_ros.core.joint_states import JointStateMerger
+    from resfit_ros.core.synchronizer import assemble_observation
 
     names = ["head_cam", "arm_js", "hand_js"]
     merger = JointStateMerger(["a", "b", "c"])

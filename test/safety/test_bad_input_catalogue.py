@@ -128,7 +128,7 @@ def test_stamp_order():
 
 
 def test_extra_state_parser():
-    from resfit_ros.core.sync import ExtraStateParser, JointStateError
+    from resfit_ros.core.joint_states import ExtraStateParser, JointStateError
 
     p = ExtraStateParser()
     assert p.parse("/t", ["x", "y"], [1.0, 2.0]) == (["x", "y"], [1.0, 2.0])
