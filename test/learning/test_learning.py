@@ -14,7 +14,7 @@ import numpy as np
 
 from resfit_ros.learning import (AgentConfig, Normaliser, ReplayBuffer, ReplayConfig, ResidualAgent,
                                  ResidualPolicy, train_iteration)
-from resfit_ros.learning.toy_env import ACTION_DIM, STATE_DIM, PointMassConfig, PointMassEnv, rollout, success_rate
+from test.learning.toy_env import ACTION_DIM, STATE_DIM, PointMassConfig, PointMassEnv, rollout, success_rate
 
 EVAL_SEEDS = range(1000, 1050)
 ENV_STEPS = 600
