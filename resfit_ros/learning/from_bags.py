@@ -98,6 +98,9 @@ def demo_base_actions(ep: Episode, base_policy, base_digest: str, cache_root: Pa
     return out
 
 
+EXCLUDED_ABORTED = "aborted or unlabelled"   # the skip reason of an episode left out on purpose
+
+
 def state_size_mismatch(episode_dim: int, replay_dim: int) -> str:
     """One line for the commonest set-up mistake: demos and robot observe different states."""
     return (f"its observations are {episode_dim}-D, the replay's (built from the demonstrations) {replay_dim}-D: "
@@ -146,7 +149,7 @@ class BagIngest:
             try:
                 ep = read_episode(path, images=bool(self.camera_names))
                 if ep.aborted or ep.label is None:
-                    raise ValueError("aborted or unlabelled: excluded from training")
+                    raise ValueError(f"{EXCLUDED_ABORTED}: excluded from training")
                 if demo and not ep.success:
                     raise ValueError("failed demonstration: excluded")
                 base = None

@@ -23,6 +23,7 @@ from resfit_ros import names
 from resfit_ros.config import ConfigError, require
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.weights import pack_weights
+from resfit_ros.learning.from_bags import EXCLUDED_ABORTED
 from resfit_ros.learning.offline import OfflineSettings
 from resfit_ros.learning.schedule import UpdateSchedule
 from resfit_ros.msg import LearnerMetrics, PolicyWeights, StepRecord, Tensor
@@ -207,11 +208,13 @@ class Learner:
             self.finished = True
 
     def log_skipped(self) -> None:
-        # each refused online episode once, as an error: it is data the operator labelled
+        # each refused online episode once; an error unless it was meant to be left out (aborted)
+        log = self.node.get_logger()
         for path, reason in self.ingest.stats["online"].skipped.items():
             if path not in self.skipped_reported:
                 self.skipped_reported.add(path)
-                self.node.get_logger().error(f"episode {Path(path).name} not trained on: {reason}")
+                (log.info if reason.startswith(EXCLUDED_ABORTED) else log.error)(
+                    f"episode {Path(path).name} not trained on: {reason}")
 
     def log_episode(self, path: Path) -> None:
         # this episode's entry (one poll may ingest several: the newest is not necessarily this one)
