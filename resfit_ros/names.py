@@ -15,7 +15,7 @@ ESTOP = "/resfit/estop"                        # std_msgs/Bool, latched: true = 
 CONTROLLER_COMMANDS = "/{controller}/commands"  # std_msgs/Float64MultiArray (ros2_control forward)
 JOINT_TRAJECTORY = "/{controller}/joint_trajectory"  # trajectory_msgs/JointTrajectory
 DIAGNOSTICS = "/diagnostics"
-RECORDER_PROGRESS = "/resfit/recorder/progress"  # std_msgs/UInt64MultiArray [episode id, steps recorded]
+RECORDER_PROGRESS = "/resfit/recorder/progress"  # resfit_ros/RecorderProgress
 ALIVE_TOPIC = "/resfit/alive/{node}"           # std_msgs/Empty, never published: DDS liveliness = the node's process is up
 
 # --- services -----------------------------------------------------------------------------

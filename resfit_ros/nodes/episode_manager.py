@@ -28,7 +28,7 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Empty, UInt64MultiArray
+from std_msgs.msg import Bool, Empty
 from std_srvs.srv import SetBool, Trigger
 
 from resfit_ros import names
@@ -36,7 +36,7 @@ from resfit_ros.config import require
 from resfit_ros.core.command import CommandLimits, HomingError, HomingTrajectory
 from resfit_ros.core.episode import EpisodeManager, EpisodeState
 from resfit_ros.core.joint_states import JointStateError, JointStateMerger
-from resfit_ros.msg import EpisodeStatus, StepRecord
+from resfit_ros.msg import EpisodeStatus, RecorderProgress, StepRecord
 from resfit_ros.nodes.common import (LATCHED, PRESENCE, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
                                      stamp_to_ns, steady_timer)
 from resfit_ros.nodes.controllers import ControllerOutput
@@ -135,7 +135,7 @@ class EpisodeManagerNode:
         self.started_wall = time.monotonic()
         self.step_matched_at: float | None = None
         if cfg.recorder_lag_steps >= 0:
-            self.node.create_subscription(UInt64MultiArray, names.RECORDER_PROGRESS, self.on_recorder_progress,
+            self.node.create_subscription(RecorderProgress, names.RECORDER_PROGRESS, self.on_recorder_progress,
                                           STREAM, callback_group=services)
         self.persisted = None
         self.persist_lock = threading.Lock()   # status changes come from several executor threads
@@ -217,11 +217,10 @@ class EpisodeManagerNode:
             if result.accepted:
                 self.publish_status()
 
-    def on_recorder_progress(self, msg: UInt64MultiArray) -> None:
-        if len(msg.data) == 2:
-            eid, steps = int(msg.data[0]), int(msg.data[1])
-            # only the newest episode matters
-            self.recorded = {eid: (max(steps, self.recorded.get(eid, (0, 0.0))[0]), time.monotonic())}
+    def on_recorder_progress(self, msg: RecorderProgress) -> None:
+        eid, steps = int(msg.episode_id), int(msg.steps_recorded)
+        # only the newest episode matters
+        self.recorded = {eid: (max(steps, self.recorded.get(eid, (0, 0.0))[0]), time.monotonic())}
 
     def missing_nodes(self) -> list[str]:
         return [n for n, up in self.alive.items() if not up]

@@ -29,11 +29,11 @@ from pathlib import Path
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Bool, UInt64MultiArray
+from std_msgs.msg import Bool
 
 from resfit_ros import names
 from resfit_ros.config import require
-from resfit_ros.msg import EpisodeStatus, Observation, StepRecord
+from resfit_ros.msg import EpisodeStatus, Observation, RecorderProgress, StepRecord
 from resfit_ros.nodes.common import (LATCHED, STREAM, Rejections, make_node, node_config, run, status_problem,
                                      steady_timer)
 from resfit_ros.robot import RobotDescription
@@ -82,7 +82,7 @@ class Recorder:
         self.complete_steps = 0
         from resfit_ros.bags import EpisodeWriter  # noqa: F401  (import now, not while the first episode starts)
         self.pub_estop = self.node.create_publisher(Bool, names.ESTOP, LATCHED)
-        self.pub_progress = self.node.create_publisher(UInt64MultiArray, names.RECORDER_PROGRESS, STREAM)
+        self.pub_progress = self.node.create_publisher(RecorderProgress, names.RECORDER_PROGRESS, STREAM)
         topics = [(Observation, names.OBSERVATION), (StepRecord, names.STEP_RECORD)]
         if cfg.record_raw_inputs:
             topics += [(JointState, t) for t in self.robot.joint_state_topics]
@@ -134,7 +134,9 @@ class Recorder:
     def publish_progress(self) -> None:
         # The episode manager accepts a label only when we have the episode's steps, each with the
         # observation it acted on (a step without it is useless: the bag could not be trained on).
-        self.pub_progress.publish(UInt64MultiArray(data=[self.episode_id, self.complete_steps]))
+        msg = RecorderProgress(episode_id=int(self.episode_id), steps_recorded=int(self.complete_steps))
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub_progress.publish(msg)
 
     @staticmethod
     def sequence_of(obs_data: bytes) -> int:

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.ros
 
 def test_generated_messages_and_services_import():
     from resfit_ros.msg import (ActionChunk, EpisodeStatus, LearnerMetrics, Observation, PolicyWeights,
-                                StepRecord, Tensor)
+                                RecorderProgress, StepRecord, Tensor)
     from resfit_ros.srv import GetActionChunk, LabelEpisode, StartEpisode
 
     assert EpisodeStatus.RUNNING == 1 and EpisodeStatus.LABEL_SUCCESS == 1
@@ -22,6 +22,8 @@ def test_generated_messages_and_services_import():
     assert w.tensors[0].shape.tolist() == [2]
     for cls in (StepRecord, LearnerMetrics, StartEpisode.Request):
         cls()  # constructible with defaults
+    progress = RecorderProgress(episode_id=4, steps_recorded=120)
+    assert (progress.episode_id, progress.steps_recorded) == (4, 120)
 
 
 def _observation(seq: int):
