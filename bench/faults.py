@@ -87,7 +87,7 @@ def bench_config(work: Path) -> Path:
     cfg = yaml.safe_load((config_dir() / "sim.yaml").read_text())
 
     def section(name: str) -> dict:
-        return cfg.setdefault(name, {}).setdefault("ros__parameters", {})
+        return cfg.setdefault(f"/**/{name}", {}).setdefault("ros__parameters", {})   # the node in any namespace
 
     section("sim_robot").update(render=False)
     section("synchronizer").update(use_cameras=False)

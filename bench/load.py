@@ -2,7 +2,7 @@
 base chunk server and residual policy processes for minutes (bench/control_loop.py's LoopRig).
 
 This process plays the robot: the humanoid's 29 joints split over two JointState topics
-(/joint_states/body: waist and arms, /joint_states/hands) at 200 Hz each, three cameras
+(joint_states/body: waist and arms, joint_states/hands) at 200 Hz each, three cameras
 (head, left_wrist, right_wrist) at 30 Hz, all stamped with the wall clock when published; a
 RUNNING episode and residual weights with one image encoder per camera, so the actor's three-camera
 path runs on every 20 Hz control tick. Measured:
@@ -49,11 +49,12 @@ def load_robot_file(work: Path) -> Path:
     """config/robots/g1_sim.yaml with three cameras and the joints split over two topics."""
     import yaml
 
+    from resfit_ros import names
     from resfit_ros.robot import config_dir
 
     doc = yaml.safe_load((config_dir() / "robots" / "g1_sim.yaml").read_text())
-    doc["cameras"] = {c: f"/camera/{c}/image_raw" for c in CAMERAS}
-    doc["joint_state_topics"] = ["/joint_states/body", "/joint_states/hands"]
+    doc["cameras"] = {c: names.CAMERA_TOPIC.format(name=c) for c in CAMERAS}
+    doc["joint_state_topics"] = [f"{names.JOINT_STATES}/body", f"{names.JOINT_STATES}/hands"]
     path = work / "g1_load.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

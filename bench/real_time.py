@@ -127,7 +127,7 @@ class Operator:
                                  float(values.get(self._utd_name, float("nan")))))
 
         node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
-        node.create_subscription(Bool, "/sim_robot/success", self.on_success, STREAM)
+        node.create_subscription(Bool, names.SIM_SUCCESS, self.on_success, STREAM)
         node.create_subscription(StepRecord, names.STEP_RECORD, on_step, STREAM)
         node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, on_metrics, STREAM)
 

@@ -2,11 +2,12 @@
 
 A parameter file looks like the ones `ros2 run ... --ros-args --params-file` takes:
 
-    /**:                       # or the node name, e.g. residual_policy:
+    /**:                       # every node; or one node in any namespace: /**/residual_policy:
       ros__parameters:
         control_rate_hz: 20.0
 
-`load_config(Cls, path, section)` reads the `ros__parameters` of `section` (falling back to `/**`),
+`load_config(Cls, path, section)` reads the `ros__parameters` of node `section` (`/**/section`,
+or a bare `section` as older files have it, over `/**`),
 rejects unknown keys and wrong types with a message naming the file, key and value, and lets the
 dataclass's own `__post_init__` check ranges. No rclpy here: nodes pass their parameter dict to
 `config_from_dict`.
@@ -47,8 +48,17 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def section_keys(section: str) -> tuple[str, ...]:
+    """The top-level keys of a parameter YAML that hold node `section`'s parameters, in the order
+    they are merged: every node (`/**`), the node in any namespace (`/**/<node>`), the bare name
+    (rcl applies a bare name at the root only)."""
+    if section == "/**":
+        return ("/**",)
+    return ("/**", f"/**/{section}", section)
+
+
 def read_parameters(path: str | Path, section: str = "/**") -> dict[str, Any]:
-    """The `ros__parameters` mapping of `section` in a ROS parameter YAML (merged over `/**`)."""
+    """The `ros__parameters` mapping of node `section` in a ROS parameter YAML (see section_keys)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -61,7 +71,7 @@ def read_parameters(path: str | Path, section: str = "/**") -> dict[str, Any]:
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a mapping of node names at the top level")
     merged: dict[str, Any] = {}
-    for key in ("/**", section):
+    for key in section_keys(section):
         block = doc.get(key)
         if block is None:
             continue

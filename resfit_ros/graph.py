@@ -7,6 +7,9 @@ Both consumers read this module:
     without the ros2 CLI, on machines where launch_ros is not installable.
 
 Values may refer to launch arguments as "$(arg NAME)"; both consumers substitute them the same way.
+Every graph has the launch argument `namespace` ('' = the root): all its nodes start in that ROS
+namespace, and as every shared name is node-relative (resfit_ros/names.py), two robots or two
+stacks share one DDS domain without crosstalk.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from resfit_ros import names
 from resfit_ros.nodes import NODE_MODULES
 
 # Every node executable of the package: the names of nodes.NODE_MODULES (CMakeLists.txt reads the
@@ -21,6 +25,8 @@ from resfit_ros.nodes import NODE_MODULES
 NODE_EXECUTABLES = tuple(NODE_MODULES)
 
 _ARG = re.compile(r"\$\(arg ([A-Za-z_][A-Za-z0-9_]*)\)")
+# A ROS namespace: tokens of letters, digits and underscores, none starting with a digit
+_NAMESPACE = re.compile(r"/?([A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*)?/?")
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class LaunchArg:
     name: str
     default: str
     description: str
-    kind: str = "text"                 # text | bool | count (integer >= 0) | file (must exist) | checkpoint
+    kind: str = "text"                 # text | bool | count (integer >= 0) | file (must exist) | checkpoint | namespace
 
 
 def arg_problem(arg: LaunchArg, value: str, files: bool = True) -> str | None:
@@ -41,6 +47,9 @@ def arg_problem(arg: LaunchArg, value: str, files: bool = True) -> str | None:
         return f"launch argument {arg.name}:={value!r} must be true or false"
     if arg.kind == "count" and not (value.isdigit() and value.isascii()):
         return f"launch argument {arg.name}:={value!r} must be a whole number >= 0"
+    if arg.kind == "namespace" and not _NAMESPACE.fullmatch(value):
+        return (f"launch argument {arg.name}:={value!r} is not a ROS namespace (names of letters, digits "
+                "and underscores separated by '/', none starting with a digit; '' = the root)")
     if not files:
         return None
     if arg.kind == "file" and not os.path.isfile(value):
@@ -69,9 +78,22 @@ class GraphSpec:
     description: str
     args: tuple[LaunchArg, ...]
     nodes: tuple[NodeSpec, ...]
+    namespace: str = "$(arg namespace)"   # the ROS namespace every node starts in (may use $(arg ...); '' = root)
 
     def arg_defaults(self) -> dict[str, str]:
         return {a.name: a.default for a in self.args}
+
+
+def absolute_namespace(value: str) -> str:
+    """'' for the root, else the namespace with one leading '/' and none trailing ('robot_a/' ->
+    '/robot_a'): what `-r __ns:=` takes."""
+    value = value.strip().strip("/")
+    return f"/{value}" if value else ""
+
+
+def graph_namespace(graph: GraphSpec, args: dict[str, str]) -> str:
+    """The absolute namespace of every node of `graph` for launch argument values `args` ('' = root)."""
+    return absolute_namespace(substitute(graph.namespace, args))
 
 
 def substitute(value: str, args: dict[str, str]) -> str:
@@ -113,11 +135,15 @@ def check_args(graph: GraphSpec, values: dict[str, str], files: bool = True) -> 
 
 # --- the graphs -------------------------------------------------------------------------------
 
+NAMESPACE_ARG = LaunchArg("namespace", "", "ROS namespace of every node of the graph, e.g. robot_a "
+                          "('' = the root): robots or stacks side by side on one DDS domain", "namespace")
+
 _COMMON_ARGS = (
     LaunchArg("config", "$(arg config_dir)/sim.yaml", "ROS parameter YAML for every node of the graph", "file"),
     LaunchArg("config_dir", "", "directory of the config files ('' = the package's own config/)"),
     LaunchArg("robot", "$(arg config_dir)/robots/g1_sim.yaml", "robot description YAML (joints, limits, controllers, cameras)",
               "file"),
+    NAMESPACE_ARG,
     LaunchArg("base_artifact", "outputs/base/g1_pick_lift_state.safetensors", "frozen BC base policy artifact (or TorchScript .pt)",
               "file"),
     LaunchArg("output_dir", "outputs/run", "where episode bags, checkpoints and metrics go"),
@@ -130,6 +156,15 @@ def _node(name: str, executable: str | None = None, **kw) -> NodeSpec:
     params = {"robot_description": "$(arg robot)", "use_sim_time": "$(arg use_sim_time)"}
     params.update(kw.pop("parameters", {}))
     return NodeSpec(name=name, executable=executable or name, params_file="$(arg config)", parameters=params, **kw)
+
+
+# The simulator's time is its own: every node of a simulated graph reads it from the graph's
+# namespace (at the root this is /clock itself), so side by side simulators never mix their times.
+SIM_CLOCK_REMAP = (names.CLOCK, names.SIM_CLOCK)
+
+
+def _on_simulated_time(nodes: tuple[NodeSpec, ...]) -> tuple[NodeSpec, ...]:
+    return tuple(dataclasses.replace(n, remappings=n.remappings + (SIM_CLOCK_REMAP,)) for n in nodes)
 
 
 def _training_nodes(explore: str) -> tuple[NodeSpec, ...]:
@@ -148,6 +183,7 @@ GRAPHS: dict[str, GraphSpec] = {}
 
 
 def _register(graph: GraphSpec) -> GraphSpec:
+    assert "namespace" in graph.arg_defaults(), f"graph {graph.name} must declare the namespace argument"
     GRAPHS[graph.name] = graph
     return graph
 
@@ -186,7 +222,7 @@ def _against_the_stand_in(real: GraphSpec) -> GraphSpec:
             LaunchArg("sim_config", "$(arg config_dir)/robot_sim.yaml",
                       "parameters of the stand-in robot (real time: rates, latency, jitter)", "file"),
             LaunchArg("task", "g1_pick_lift", "simulated task (g1_pick_lift or g1_handover)"),
-            LaunchArg("reset_scene_service", "/sim_robot/reset_scene",
+            LaunchArg("reset_scene_service", names.RESET_SCENE,
                       "the reset puts the object back through this service first (the operator's hands; '' = "
                       "train_real's parameters exactly: the robot only homes)"),
         ),
@@ -206,7 +242,7 @@ _register(GraphSpec(
         LaunchArg("max_steps", "200", "the judge labels an episode a failure after this many steps", "count"),
         LaunchArg("eval_every", "0", "every N-th episode is an evaluation episode without exploration (0 = none)", "count"),
     ),
-    nodes=(
+    nodes=_on_simulated_time((
         _node("sim_robot", parameters={"task": "$(arg task)"}, required=True),
         _node("judge", parameters={"max_episodes": "$(arg episodes)", "max_steps": "$(arg max_steps)",
                                    "eval_every": "$(arg eval_every)"}, required=True),
@@ -214,7 +250,7 @@ _register(GraphSpec(
         _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
                                      "episodes_dir": "$(arg output_dir)/episodes",
                                      "base_artifact": "$(arg base_artifact)"}, respawn=True),
-    ),
+    )),
 ))
 
 _register(GraphSpec(
@@ -227,7 +263,7 @@ _register(GraphSpec(
         LaunchArg("episodes", "0", "stop after this many episodes (0 = run until Ctrl-C)", "count"),
         LaunchArg("residual_checkpoint", "none", "residual checkpoint to evaluate (none = base policy only)", "checkpoint"),
     ),
-    nodes=(
+    nodes=_on_simulated_time((
         _node("sim_robot", parameters={"task": "$(arg task)"}, enabled_if="use_sim", required=True),
         _node("judge", parameters={"max_episodes": "$(arg episodes)"}, enabled_if="use_sim", required=True),
         _node("synchronizer"),
@@ -236,7 +272,7 @@ _register(GraphSpec(
                                              "residual_checkpoint": "$(arg residual_checkpoint)"}),
         _node("episode_manager"),
         _node("recorder", parameters={"output_dir": "$(arg output_dir)/eval_episodes"}),
-    ),
+    )),
 ))
 
 # A two-node graph for testing the runner and the launch bridge: one echo node relays
@@ -244,7 +280,7 @@ _register(GraphSpec(
 _register(GraphSpec(
     name="echo_pair",
     description="Test graph: two echo nodes relaying resfit_ros/Observation messages.",
-    args=(LaunchArg("prefix", "/echo_test", "topic prefix"),),
+    args=(LaunchArg("prefix", "echo_test", "topic prefix (relative: in the namespace)"), NAMESPACE_ARG),
     nodes=(
         NodeSpec(name="echo_a", executable="echo_observation", respawn=True, respawn_delay_s=0.2,
                  remappings=(("~/in", "$(arg prefix)/in"), ("~/out", "$(arg prefix)/mid"))),

@@ -54,6 +54,7 @@ def to_launch_description(graph: GraphSpec):
             parameters.append({k: _substitutions(v) for k, v in spec.parameters.items()})
         kwargs = dict(
             package="resfit_ros", executable=spec.executable, name=spec.name, output="screen",
+            namespace=_substitutions(graph.namespace),    # '' = the root, as for the runner
             parameters=parameters,
             remappings=[(_substitutions(a), _substitutions(b)) for a, b in spec.remappings],
             respawn=spec.respawn, respawn_delay=spec.respawn_delay_s,

@@ -1,30 +1,53 @@
 """One module for names: topics, services, observation keys, metric names, safety flags.
 
-Node-private names use `~/`; launch files and graph.py remap them onto these shared defaults.
+Topic and service names are node-relative (no leading `/`): a node resolves them in its own
+namespace, so at the root `resfit/observation` is `/resfit/observation`, and in namespace
+`/robot_a` (`namespace:=robot_a`, resfit_ros/graph.py) it is `/robot_a/resfit/observation`: two
+robots or two stacks share a DDS domain without crosstalk. Only DIAGNOSTICS and CLOCK are
+absolute (ROS convention: one of each per system). Node-private names use `~/`
+(`~/reset_scene` of node sim_robot = `sim_robot/reset_scene` here). Episode bags store every topic
+resolved at the root, whatever namespace recorded it (resfit_ros/bags/types.py).
 """
 
 # --- topics -------------------------------------------------------------------------------
-JOINT_STATES = "/joint_states"                 # sensor_msgs/JointState (robot or sim)
-CAMERA_TOPIC = "/camera/{name}/image_raw"      # sensor_msgs/Image per camera
-OBSERVATION = "/resfit/observation"            # resfit_ros/Observation (synchronizer)
-STEP_RECORD = "/resfit/step"                   # resfit_ros/StepRecord (residual policy)
-EPISODE_STATUS = "/resfit/episode_status"      # resfit_ros/EpisodeStatus (episode manager, latched)
-POLICY_WEIGHTS = "/resfit/policy_weights"      # resfit_ros/PolicyWeights (learner, latched)
-LEARNER_METRICS = "/resfit/learner_metrics"    # resfit_ros/LearnerMetrics
-ESTOP = "/resfit/estop"                        # std_msgs/Bool, latched: true = stop commanding
-CONTROLLER_COMMANDS = "/{controller}/commands"  # std_msgs/Float64MultiArray (ros2_control forward)
-JOINT_TRAJECTORY = "/{controller}/joint_trajectory"  # trajectory_msgs/JointTrajectory
-DIAGNOSTICS = "/diagnostics"
-RECORDER_PROGRESS = "/resfit/recorder/progress"  # resfit_ros/RecorderProgress
-ALIVE_TOPIC = "/resfit/alive/{node}"           # std_msgs/Empty, never published: DDS liveliness = the node's process is up
+JOINT_STATES = "joint_states"                  # sensor_msgs/JointState (robot or sim)
+CAMERA_TOPIC = "camera/{name}/image_raw"       # sensor_msgs/Image per camera
+OBSERVATION = "resfit/observation"             # resfit_ros/Observation (synchronizer)
+STEP_RECORD = "resfit/step"                    # resfit_ros/StepRecord (residual policy)
+EPISODE_STATUS = "resfit/episode_status"       # resfit_ros/EpisodeStatus (episode manager, latched)
+POLICY_WEIGHTS = "resfit/policy_weights"       # resfit_ros/PolicyWeights (learner, latched)
+LEARNER_METRICS = "resfit/learner_metrics"     # resfit_ros/LearnerMetrics
+ESTOP = "resfit/estop"                         # std_msgs/Bool, latched: true = stop commanding
+CONTROLLER_COMMANDS = "{controller}/commands"  # std_msgs/Float64MultiArray (ros2_control forward)
+JOINT_TRAJECTORY = "{controller}/joint_trajectory"  # trajectory_msgs/JointTrajectory
+RECORDER_PROGRESS = "resfit/recorder/progress"  # resfit_ros/RecorderProgress
+ALIVE_TOPIC = "resfit/alive/{node}"            # std_msgs/Empty, never published: DDS liveliness = the node's process is up
+TASK_STATE = "sim_robot/task_state"            # sensor_msgs/JointState: the simulator's object pose (its ~/task_state)
+SIM_SUCCESS = "sim_robot/success"              # std_msgs/Bool: the simulated task is solved (its ~/success)
+DIAGNOSTICS = "/diagnostics"                   # global; each status names its node with its namespace
+CLOCK = "/clock"                               # global simulated time (rclpy's use_sim_time subscribes to it)
+SIM_CLOCK = "clock"                            # a simulator's own time: the simulated graphs remap CLOCK to it,
+                                               # so side by side simulators keep their times apart (= /clock at the root)
 
 # --- services -----------------------------------------------------------------------------
-GET_ACTION_CHUNK = "/resfit/get_action_chunk"  # resfit_ros/GetActionChunk
-START_EPISODE = "/resfit/start_episode"        # resfit_ros/StartEpisode
-LABEL_EPISODE = "/resfit/label_episode"        # resfit_ros/LabelEpisode
-RESET = "/resfit/reset"                        # std_srvs/Trigger
-ABORT_EPISODE = "/resfit/abort_episode"        # std_srvs/Trigger
-SET_ESTOP = "/resfit/set_estop"                # std_srvs/SetBool (true = stop, false = clear)
+GET_ACTION_CHUNK = "resfit/get_action_chunk"   # resfit_ros/GetActionChunk
+START_EPISODE = "resfit/start_episode"         # resfit_ros/StartEpisode
+LABEL_EPISODE = "resfit/label_episode"         # resfit_ros/LabelEpisode
+RESET = "resfit/reset"                         # std_srvs/Trigger
+ABORT_EPISODE = "resfit/abort_episode"         # std_srvs/Trigger
+SET_ESTOP = "resfit/set_estop"                 # std_srvs/SetBool (true = stop, false = clear)
+RESET_SCENE = "sim_robot/reset_scene"          # std_srvs/Trigger: the simulator puts the scene back (its ~/reset_scene)
+
+
+def resolve(name: str, namespace: str = "") -> str:
+    """The absolute name a node in `namespace` ('' or '/' = the root) gives `name`: an absolute
+    name stays as it is, a relative one is put under the namespace (rcl's rule, without `~` and
+    remappings). `resolve("resfit/step", "robot_a")` = "/robot_a/resfit/step"."""
+    if name.startswith("/"):
+        return name
+    ns = namespace.strip("/")
+    return f"/{ns}/{name}" if ns else f"/{name}"
+
 
 # --- observation keys (ROS-free batches) ---------------------------------------------------
 OBS_STATE = "state"      # (B, state_dim) float32: joint positions, velocities, extra

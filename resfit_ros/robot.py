@@ -10,8 +10,11 @@ robot's file is config/robots/g1_sim.yaml; a real robot gets its own file of the
     controllers:                 # ros2_control forward command controller per group
       waist: waist_controller
     cameras:                     # camera name -> raw image topic
-      head: /camera/head/image_raw
-    joint_state_topics: [/joint_states]
+      head: camera/head/image_raw
+    joint_state_topics: [joint_states]
+
+Topic names are relative (no leading `/`): each node resolves them in its graph's namespace, so
+one description serves robots side by side (resfit_ros/names.py).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from resfit_ros.names import JOINT_STATES
 from resfit_ros.config import ConfigError, require
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -58,7 +62,7 @@ class RobotDescription:
     joints: tuple[JointSpec, ...]
     controllers: dict[str, str]
     cameras: dict[str, str] = field(default_factory=dict)
-    joint_state_topics: tuple[str, ...] = ("/joint_states",)
+    joint_state_topics: tuple[str, ...] = (JOINT_STATES,)
 
     def __post_init__(self) -> None:
         names = [j.name for j in self.joints]
@@ -118,7 +122,7 @@ class RobotDescription:
                 joints=joints,
                 controllers={str(k): str(v) for k, v in dict(doc["controllers"]).items()},
                 cameras={str(k): str(v) for k, v in dict(doc.get("cameras") or {}).items()},
-                joint_state_topics=tuple(str(t) for t in doc.get("joint_state_topics", ["/joint_states"])),
+                joint_state_topics=tuple(str(t) for t in doc.get("joint_state_topics", [JOINT_STATES])),
             )
         except KeyError as exc:
             raise ConfigError(f"{source}: missing key {exc}") from None

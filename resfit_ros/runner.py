@@ -1,7 +1,7 @@
 """`resfit-ros launch <graph> [key:=value ...]`: run a node graph of resfit_ros/graph.py without ros2 CLI.
 
 It starts the same processes `ros2 launch` would (one per NodeSpec, with the same --ros-args:
-node name, parameter file, parameter overrides, remappings), prefixes their output with the node
+node name, namespace, parameter file, parameter overrides, remappings), prefixes their output with the node
 name, restarts nodes marked `respawn` (at most `--max-restarts` times each, then it gives up),
 shuts the whole graph down when a `required` node exits, and forwards Ctrl-C: SIGINT to every
 node, then SIGTERM, then SIGKILL, so shutdown is bounded (rclpy processes sometimes ignore the
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resfit_ros.dds_shm import remove_dead_fastdds_segments
-from resfit_ros.graph import GRAPHS, GraphSpec, NodeSpec, check_args, resolve_args, substitute
+from resfit_ros.graph import GRAPHS, GraphSpec, NodeSpec, check_args, graph_namespace, resolve_args, substitute
 
 
 def parse_launch_overrides(items: list[str]) -> dict[str, str]:
@@ -45,9 +45,12 @@ def _param_value(value: str) -> str:
     return value if value != "" else "''"
 
 
-def node_command(node: NodeSpec, args: dict[str, str], python: str = sys.executable) -> list[str]:
-    """The command line that runs `node` like `ros2 run resfit_ros <executable> --ros-args ...`."""
+def node_command(node: NodeSpec, args: dict[str, str], python: str = sys.executable, namespace: str = "") -> list[str]:
+    """The command line that runs `node` like `ros2 run resfit_ros <executable> --ros-args ...`,
+    in the absolute ROS `namespace` ('' = the root)."""
     cmd = [python, "-m", "resfit_ros.nodes", node.executable, "--ros-args", "-r", f"__node:={node.name}"]
+    if namespace:
+        cmd += ["-r", f"__ns:={namespace}"]
     if node.params_file:
         cmd += ["--params-file", substitute(node.params_file, args)]
     for key, value in node.parameters.items():
@@ -110,7 +113,9 @@ class GraphRunner:
         if self.pid_dir is not None:
             self.pid_dir.mkdir(parents=True, exist_ok=True)
             self._write_pid("runner", os.getpid())
-        self.nodes = [_Running(n, node_command(n, self.args)) for n in enabled_nodes(graph, self.args)]
+        self.namespace = graph_namespace(graph, self.args)
+        self.nodes = [_Running(n, node_command(n, self.args, namespace=self.namespace))
+                      for n in enabled_nodes(graph, self.args)]
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.exit_reason = ""

@@ -45,10 +45,15 @@ is turned into the `Episode`s the project's own recording of the same run gives:
 
 `read_raw_bag` returns the Episodes (each transition's observation, command, label, next
 observation); `import_raw_bag` writes them as episode bags (`resfit-ros bags import-raw`).
+
+A graph started in a namespace (`namespace:=robot_a`) records `/robot_a/joint_states` and so on:
+`namespace=` resolves the node-relative names (resfit_ros/names.py) in it; the episode bags hold
+the topics as at the root, like every episode bag.
 """
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import datetime as _dt
 import struct
 from dataclasses import dataclass, field
@@ -72,7 +77,6 @@ from resfit_ros.robot import RobotDescription, config_dir
 __all__ = ["CLOCK_MODES", "IMPORT_HINT", "STEP_RULES", "ImportResult", "RawRecording", "import_raw_bag", "is_raw_bag",
            "load_sync_config", "lockstep_from_config", "raw_bag_hint", "read_raw_bag"]
 
-CLOCK_TOPIC = "/clock"
 CLOCK_MODES = ("auto", "log", "clock", "stamps")
 STEP_RULES = ("auto", "lockstep", "time")
 FLOAT64_MULTI_ARRAY = "std_msgs/msg/Float64MultiArray"
@@ -80,6 +84,46 @@ CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
 IMPORT_SOURCE = "raw_bag"          # custom_data["source"] of an imported episode bag
 # event priorities at equal log times: the clock first, then inputs, labels, commands, records
 _P_CLOCK, _P_INPUT, _P_STATUS, _P_COMMAND, _P_STEP = range(5)
+
+
+@dataclass(frozen=True)
+class RawTopics:
+    """The project's topic names in a raw bag recorded from a graph in `namespace` ('' = root)."""
+
+    namespace: str = ""
+
+    def __call__(self, name: str) -> str:
+        return names.resolve(name, self.namespace)
+
+    @property
+    def status(self) -> str:
+        return self(names.EPISODE_STATUS)
+
+    @property
+    def steps(self) -> str:
+        return self(names.STEP_RECORD)
+
+    @property
+    def clock(self) -> str:
+        return self(names.SIM_CLOCK)      # the simulated graphs keep their clock in their namespace
+
+    def commands(self, robot: RobotDescription) -> dict[str, str]:
+        """command topic -> joint group."""
+        return {self(names.CONTROLLER_COMMANDS.format(controller=c)): g for g, c in robot.controllers.items()}
+
+    def robot(self, robot: RobotDescription) -> RobotDescription:
+        """`robot` with its camera and joint-state topics as the bag names them."""
+        return dataclasses.replace(robot, cameras={c: self(tp) for c, tp in robot.cameras.items()},
+                                   joint_state_topics=tuple(self(tp) for tp in robot.joint_state_topics))
+
+    def sync_config(self, cfg: SynchronizerConfig) -> SynchronizerConfig:
+        """`cfg` with its task-state topics as the bag names them."""
+        return dataclasses.replace(cfg, extra_state_topics=[self(tp) for tp in cfg.extra_state_topics])
+
+    def in_episode_bag(self, topic: str) -> str:
+        """A topic of this bag under its episode-bag name: out of the namespace, resolved at the root."""
+        prefix = self("")
+        return "/" + topic[len(prefix):] if topic.startswith(prefix) else topic
 
 
 @dataclass
@@ -102,6 +146,7 @@ class RawRecording:
     input_types: dict[str, str] = field(default_factory=dict)
     statuses: dict[int, list[tuple[int, memoryview]]] = field(default_factory=dict)
     """episode id -> [(header stamp, CDR bytes)] of its statuses from RUNNING to the label."""
+    topics: RawTopics = field(default_factory=RawTopics)   # how the bag names the project's topics
 
 
 def load_sync_config(config: SynchronizerConfig | str | Path | None = None) -> SynchronizerConfig:
@@ -126,11 +171,13 @@ def lockstep_from_config(config: SynchronizerConfig | str | Path | None) -> bool
 def _has_section(path: Path, section: str) -> bool:
     import yaml
 
+    from resfit_ros.config import section_keys
+
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return False
-    return isinstance(doc, dict) and section in doc
+    return isinstance(doc, dict) and any(key in doc for key in section_keys(section)[1:])
 
 
 def _stamp(header_stamp) -> int:
@@ -146,8 +193,9 @@ def _header_stamp(data: memoryview, path: Path, topic: str) -> int:
 
 
 def _topics_needed(path: Path, topics: dict[str, tuple[str, str]], counts: dict[str, int],
-                   core: SynchronizerCore, robot: RobotDescription) -> tuple[bool, dict[str, str]]:
-    """Check the bag has what an episode needs; returns (has /resfit/step, command topic -> group)."""
+                   core: SynchronizerCore, robot: RobotDescription, bag: RawTopics) -> tuple[bool, dict[str, str]]:
+    """Check the bag has what an episode needs; returns (has /resfit/step, command topic -> group).
+    `core` and `robot` name their topics as the bag does (RawTopics)."""
     def present(topic: str) -> bool:
         return topic in topics and counts.get(topic, 1) > 0
 
@@ -155,9 +203,9 @@ def _topics_needed(path: Path, topics: dict[str, tuple[str, str]], counts: dict[
         if topics[topic][0] != expected:
             raise BagError(path, f"{topic} has type {topics[topic][0]}, expected {expected}")
 
-    if not present(names.EPISODE_STATUS):
-        raise BagError(path, f"no {names.EPISODE_STATUS}: label the episodes first (record the episode "
-                             f"manager's {names.EPISODE_STATUS} with the raw topics; it marks where each "
+    if not present(bag.status):
+        raise BagError(path, f"no {bag.status}: label the episodes first (record the episode "
+                             f"manager's {bag.status} with the raw topics; it marks where each "
                              "episode starts and ends and carries its success/failure label)")
     for topic, kind in zip(core.topics, core.kinds):
         if present(topic):
@@ -172,21 +220,21 @@ def _topics_needed(path: Path, topics: dict[str, tuple[str, str]], counts: dict[
                                  f"'{robot.name}'): observations cannot be built without them; record it")
         raise BagError(path, f"no task state on {topic} (synchronizer extra_state_topics): record it, "
                              "or convert with a synchronizer config without it")
-    has_steps = present(names.STEP_RECORD)
-    command_topics = {names.CONTROLLER_COMMANDS.format(controller=c): g for g, c in robot.controllers.items()}
+    has_steps = present(bag.steps)
+    command_topics = bag.commands(robot)
     if not has_steps:
         missing = [tp for tp in command_topics if not present(tp)]
         if len(missing) == len(command_topics):
             raise BagError(path, f"no controller commands ({', '.join(command_topics)}) and no "
-                                 f"{names.STEP_RECORD}: the actions are missing; record the controllers' "
+                                 f"{bag.steps}: the actions are missing; record the controllers' "
                                  "command topics")
         if missing:
             raise BagError(path, f"controller commands missing on {', '.join(missing)}: a step's command "
                                  "needs every joint group")
         for tp in command_topics:
             check_type(tp, FLOAT64_MULTI_ARRAY)
-    if present(CLOCK_TOPIC):
-        check_type(CLOCK_TOPIC, CLOCK_TYPE)
+    if present(bag.clock):
+        check_type(bag.clock, CLOCK_TYPE)
     return has_steps, command_topics
 
 
@@ -214,8 +262,11 @@ def _message_counts(info: dict) -> dict[str, int]:
 
 def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Path | None = None,
                  robot: RobotDescription | str | Path | None = None, clock: str = "auto", steps: str = "auto",
-                 images: bool = True, late_command_window_s: float = 0.3) -> RawRecording:
+                 images: bool = True, late_command_window_s: float = 0.3, namespace: str = "") -> RawRecording:
     """Episodes of a bag recorded with `ros2 bag record` from the raw topics (see the module doc).
+
+    namespace: the ROS namespace the robot's graph ran in ('' = the root): the bag's topics are
+    the node-relative names resolved in it (`/robot_a/joint_states`).
 
     steps: how commands are matched to observations without /resfit/step: "lockstep" (the robot
     steps once per command: the simulator), "time" (a robot streaming at the control rate), or
@@ -242,16 +293,18 @@ def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Pa
         robot = cfg.robot_description
     if not isinstance(robot, RobotDescription):
         robot = RobotDescription.load(robot)
+    bag = RawTopics(namespace)
+    robot, cfg = bag.robot(robot), bag.sync_config(cfg)    # every topic as the bag names it
     core = SynchronizerCore(cfg, robot)
     topics = _topic_types(path, info)
     counts = _message_counts(info)
-    _check_types(path, topics, {names.EPISODE_STATUS: t.EPISODE_STATUS, names.STEP_RECORD: t.STEP_RECORD})
-    has_steps, command_topics = _topics_needed(path, topics, counts, core, robot)
-    has_clock = CLOCK_TOPIC in topics and counts.get(CLOCK_TOPIC, 1) > 0
-    wanted = set(core.topics) | {names.EPISODE_STATUS}
-    wanted |= {names.STEP_RECORD} if has_steps else set(command_topics)
+    _check_types(path, topics, {bag.status: t.EPISODE_STATUS, bag.steps: t.STEP_RECORD})
+    has_steps, command_topics = _topics_needed(path, topics, counts, core, robot, bag)
+    has_clock = bag.clock in topics and counts.get(bag.clock, 1) > 0
+    wanted = set(core.topics) | {bag.status}
+    wanted |= {bag.steps} if has_steps else set(command_topics)
     if has_clock:
-        wanted.add(CLOCK_TOPIC)
+        wanted.add(bag.clock)
     raw = _raw_messages(path, info, wanted)
     store = t.typestore()
 
@@ -264,13 +317,13 @@ def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Pa
     # --- one event list in log-time order -------------------------------------------------------
     events: list[tuple[int, int, int, int, str, Any]] = []  # (log, priority, topic no, k, topic, data)
     for topic_no, topic in enumerate(sorted(wanted)):
-        if topic == CLOCK_TOPIC:
+        if topic == bag.clock:
             prio = _P_CLOCK
         elif topic in core.topics:
             prio = _P_INPUT
-        elif topic == names.EPISODE_STATUS:
+        elif topic == bag.status:
             prio = _P_STATUS
-        elif topic == names.STEP_RECORD:
+        elif topic == bag.steps:
             prio = _P_STEP
         else:
             prio = _P_COMMAND
@@ -294,10 +347,10 @@ def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Pa
             statuses.append((log, decode(data, t.EPISODE_STATUS, topic), data))
     mode = _clock_mode(clock, js_offsets, has_clock, int(round(cfg.clock_jump_s * 1e9)))
     if mode == "clock" and not has_clock:
-        raise BagError(path, f"clock='clock' but the bag has no {CLOCK_TOPIC}")
+        raise BagError(path, f"clock='clock' but the bag has no {bag.clock}")
     windows = _episode_windows(statuses, int(round(late_command_window_s * 1e9)))
     if not windows:
-        raise BagError(path, f"{names.EPISODE_STATUS} never reports an episode RUNNING: no episode in this bag")
+        raise BagError(path, f"{bag.status} never reports an episode RUNNING: no episode in this bag")
     margin = 1_000_000_000   # receive-time slack around a window: out-of-order arrivals, the final observation
     spans = sorted((w["start"] - margin, min(w["end"], np.iinfo(np.int64).max - margin) + margin)
                    for w in windows.values())
@@ -364,7 +417,7 @@ def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Pa
                        observations=observations,
                        emitted_log_ns=np.asarray(emitted_log, dtype=np.int64),
                        first_input_log_ns=np.asarray(first_input_log, dtype=np.int64), sync_stats=core.sync.stats(),
-                       rejected=dict(core.rejected), inputs=inputs, input_types=input_types)
+                       rejected=dict(core.rejected), inputs=inputs, input_types=input_types, topics=bag)
     if not observations:
         raise BagError(path, f"the synchronizer emitted no observation from {', '.join(core.topics)} "
                              f"(clock '{mode}'; drops: { {k: v for k, v in rec.sync_stats.items() if k.startswith('dropped/') and v} }, "
@@ -688,19 +741,22 @@ class ImportResult:
 def import_raw_bag(src: str | Path, out: str | Path, *, base_policy=None, base_artifact: str | Path | None = None,
                    sync_config: SynchronizerConfig | str | Path | None = None,
                    robot: RobotDescription | str | Path | None = None, clock: str = "auto", steps: str = "auto",
-                   metadata: Mapping[str, object] | None = None, copy_inputs: bool = True) -> ImportResult:
+                   metadata: Mapping[str, object] | None = None, copy_inputs: bool = True,
+                   namespace: str = "") -> ImportResult:
     """Write every usable episode of the raw bag `src` as an episode bag under `out`.
 
     With `base_policy` (and its `base_artifact`, whose hash keys the cache), the base action of
     every step is recomputed like for a demonstration (learning.from_bags.demo_base_actions,
     cached in `<out>/.base_actions`) and residual = command - base; without, the steps hold the
     command only (a demonstration, whose base actions the learner computes). Episodes already
-    imported (same directory name) are skipped, so importing twice changes nothing.
+    imported (same directory name) are skipped, so importing twice changes nothing. `namespace`:
+    as for read_raw_bag.
     """
     from resfit_ros.learning.from_bags import demo_base_actions, file_digest
 
     out = Path(out)
-    rec = read_raw_bag(src, sync_config=sync_config, robot=robot, clock=clock, steps=steps, images=True)
+    rec = read_raw_bag(src, sync_config=sync_config, robot=robot, clock=clock, steps=steps, images=True,
+                       namespace=namespace)
     digest = file_digest(base_artifact) if base_artifact else ""
     written: list[Path] = []
     skipped = [(f"episode {eid}", why) for eid, why in rec.problems]
@@ -733,7 +789,7 @@ def _write_episode(rec: RawRecording, ep: Episode, out: Path, name: str, base: n
             for topic, msgs in rec.inputs.items():
                 for stamp, _, data in msgs:
                     if first <= stamp <= last:
-                        w.write_raw(topic, data, stamp, rec.input_types[topic])
+                        w.write_raw(rec.topics.in_episode_bag(topic), data, stamp, rec.input_types[topic])
         for obs in observations:
             w.write_observation(obs, inputs=False)
         for i in range(ep.num_steps):
@@ -745,5 +801,5 @@ def _write_episode(rec: RawRecording, ep: Episode, out: Path, name: str, base: n
                 exploration=bool(ep.exploration[i]), weights_version=int(ep.weights_version[i]),
                 safety_flags=int(ep.safety_flags[i]), latency=float(ep.latency[i])), o.stamp_ns)
         for stamp, data in rec.statuses[ep.episode_id]:
-            w.write_raw(names.EPISODE_STATUS, data, stamp)
+            w.write_raw(t.TOPIC_EPISODE_STATUS, data, stamp)
         return w.finish()

@@ -15,7 +15,6 @@ from typing import Callable, Iterator
 import numpy as np
 import yaml
 
-from resfit_ros import names
 from resfit_ros.bags import convert
 from resfit_ros.bags import types as t
 from resfit_ros.bags.cdr_fast import LayoutError, decode_observations, decode_step_records
@@ -29,9 +28,9 @@ _Loader = getattr(yaml, "CBaseLoader", yaml.BaseLoader)
 
 # the topics an Episode is built from, and their types
 EPISODE_TOPICS = {
-    names.OBSERVATION: t.OBSERVATION,
-    names.STEP_RECORD: t.STEP_RECORD,
-    names.EPISODE_STATUS: t.EPISODE_STATUS,
+    t.TOPIC_OBSERVATION: t.OBSERVATION,
+    t.TOPIC_STEP_RECORD: t.STEP_RECORD,
+    t.TOPIC_EPISODE_STATUS: t.EPISODE_STATUS,
 }
 
 
@@ -191,7 +190,7 @@ def _label(path: Path, statuses: list[tuple[int, memoryview]], episode_id: int |
         try:
             msg = store.deserialize_cdr(data, t.EPISODE_STATUS)
         except Exception as exc:
-            raise BagError(path, f"corrupt {names.EPISODE_STATUS} message: {exc}") from None
+            raise BagError(path, f"corrupt {t.TOPIC_EPISODE_STATUS} message: {exc}") from None
         if episode_id is not None and msg.episode_id not in (0, episode_id):
             continue
         if msg.state != convert.STATE_RUNNING and (msg.label != convert.LABEL_NONE or msg.aborted):
@@ -219,22 +218,22 @@ def read_episode(path: str | Path, *, images: bool = True) -> Episode:
     custom_data = info.get("custom_data")
     custom = {str(k): str(v) for k, v in custom_data.items()} if isinstance(custom_data, dict) else {}
     raw = _raw_messages(path, info, set(EPISODE_TOPICS))
-    obs_raw = [d for _, d in raw[names.OBSERVATION]]
-    step_raw = [d for _, d in raw[names.STEP_RECORD]]
+    obs_raw = [d for _, d in raw[t.TOPIC_OBSERVATION]]
+    step_raw = [d for _, d in raw[t.TOPIC_STEP_RECORD]]
     if not obs_raw or not step_raw:
         raise BagError(path, f"empty episode: {len(obs_raw)} observations and {len(step_raw)} step records")
     episode_id = int(custom["episode_id"]) if custom.get("episode_id", "").isdigit() else None
-    label, aborted, status_episode, counted = _label(path, raw[names.EPISODE_STATUS], episode_id)
+    label, aborted, status_episode, counted = _label(path, raw[t.TOPIC_EPISODE_STATUS], episode_id)
 
     keep: Callable[[str], bool] | None = None if images else (lambda n: not n.startswith("images."))
     try:
         ob = decode_observations(obs_raw, keep)
     except LayoutError as exc:
-        raise BagError(path, f"bad {names.OBSERVATION} message: {exc}") from None
+        raise BagError(path, f"bad {t.TOPIC_OBSERVATION} message: {exc}") from None
     try:
         st = decode_step_records(step_raw)
     except LayoutError as exc:
-        raise BagError(path, f"bad {names.STEP_RECORD} message: {exc}") from None
+        raise BagError(path, f"bad {t.TOPIC_STEP_RECORD} message: {exc}") from None
     return _assemble(path, ob, st, label, aborted, episode_id if episode_id is not None else status_episode,
                      custom, images, counted)
 
@@ -386,10 +385,12 @@ def load_episodes(root: str | Path, *, success_only: bool = False, images: bool 
 
 def iter_messages(path: str | Path, topics: list[str] | None = None) -> Iterator[tuple[str, int, object]]:
     """(topic, log time ns, decoded rosbags message) of any bag directory (also an .incomplete
-    one that was closed), in file order per topic. For diagnosis and tests, not speed."""
+    one that was closed), in file order per topic. For diagnosis and tests, not speed. A
+    node-relative name in `topics` means the topic at the root (types.bag_topic)."""
     path = Path(path)
     info = _metadata(path)
     types = _topic_types(path, info)
+    topics = [t.bag_topic(tp) for tp in topics] if topics is not None else None
     wanted = set(topics) if topics is not None else set(types)
     raw = _raw_messages(path, info, wanted)
     store = t.typestore()

@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 from typing import Mapping
 
-from resfit_ros import names
 from resfit_ros.bags import convert
 from resfit_ros.bags import types as t
 from resfit_ros.bags.errors import BagError
@@ -50,7 +49,7 @@ def recover_episode(path: str | Path, metadata: Mapping[str, object] | None = No
                                metadata={**{str(k): str(v) for k, v in (metadata or {}).items()}, "recovered": "true"})
         for stamp, topic, msgtype, data in messages:
             writer.write_raw(topic, data, stamp, msgtype)
-            writer.steps += topic == names.STEP_RECORD
+            writer.steps += topic == t.TOPIC_STEP_RECORD
         writer.finish()
         read_episode(final, images=False)        # the rebuilt bag must read as an episode
     except Exception as exc:
@@ -101,7 +100,7 @@ def _check(path: Path, name: str):
     store = t.typestore()
     final = None
     explore = False
-    for _, data in contents.messages.get(names.EPISODE_STATUS, []):
+    for _, data in contents.messages.get(t.TOPIC_EPISODE_STATUS, []):
         status = store.deserialize_cdr(data, t.EPISODE_STATUS)
         if status.episode_id not in (0, episode_id):
             continue
@@ -111,7 +110,7 @@ def _check(path: Path, name: str):
     if final is None:
         raise BagError(path, "no label on disk: the recorder stopped before the episode was labelled")
     if not final.aborted and final.steps > 0:
-        steps = {int(store.deserialize_cdr(d, t.STEP_RECORD).step) for _, d in contents.messages.get(names.STEP_RECORD, [])}
+        steps = {int(store.deserialize_cdr(d, t.STEP_RECORD).step) for _, d in contents.messages.get(t.TOPIC_STEP_RECORD, [])}
         missing = sorted(set(range(int(final.steps))) - steps)
         if missing:
             raise BagError(path, f"{len(missing)} of the {final.steps} counted steps are not on disk "

@@ -28,18 +28,34 @@ EPISODE_STATUS = "resfit_ros/msg/EpisodeStatus"
 IMAGE = "sensor_msgs/msg/Image"
 JOINT_STATE = "sensor_msgs/msg/JointState"
 
+
+def bag_topic(name: str) -> str:
+    """The name topic `name` has in an episode bag: resolved at the root (`resfit/step` ->
+    `/resfit/step`) whichever namespace the recording robot ran in, so the bags of every robot,
+    and those recorded before names were relative, read alike."""
+    return names.resolve(name)
+
+
+# --- topic names inside episode bags -----------------------------------------------------------
+TOPIC_OBSERVATION = bag_topic(names.OBSERVATION)
+TOPIC_STEP_RECORD = bag_topic(names.STEP_RECORD)
+TOPIC_EPISODE_STATUS = bag_topic(names.EPISODE_STATUS)
+TOPIC_JOINT_STATES = bag_topic(names.JOINT_STATES)
+TOPIC_CAMERA = bag_topic(names.CAMERA_TOPIC)   # .format(name=camera)
+
 # Topic (pattern) -> message type of every topic an episode bag holds.
 TOPIC_TYPES: dict[str, str] = {
-    names.OBSERVATION: OBSERVATION,
-    names.STEP_RECORD: STEP_RECORD,
-    names.EPISODE_STATUS: EPISODE_STATUS,
-    names.JOINT_STATES: JOINT_STATE,
-    names.CAMERA_TOPIC.format(name="*"): IMAGE,
+    TOPIC_OBSERVATION: OBSERVATION,
+    TOPIC_STEP_RECORD: STEP_RECORD,
+    TOPIC_EPISODE_STATUS: EPISODE_STATUS,
+    TOPIC_JOINT_STATES: JOINT_STATE,
+    TOPIC_CAMERA.format(name="*"): IMAGE,
 }
 
 
 def topic_type(topic: str) -> str | None:
-    """The message type an episode bag uses for `topic` (camera topics by pattern), else None."""
+    """The message type an episode bag uses for `topic` (a bag name, see bag_topic; camera topics
+    by pattern), else None."""
     if topic in TOPIC_TYPES:
         return TOPIC_TYPES[topic]
     for pattern, msgtype in TOPIC_TYPES.items():

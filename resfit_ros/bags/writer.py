@@ -21,7 +21,6 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.rosbag2.storage_mcap import McapWriter
 
-from resfit_ros import names
 from resfit_ros.bags import convert
 from resfit_ros.bags import types as t
 from resfit_ros.bags.errors import BagError
@@ -122,7 +121,7 @@ class EpisodeWriter:
             msgtype = msgtype or t.topic_type(topic)
             if msgtype is None:
                 raise ValueError(f"no message type known for topic '{topic}'; pass msgtype=")
-            qos = [_LATCHED] if topic == names.EPISODE_STATUS else []
+            qos = [_LATCHED] if topic == t.TOPIC_EPISODE_STATUS else []
             conn = self._writer.add_connection(topic, msgtype, typestore=t.typestore(),
                                                offered_qos_profiles=qos)
             self._connections[topic] = conn
@@ -137,11 +136,12 @@ class EpisodeWriter:
     def write_raw(self, topic: str, data: bytes | memoryview, stamp_ns: int, msgtype: str | None = None) -> None:
         """Write already-serialized CDR bytes (e.g. from a raw=True subscription) unchanged.
 
-        The type defaults to the episode-bag type of `topic` (types.TOPIC_TYPES). EpisodeStatus
-        messages are decoded to track the label that `finish()` uses.
+        `topic` may be node-relative (as the recorder subscribed it): the bag holds it resolved at
+        the root (types.bag_topic). The type defaults to the episode-bag type of the topic
+        (types.TOPIC_TYPES). EpisodeStatus messages are decoded to track the label that `finish()` uses.
         """
         self._check_open()
-        conn = self._connection(topic, msgtype)
+        conn = self._connection(t.bag_topic(topic), msgtype)
         if conn.msgtype == t.EPISODE_STATUS:
             status = t.typestore().deserialize_cdr(data, t.EPISODE_STATUS)
             self._track_status(status)
@@ -150,7 +150,7 @@ class EpisodeWriter:
 
     def write_message(self, topic: str, msg, stamp_ns: int, msgtype: str | None = None) -> None:
         """Serialize a rosbags message object and write it."""
-        msgtype = msgtype or getattr(msg, "__msgtype__", None) or t.topic_type(topic)
+        msgtype = msgtype or getattr(msg, "__msgtype__", None) or t.topic_type(t.bag_topic(topic))
         self.write_raw(topic, t.typestore().serialize_cdr(msg, msgtype), stamp_ns, msgtype)
 
     def _track_status(self, status) -> None:
@@ -177,10 +177,10 @@ class EpisodeWriter:
             self.joint_names = list(obs.joint_names)
         if inputs:
             for cam, img in obs.images.items():
-                self.write_message(names.CAMERA_TOPIC.format(name=cam),
+                self.write_message(t.TOPIC_CAMERA.format(name=cam),
                                    convert.image_msg(img, obs.stamp_ns, cam), obs.stamp_ns, t.IMAGE)
-            self.write_message(names.JOINT_STATES, convert.joint_state_msg(obs), obs.stamp_ns, t.JOINT_STATE)
-        self.write_message(names.OBSERVATION, convert.observation_msg(obs), obs.stamp_ns, t.OBSERVATION)
+            self.write_message(t.TOPIC_JOINT_STATES, convert.joint_state_msg(obs), obs.stamp_ns, t.JOINT_STATE)
+        self.write_message(t.TOPIC_OBSERVATION, convert.observation_msg(obs), obs.stamp_ns, t.OBSERVATION)
         self.observations += 1
 
     def write_step(self, step: convert.StepData, stamp_ns: int) -> None:
@@ -189,7 +189,7 @@ class EpisodeWriter:
             raise BagError(self.path, "write_step before any observation: joint names unknown "
                                       "(pass joint_names= to EpisodeWriter)")
         msg = convert.step_record_msg(step, self.episode_id, stamp_ns, self.joint_names)
-        self.write_message(names.STEP_RECORD, msg, stamp_ns, t.STEP_RECORD)
+        self.write_message(t.TOPIC_STEP_RECORD, msg, stamp_ns, t.STEP_RECORD)
         self.steps += 1
 
     def write_status(self, state: int, stamp_ns: int, *, label: int = convert.LABEL_NONE,
@@ -198,7 +198,7 @@ class EpisodeWriter:
         msg = convert.episode_status_msg(
             stamp_ns, state=state, episode_id=self.episode_id, label=label, aborted=aborted,
             explore=self.explore, steps=self.steps, message=message)
-        self.write_message(names.EPISODE_STATUS, msg, stamp_ns, t.EPISODE_STATUS)
+        self.write_message(t.TOPIC_EPISODE_STATUS, msg, stamp_ns, t.EPISODE_STATUS)
 
     # --- ending --------------------------------------------------------------------------------
     def finish(self, success: bool | None = None, *, aborted: bool = False, message: str = "") -> Path:

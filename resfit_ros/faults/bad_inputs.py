@@ -67,7 +67,7 @@ class Context:
     robot: Any                                  # resfit_ros.robot.RobotDescription
     now_ns: int
     latest: dict[str, Any] = field(default_factory=dict)   # topic -> newest message seen
-    extra_topic: str = "/sim_robot/task_state"
+    extra_topic: str = names.TASK_STATE
 
     @property
     def joint_topic(self) -> str:
@@ -360,14 +360,18 @@ def _e(node: str, *keys: str) -> Expect:
     return Expect(node, tuple(keys))
 
 
+# Context attributes naming one of the robot's topics; _has takes these or a topic name itself
+_CONTEXT_TOPICS = ("joint_topic", "camera_topic", "extra_topic")
+
+
 def _has(topic_attr: str) -> Callable[[Context], bool]:
     def f(ctx: Context) -> bool:
-        topic = getattr(ctx, topic_attr) if not topic_attr.startswith("/") else topic_attr
+        topic = getattr(ctx, topic_attr) if topic_attr in _CONTEXT_TOPICS else topic_attr
         return topic is not None and topic in ctx.latest
     return f
 
 
-def catalogue(robot, extra_topic: str = "/sim_robot/task_state") -> list[BadInput]:
+def catalogue(robot, extra_topic: str = names.TASK_STATE) -> list[BadInput]:
     """Every bad input this project defends against, for `robot` (its topics and controllers) and
     the synchronizer's task-state topic `extra_topic`."""
     js_topic = robot.joint_state_topics[0]
@@ -558,7 +562,7 @@ def catalogue(robot, extra_topic: str = "/sim_robot/task_state") -> list[BadInpu
     service("chunk_extra_mismatch", "GetActionChunk for an observation with extra values but no names",
             names.GET_ACTION_CHUNK, _chunk_request(_set("extra", lambda v: v + [0.0])), base_reason("extra"),
             applies=obs)
-    service("reset_scene_while_running", "sim_robot reset_scene while an episode runs", "/sim_robot/reset_scene",
+    service("reset_scene_while_running", "sim_robot reset_scene while an episode runs", names.RESET_SCENE,
             _trigger, _e(SIM, "rejected/reset_scene_running"), applies=lambda ctx: ctx.running_episode() is not None,
             sim_only=True)
     return out
@@ -630,7 +634,7 @@ def inject_bad_inputs(node, spin: Callable[[float], None], robot, *, sim: bool =
     from resfit_ros.srv import GetActionChunk
 
     say = log or (lambda _t: None)
-    extra_topic = extra_topic or "/sim_robot/task_state"
+    extra_topic = extra_topic or names.TASK_STATE
     entries = catalogue(robot, extra_topic) if entries is None else entries
     diag: dict[str, dict[str, str]] = {}
     latest: dict[str, Any] = dict(templates or {})

@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "--config file's sim_robot section says lockstep: true")
     raw.add_argument("--no-cameras", action="store_true", help="replay state only (synchronizer use_cameras false)")
     raw.add_argument("--task", default="", help="`import-raw`: task name written into each episode's metadata")
+    raw.add_argument("--namespace", default="", help="the ROS namespace the recorded graph ran in (its "
+                                                     "namespace:=, e.g. robot_a; default: the root)")
 
 
 def run(args) -> int:
@@ -188,6 +190,7 @@ def _raw_options(args) -> dict:
     if getattr(args, "no_cameras", False):
         cfg = dataclasses.replace(cfg, use_cameras=False)
     return {"sync_config": cfg, "robot": getattr(args, "robot", None), "clock": getattr(args, "clock", "auto"),
+            "namespace": getattr(args, "namespace", "") or "",
             "steps": steps}
 
 

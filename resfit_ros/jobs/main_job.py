@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=5, help="every N-th training-run episode is an evaluation one")
     parser.add_argument("--window", type=positive_int, default=10, help="episodes per printed success window")
     parser.add_argument("--fresh", action="store_true", help="start the training run from scratch (keep demos/base)")
+    parser.add_argument("--namespace", default="", help="ROS namespace of the training graph's nodes (its "
+                        "namespace:=, e.g. robot_a: several runs side by side on one DDS domain; default: the root)")
     parser.add_argument("--snapshot-every", type=float, default=5.0,
                         help="also keep the learner's checkpoint every this many minutes and evaluate each one "
                              "on the same seeds: the gain against training time (default 5; 0: final only)")
@@ -71,11 +73,10 @@ def _eval(base: Path, episodes: int, max_steps: int, residual: Path | None = Non
 
 def _residual_bound() -> float:
     """The residual node's bound in the graph's config (the evaluation applies the same one)."""
-    import yaml
-
+    from resfit_ros.config import read_parameters
     from resfit_ros.robot import config_dir
 
-    params = yaml.safe_load((config_dir() / "sim.yaml").read_text())["residual_policy"]["ros__parameters"]
+    params = read_parameters(config_dir() / "sim.yaml", "residual_policy")
     return float(min(params["residual_bound"]))
 
 
@@ -183,7 +184,8 @@ def run(args: argparse.Namespace) -> int:
     log = open(out / "graph.log", "a")
     runner = GraphRunner(GRAPHS["train_sim"], {
         "base_artifact": str(base), "demos_dir": str(demos), "output_dir": str(out),
-        "eval_every": str(args.eval_every), "task": TASK, "max_steps": str(args.max_steps)}, env=env, output=log)
+        "eval_every": str(args.eval_every), "task": TASK, "max_steps": str(args.max_steps),
+        "namespace": args.namespace}, env=env, output=log)
     print(f"training through the train_sim node graph for {args.minutes:g} min (node output: {out / 'graph.log'})",
           flush=True)
     import signal

@@ -10,7 +10,8 @@
 Each key is one call of the episode manager's services; the answer (accepted or the reason it was
 refused) and every status change are printed; while an episode runs its step count every few
 seconds (the manager publishes a status at every step). Single keys from a terminal (raw mode);
-from a pipe it reads characters, so the console can be scripted and tested.
+from a pipe it reads characters, so the console can be scripted and tested. `--namespace robot_a`
+talks to the graph started with `namespace:=robot_a` (the services and the status are node-relative).
 """
 from __future__ import annotations
 
@@ -30,11 +31,18 @@ STEPS_EVERY_S = 2.0   # a running episode's step count, at most this often (its 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a service answer")
     parser.add_argument("--eval", action="store_true", help="start evaluation episodes (no exploration)")
+    parser.add_argument("--namespace", default="", help="ROS namespace of the graph to operate (its namespace:=, "
+                                                        "e.g. robot_a; default: the root)")
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.timeout > 0:   # also refuses nan
         print(f"resfit-ros operator: error: --timeout must be > 0, got {args.timeout}", file=sys.stderr)
+        return 2
+    from resfit_ros.graph import NAMESPACE_ARG, absolute_namespace, arg_problem
+
+    if arg_problem(NAMESPACE_ARG, args.namespace) is not None:
+        print(f"resfit-ros operator: error: --namespace {args.namespace!r}: not a ROS namespace", file=sys.stderr)
         return 2
     import rclpy
     from std_srvs.srv import SetBool, Trigger
@@ -45,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from resfit_ros.srv import LabelEpisode, StartEpisode
 
     rclpy.init()
-    node = rclpy.create_node("operator_console")
+    # in the graph's namespace, the node-relative names are the graph's services and status
+    node = rclpy.create_node("operator_console", namespace=absolute_namespace(args.namespace) or "/")
     clients = {
         "start": node.create_client(StartEpisode, names.START_EPISODE),
         "label": node.create_client(LabelEpisode, names.LABEL_EPISODE),
@@ -90,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     interactive = sys.stdin.isatty()
     old = termios.tcgetattr(sys.stdin) if interactive else None
-    print(HELP, flush=True)
+    print(HELP if node.get_namespace() == "/" else f"{HELP}  (namespace {node.get_namespace()})", flush=True)
     try:
         if interactive:
             tty.setcbreak(sys.stdin.fileno())

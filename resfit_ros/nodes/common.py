@@ -38,6 +38,11 @@ PRESENCE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=H
                       liveliness_lease_duration=Duration(nanoseconds=int(PRESENCE_LEASE_S * 1e9)))
 
 
+# The --ros-args of this process, kept by run(): node_config checks that the parameter files
+# given there reach the node in its namespace.
+_ros_argv: list[str] = []
+
+
 def node_config(node: Node, cls: type[T]) -> T:
     """Build config dataclass `cls` from the node's parameters (file + overrides), validated, then
     declare every field as a read-only parameter with its description.
@@ -46,6 +51,9 @@ def node_config(node: Node, cls: type[T]) -> T:
     the YAML that the config does not know is reported instead of silently ignored. The config is
     read once: `ros2 param set` is refused with the reason rather than accepted and ignored.
     """
+    problem = params_file_namespace_problem(_ros_argv, node.get_name(), node.get_namespace())
+    if problem is not None:
+        raise ConfigError(problem)
     values = {name: param.value for name, param in node.get_parameters_by_prefix("").items()}
     cfg = config_from_dict(cls, component_values(cls, values), source=f"node '{node.get_name()}' parameters")
     declare_config(node, cfg)
@@ -117,6 +125,7 @@ def run(build: Callable[[], Any], argv: list[str] | None, threads: int = 2, even
     spin() sometimes ignores SIGTERM (see ros2-without-a-ros-install notes); this never hangs.
     """
     problem = ros_args_problem(list(argv or []))
+    _ros_argv[:] = list(argv or [])
     if problem is None:
         try:
             rclpy.init(args=["resfit_ros_node"] + list(argv or []), signal_handler_options=SignalHandlerOptions.NO)
@@ -271,6 +280,45 @@ def ros_args_problem(argv: list[str]) -> str | None:
     return None
 
 
+def _params_files(argv: list[str]) -> list[str]:
+    inside, files = False, []
+    args = iter(argv)
+    for tok in args:
+        if tok in ("--ros-args", "--"):
+            inside = tok == "--ros-args"
+        elif inside and tok == "--params-file":
+            files.append(next(args, ""))
+    return files
+
+
+def params_file_namespace_problem(argv: list[str], name: str, namespace: str) -> str | None:
+    """Why a parameter file of `argv` misses node `name` in `namespace`, or None: rcl applies a
+    section keyed by the bare node name at the root only, so in a namespace it is silently
+    ignored and the node would run on its defaults."""
+    import yaml
+
+    if namespace in ("", "/"):
+        return None
+    fqn = f"{namespace.rstrip('/')}/{name}"
+    for path in _params_files(argv):
+        try:
+            with open(path) as f:
+                doc = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError):
+            continue                                   # ros_args_problem reports unreadable files
+        if isinstance(doc, dict) and name in doc and not {f"/**/{name}", fqn, fqn.lstrip("/")} & set(doc):
+            return (f"parameter file {path}: section '{name}' applies to the node at the root only, not to "
+                    f"{fqn}: key it '/**/{name}' (this node in any namespace) or '{fqn}'")
+    return None
+
+
+def diagnostic_name(node: Node) -> str:
+    """The name of a node's DiagnosticStatus on the global /diagnostics: "resfit_ros: <node>" at
+    the root, "resfit_ros: /robot_a/<node>" in a namespace (the robots side by side tell apart)."""
+    namespace = node.get_namespace()
+    return f"resfit_ros: {node.get_name() if namespace == '/' else node.get_fully_qualified_name()}"
+
+
 def stamp_to_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
@@ -296,7 +344,7 @@ class Rejections:
 
     `reject(reason, text)` counts `rejected/<reason>` and warns (at most once per `throttle_s`).
     Nodes that publish their own DiagnosticStatus merge `values()` into it; the others call
-    `start_diagnostics(period_s, extra=...)` to publish a status named "resfit_ros: <node name>"
+    `start_diagnostics(period_s, extra=...)` to publish a status named by diagnostic_name
     (the same naming as the synchronizer's and the residual policy's).
     """
 
@@ -337,7 +385,7 @@ class Rejections:
         values = dict(self._extra() if self._extra is not None else {})
         values.update(self.values())
         values["rejected_total"] = self.total
-        status = DiagnosticStatus(name=f"resfit_ros: {self.node.get_name()}", hardware_id="resfit_ros",
+        status = DiagnosticStatus(name=diagnostic_name(self.node), hardware_id="resfit_ros",
                                   level=DiagnosticStatus.OK, message=f"{self.total} inputs rejected")
         status.values = [KeyValue(key=str(k), value=str(v)) for k, v in sorted(values.items())]
         diag = DiagnosticArray(status=[status])

@@ -26,7 +26,7 @@ class JudgeConfig:
     max_steps: int = 200           # label a failure when the episode reaches this many steps
     explore: bool = True           # start training episodes (exploration on) or evaluation ones
     eval_every: int = 0            # every N-th episode is an evaluation episode (0 = never)
-    success_topic: str = "/sim_robot/success"  # std_msgs/Bool from the simulator
+    success_topic: str = names.SIM_SUCCESS     # std_msgs/Bool from the simulator
     stall_timeout_s: float = 30.0  # abort a running episode whose step count does not move for this long
     call_timeout_s: float = 5.0    # a service call unanswered this long is given up and retried (server restarted)
 

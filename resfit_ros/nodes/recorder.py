@@ -2,10 +2,11 @@
 
 Subscribes with raw=True (CDR bytes pass straight into the bag, no decode/encode) to the
 observations, per-step records, episode status and, with `record_raw_inputs`, the robot's raw
-joint-state and camera topics (so a bag can be re-synchronised offline). An episode bag opens
-when the episode manager reports RUNNING and is finished (labelled or marked aborted, closed,
-renamed from `<name>.incomplete`) `finish_delay_s` after the episode ended, so messages still in
-flight on other topics land in it. A crash leaves earlier episodes intact and the interrupted one
+joint-state and camera topics (so a bag can be re-synchronised offline); each is subscribed in
+the node's namespace and written under its name at the root (bags/types.py, bag_topic), so the
+bags of robots side by side read alike. An episode bag opens when the episode manager reports
+RUNNING and is finished (labelled or marked aborted, closed, renamed from `<name>.incomplete`)
+`finish_delay_s` after the episode ended, so messages still in flight on other topics land in it. A crash leaves earlier episodes intact and the interrupted one
 as `<name>.incomplete`, which readers skip (resfit_ros/bags/writer.py).
 
 A write error (disk full, permissions) stops recording with a clear error AND engages the

@@ -34,8 +34,8 @@ from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.stamps import StampOrder
 from resfit_ros.core.weights import WeightsRejected, unpack_weights
 from resfit_ros.msg import EpisodeStatus, LearnerMetrics, Observation, PolicyWeights, StepRecord
-from resfit_ros.nodes.common import (LATCHED, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
-                                     stamp_to_ns, status_problem, steady_timer)
+from resfit_ros.nodes.common import (LATCHED, STREAM, Rejections, diagnostic_name, make_node, node_config,
+                                     ns_to_stamp, run, stamp_to_ns, status_problem, steady_timer)
 from resfit_ros.nodes.controllers import INTERFACES, ControllerOutput
 from resfit_ros.nodes.convert import ObservationError, msg_to_observation
 from resfit_ros.robot import RobotDescription
@@ -427,7 +427,7 @@ class ResidualPolicyNode:
                        "watchdog": self.watchdog_reason, "estopped": self.estopped})
         level = DiagnosticStatus.ERROR if self.estopped else (
             DiagnosticStatus.WARN if self.watchdog_reason != "ok" else DiagnosticStatus.OK)
-        status = DiagnosticStatus(name="resfit_ros: residual_policy", hardware_id="resfit_ros", level=level,
+        status = DiagnosticStatus(name=diagnostic_name(self.node), hardware_id="resfit_ros", level=level,
                                   message=self.watchdog_reason if level else f"{self.counts['ticks']} ticks")
         status.values = [KeyValue(key=k, value=str(v)) for k, v in sorted(values.items())]
         diag = DiagnosticArray(status=[status])

@@ -16,7 +16,7 @@ from resfit_ros import names
 from resfit_ros.core.sync import DROP_DUPLICATE
 from resfit_ros.core.synchronizer import INPUT_CAMERA, SynchronizerConfig, SynchronizerCore
 from resfit_ros.msg import Observation
-from resfit_ros.nodes.common import STREAM, make_node, node_config, run, steady_timer
+from resfit_ros.nodes.common import STREAM, diagnostic_name, make_node, node_config, run, steady_timer
 from resfit_ros.nodes.convert import observation_to_msg
 from resfit_ros.robot import RobotDescription
 
@@ -52,7 +52,7 @@ class Synchronizer:
         stats = self.sync.stats()
         values = {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
         values.update({f"rejected/{k}": v for k, v in self.core.rejected.items()})
-        status = DiagnosticStatus(name="resfit_ros: synchronizer", hardware_id="resfit_ros",
+        status = DiagnosticStatus(name=diagnostic_name(self.node), hardware_id="resfit_ros",
                                   level=DiagnosticStatus.OK, message=f"{self.core.sequence} observations emitted")
         status.values = [KeyValue(key=str(k), value=str(v)) for k, v in sorted(values.items())]
         diag = DiagnosticArray(status=[status])

@@ -6,6 +6,7 @@ policy answers each observation with one Float64MultiArray per controller group,
 manager's statuses frame each episode, and the reset's homing commands follow each label. Log
 times are "receive times" on a different clock (wall-like) unless `log_equals_stamp`.
 `copy_bag` writes a copy without some topics (same log times), like recording fewer topics.
+Topic names are those `ros2 bag record` sees from a graph at the root (or in `namespace`).
 """
 from __future__ import annotations
 
@@ -24,9 +25,13 @@ ROBOT = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
 DT = 50_000_000                      # 20 Hz
 WALL0 = 1_750_000_000_000_000_000    # the "receive" clock of the synthetic recorder
 TASK_NAMES = ["object_x", "object_y", "object_z"]
-CAMERA = "/camera/head/image_raw"
-TASK = "/sim_robot/task_state"
-COMMAND_TOPICS = {g: names.CONTROLLER_COMMANDS.format(controller=c) for g, c in ROBOT.controllers.items()}
+CAMERA = names.resolve(ROBOT.cameras["head"])
+TASK = names.resolve(names.TASK_STATE)
+JOINT_STATES = names.resolve(names.JOINT_STATES)
+EPISODE_STATUS = names.resolve(names.EPISODE_STATUS)
+STEP_RECORD = names.resolve(names.STEP_RECORD)
+CLOCK = names.resolve(names.SIM_CLOCK)
+COMMAND_TOPICS = {g: names.resolve(names.CONTROLLER_COMMANDS.format(controller=c)) for g, c in ROBOT.controllers.items()}
 
 
 @dataclass
@@ -44,9 +49,10 @@ def _cls(name):
 def write_lockstep_bag(path: Path, episodes=((6, True, True), (4, False, False), (3, None, True)), *,
                        log_equals_stamp: bool = False, with_clock: bool = True, with_steps: bool = False,
                        skip: frozenset = frozenset(), seed: int = 0, races: bool = False,
-                       late_command: bool = False, unlocked: bool = False) -> Truth:
+                       late_command: bool = False, unlocked: bool = False, namespace: str = "") -> Truth:
     """episodes: (steps, success True/False/None = never labelled, explore). Returns the truth.
 
+    namespace: the graph ran in this ROS namespace: every topic is recorded under it.
     races: the recorder receives each RUNNING status after the policy's first command, the end
     of each reset (IDLE ready) before the last homing command, and every camera image after the
     command that acted on it (all three seen on real DDS).
@@ -62,7 +68,8 @@ def write_lockstep_bag(path: Path, episodes=((6, True, True), (4, False, False),
 
     def conn(topic, msgtype):
         if topic not in conns:
-            conns[topic] = w.add_connection(topic, msgtype, typestore=store)
+            recorded = names.resolve(topic[1:], namespace)   # the root name, in the namespace
+            conns[topic] = w.add_connection(recorded, msgtype, typestore=store)
         return conns[topic]
 
     clock = {"stamp": 0, "wall": WALL0 + 123_456, "tick_wall": WALL0, "last_log": 0}
@@ -88,8 +95,8 @@ def write_lockstep_bag(path: Path, episodes=((6, True, True), (4, False, False),
         task = rng.normal(size=3)
         truth.states[stamp] = np.concatenate([q, v, task]).astype(np.float32)
         if with_clock:
-            write("/clock", "rosgraph_msgs/msg/Clock", _cls("rosgraph_msgs/msg/Clock")(clock=hdr.stamp))
-        write(names.JOINT_STATES, t.JOINT_STATE, _cls(t.JOINT_STATE)(
+            write(CLOCK, "rosgraph_msgs/msg/Clock", _cls("rosgraph_msgs/msg/Clock")(clock=hdr.stamp))
+        write(JOINT_STATES, t.JOINT_STATE, _cls(t.JOINT_STATE)(
             header=hdr, name=list(ROBOT.joint_names), position=q.copy(), velocity=v, effort=np.zeros(0)))
         write(TASK, t.JOINT_STATE, _cls(t.JOINT_STATE)(
             header=convert.header_msg(stamp), name=list(TASK_NAMES), position=task, velocity=np.zeros(0),
@@ -124,7 +131,7 @@ def write_lockstep_bag(path: Path, episodes=((6, True, True), (4, False, False),
     def status(state_, eid, label=convert.LABEL_NONE, explore=False, steps=0, ready=False):
         msg = convert.new_msg(t.EPISODE_STATUS, header=convert.header_msg(clock["stamp"]), state=state_,
                               episode_id=eid, label=label, explore=explore, steps=steps, ready=ready)
-        write(names.EPISODE_STATUS, t.EPISODE_STATUS, msg)
+        write(EPISODE_STATUS, t.EPISODE_STATUS, msg)
 
     status(convert.STATE_IDLE, 0, ready=True)
     clock["stamp"] = DT
@@ -150,7 +157,7 @@ def write_lockstep_bag(path: Path, episodes=((6, True, True), (4, False, False),
                 send(cmd)
             if with_steps:
                 base = cmd - 0.001
-                write(names.STEP_RECORD, t.STEP_RECORD, convert.step_record_msg(convert.StepData(
+                write(STEP_RECORD, t.STEP_RECORD, convert.step_record_msg(convert.StepData(
                     step=k, observation_sequence=1000 + k, command=cmd, base_action=base, residual=cmd - base,
                     exploration=explore, weights_version=7), eid, clock["stamp"], list(ROBOT.joint_names)))
             if races and k == 0:

@@ -82,10 +82,10 @@ def test_metadata_yaml_lists_topics_types_and_hashes(tmp_path):
     assert info["relative_file_paths"] == [f"{path.name}.mcap"] and (path / f"{path.name}.mcap").is_file()
     topics = {e["topic_metadata"]["name"]: e for e in info["topics_with_message_count"]}
     expected = {
-        names.OBSERVATION: ("resfit_ros/msg/Observation", 4),
-        names.STEP_RECORD: ("resfit_ros/msg/StepRecord", 3),
-        names.EPISODE_STATUS: ("resfit_ros/msg/EpisodeStatus", 1),
-        names.JOINT_STATES: ("sensor_msgs/msg/JointState", 4),
+        "/resfit/observation": ("resfit_ros/msg/Observation", 4),   # every name as at the root
+        "/resfit/step": ("resfit_ros/msg/StepRecord", 3),
+        "/resfit/episode_status": ("resfit_ros/msg/EpisodeStatus", 1),
+        "/joint_states": ("sensor_msgs/msg/JointState", 4),
         "/camera/head/image_raw": ("sensor_msgs/msg/Image", 4),
         "/camera/wrist/image_raw": ("sensor_msgs/msg/Image", 4),
     }
@@ -121,8 +121,8 @@ def test_bag_is_readable_by_rosbags_reader(tmp_path):
     with Reader(path) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
         obs = [typestore().deserialize_cdr(raw, c.msgtype)
-               for c, _, raw in reader.messages() if c.topic == names.OBSERVATION]
-    assert counts[names.OBSERVATION] == 4 and len(obs) == 4 and obs[2].sequence == 2
+               for c, _, raw in reader.messages() if c.topic == t.TOPIC_OBSERVATION]
+    assert counts[t.TOPIC_OBSERVATION] == 4 and len(obs) == 4 and obs[2].sequence == 2
 
 
 def test_raw_cdr_bytes_pass_through_and_status_label(tmp_path):
@@ -147,6 +147,9 @@ def test_raw_cdr_bytes_pass_through_and_status_label(tmp_path):
     path = w.finish()  # label taken from the status bytes
     assert path.name.endswith(path.name) and not path.name.endswith(INCOMPLETE_SUFFIX)
     assert read_episode(path).success
+    # written under node-relative names (as the recorder subscribes them), kept as at the root
+    assert {tp for tp, _, _ in iter_messages(path)} == {t.TOPIC_JOINT_STATES, t.TOPIC_CAMERA.format(name="head"),
+                                                       t.TOPIC_OBSERVATION, t.TOPIC_STEP_RECORD, t.TOPIC_EPISODE_STATUS}
     got = [bytes(store.serialize_cdr(m, t.JOINT_STATE)) for _, _, m in iter_messages(path, [names.JOINT_STATES])]
     assert got == [js for js, _ in raw_inputs]
     with pytest.raises(ValueError, match="no message type known"):
@@ -240,7 +243,7 @@ def bad_bags(tmp_path):
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     with Writer(unknown, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        conn = w.add_connection(names.OBSERVATION, "other_msgs/msg/Observation",
+        conn = w.add_connection(t.TOPIC_OBSERVATION, "other_msgs/msg/Observation",
                                 msgdef="uint8 x", rihs01="RIHS01_" + "0" * 64)
         w.write(conn, 1, b"\x00\x01\x00\x00\x07")
     bad["unknown"] = (unknown, "unknown message type 'other_msgs/msg/Observation'")
@@ -457,4 +460,4 @@ def test_an_unclosed_mcap_file_reads_up_to_its_last_complete_record(tmp_path):
         read_mcap(mcap)
     got = read_mcap(mcap, allow_truncated=True)
     assert got.truncated_at == size
-    assert len(got.messages[names.STEP_RECORD]) == len(commands) == 6
+    assert len(got.messages[t.TOPIC_STEP_RECORD]) == len(commands) == 6

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resfit_ros import names
 from resfit_ros.bags import BagError, read_episode, scan_episodes
 from resfit_ros.bags.raw_record import import_raw_bag, is_raw_bag, read_raw_bag
 from resfit_ros.learning.replay import nstep_targets
-from test.bags.raw_support import CAMERA, COMMAND_TOPICS, ROBOT, TASK, copy_bag, write_lockstep_bag
+from test.bags.raw_support import (CAMERA, CLOCK, COMMAND_TOPICS, EPISODE_STATUS, JOINT_STATES, ROBOT, STEP_RECORD, TASK,
+                                   copy_bag, write_lockstep_bag)
 from test.support import build_tiny_base, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,8 +124,8 @@ def test_step_records_in_the_bag_are_used(tmp_path):
 
 
 @pytest.mark.parametrize("missing, message", [
-    ({names.EPISODE_STATUS}, "no /resfit/episode_status: label the episodes first"),
-    ({names.JOINT_STATES}, "no joint states on /joint_states"),
+    ({EPISODE_STATUS}, "no /resfit/episode_status: label the episodes first"),
+    ({JOINT_STATES}, "no joint states on /joint_states"),
     ({CAMERA}, "no camera images on /camera/head/image_raw"),
     ({TASK}, "no task state on /sim_robot/task_state"),
     (set(COMMAND_TOPICS.values()), "no controller commands"),
@@ -180,11 +180,38 @@ def test_import_writes_episode_bags_once_and_tools_point_at_it(tmp_path, capsys)
     assert len(list(out.glob("episode_*"))) == 2
 
 
+def test_a_bag_recorded_in_a_namespace_reads_with_that_namespace(tmp_path):
+    """A graph started with namespace:=robot_a records /robot_a/joint_states, /robot_a/clock, ...:
+    read with namespace='robot_a' it gives the episodes it holds, and the episode bags imported
+    from it name every topic as at the root (like every episode bag)."""
+    from rosbags.rosbag2 import Reader
+
+    from resfit_ros.bags import iter_messages
+
+    raw = tmp_path / "raw"
+    truth = write_lockstep_bag(raw, namespace="robot_a")
+    with Reader(raw) as reader:
+        assert {c.topic for c in reader.connections} >= {"/robot_a" + JOINT_STATES, "/robot_a" + CLOCK}
+    with pytest.raises(BagError, match="no /resfit/episode_status"):
+        read_raw_bag(raw)                                        # the root's names are not in it
+    rec = read_raw_bag(raw, namespace="robot_a")
+    assert rec.clock == "clock"                                  # its /robot_a/clock was found
+    _check_against_truth(rec, truth)
+    result = import_raw_bag(raw, tmp_path / "episodes", namespace="/robot_a/")
+    assert len(result.written) == 2
+    for path in result.written:
+        ep = read_episode(path)
+        with Reader(path) as reader:
+            topics = {c.topic for c in reader.connections}
+        assert {CAMERA, JOINT_STATES, TASK, EPISODE_STATUS} <= topics and not any("robot_a" in tp for tp in topics)
+        assert sum(1 for _ in iter_messages(path, [CAMERA])) == ep.num_observations
+
+
 # --- the real graph -----------------------------------------------------------------------------------
-RAW_TOPICS = [f"{CAMERA}:sensor_msgs/msg/Image", f"{names.JOINT_STATES}:sensor_msgs/msg/JointState",
-              f"{TASK}:sensor_msgs/msg/JointState", "/clock:rosgraph_msgs/msg/Clock",
-              f"{names.EPISODE_STATUS}:resfit_ros/msg/EpisodeStatus",
-              f"{names.STEP_RECORD}:resfit_ros/msg/StepRecord"] + [
+RAW_TOPICS = [f"{CAMERA}:sensor_msgs/msg/Image", f"{JOINT_STATES}:sensor_msgs/msg/JointState",
+              f"{TASK}:sensor_msgs/msg/JointState", f"{CLOCK}:rosgraph_msgs/msg/Clock",
+              f"{EPISODE_STATUS}:resfit_ros/msg/EpisodeStatus",
+              f"{STEP_RECORD}:resfit_ros/msg/StepRecord"] + [
     f"{tp}:std_msgs/msg/Float64MultiArray" for tp in COMMAND_TOPICS.values()]
 
 
@@ -257,7 +284,7 @@ def test_raw_bag_of_the_sim_graph_gives_the_project_recordings_transitions(ros_d
         stop_process(recorder)
 
     # what `ros2 bag record` of the raw topics gives: no project topic except the labels
-    raw = copy_bag(raw_all, tmp_path / "raw", exclude={names.STEP_RECORD})
+    raw = copy_bag(raw_all, tmp_path / "raw", exclude={STEP_RECORD})
     rec = read_raw_bag(raw)
     assert (rec.clock, rec.steps_rule) == ("clock", "lockstep")            # config/sim.yaml: lockstep simulator
     stamps_mode = read_raw_bag(raw, clock="stamps")
@@ -363,8 +390,8 @@ def test_raw_bag_of_the_sim_graph_gives_the_project_recordings_transitions(ros_d
     assert buffer.num_online_transitions == sum(e.num_steps for e in labelled)
 
     # the same raw run without labels, or without joint states, says what is missing
-    for exclude, message in (({names.EPISODE_STATUS}, "no /resfit/episode_status: label the episodes first"),
-                             ({names.JOINT_STATES}, "no joint states on /joint_states")):
+    for exclude, message in (({EPISODE_STATUS}, "no /resfit/episode_status: label the episodes first"),
+                             ({JOINT_STATES}, "no joint states on /joint_states")):
         bad = copy_bag(raw, tmp_path / f"raw_without_{exclude.copy().pop().strip('/').replace('/', '_')}", exclude)
         with pytest.raises(BagError, match=message):
             read_raw_bag(bad)

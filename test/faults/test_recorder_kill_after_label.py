@@ -20,6 +20,7 @@ pytestmark = pytest.mark.ros
 def test_a_labelled_episode_survives_a_recorder_killed_before_closing_it(ros_context, spawn, tmp_path):
     from resfit_ros.bags import INCOMPLETE_SUFFIX, read_episode
     from resfit_ros.bags.mcap_scan import McapError, read_mcap
+    from resfit_ros.bags.types import bag_topic
     from resfit_ros.msg import EpisodeStatus, Observation, StepRecord
     from resfit_ros.nodes.common import LATCHED, STREAM, ns_to_stamp
     from resfit_ros.nodes.convert import observation_to_msg
@@ -61,10 +62,10 @@ def test_a_labelled_episode_survives_a_recorder_killed_before_closing_it(ros_con
     def label_on_disk() -> bool:
         try:
             [mcap] = bag.glob("*.mcap")
-            got = read_mcap(mcap, {names.EPISODE_STATUS}, allow_truncated=True).messages
+            got = read_mcap(mcap, {bag_topic(names.EPISODE_STATUS)}, allow_truncated=True).messages
         except (ValueError, McapError):
             return False
-        return len(got.get(names.EPISODE_STATUS, [])) >= 2
+        return len(got.get(bag_topic(names.EPISODE_STATUS), [])) >= 2
 
     assert ros_context.spin_until(label_on_disk, 5), "the recorder did not flush the label to disk"
     os.killpg(recorder.pid, signal.SIGKILL)          # within the 8 s before it would close the bag

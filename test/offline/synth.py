@@ -9,6 +9,7 @@ import numpy as np
 
 from resfit_ros import names
 from resfit_ros.bags import EpisodeWriter, StepData
+from resfit_ros.bags.types import bag_topic
 from resfit_ros.core.observation import ObservationData
 
 DOF, EXTRA = 29, 9
@@ -60,7 +61,7 @@ def add_bad_episodes(root: Path, good: Path) -> dict[str, tuple[Path, str]]:
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     with Writer(unknown, version=9, storage_plugin=StoragePlugin.MCAP) as w:
-        conn = w.add_connection(names.OBSERVATION, "other_msgs/msg/Observation", msgdef="uint8 x",
+        conn = w.add_connection(bag_topic(names.OBSERVATION), "other_msgs/msg/Observation", msgdef="uint8 x",
                                 rihs01="RIHS01_" + "0" * 64)
         w.write(conn, 1, b"\x00\x01\x00\x00\x07")
     bad["unknown"] = (unknown, "unknown message type")

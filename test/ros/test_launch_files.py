@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from resfit_ros import names
 from resfit_ros.graph import GRAPHS, resolve_args
 
 LAUNCH_DIR = Path(__file__).resolve().parents[2] / "launch"
@@ -63,6 +64,8 @@ def test_launch_file_declares_the_graph(monkeypatch, graph_name):
     assert [n.kwargs["name"] for n in nodes] == [s.name for s in graph.nodes]
     for n, spec in zip(nodes, graph.nodes):
         assert n.kwargs["package"] == "resfit_ros" and n.kwargs["executable"] == spec.executable
+        [namespace] = n.kwargs["namespace"]                    # every node in the graph's namespace
+        assert isinstance(namespace, classes["LaunchConfiguration"]) and namespace.args == ("namespace",)
         assert n.kwargs["respawn"] == spec.respawn
         assert ("on_exit" in n.kwargs) == spec.required
         assert ("condition" in n.kwargs) == bool(spec.enabled_if)
@@ -93,8 +96,10 @@ def test_every_parameter_file_section_matches_a_node_config(config):
 
     sections = yaml.safe_load(path.read_text())
     assert sections, path
+    # keyed "/**/<node>" (the node in any namespace): a bare name would not reach a namespaced node
+    assert all(key.startswith("/**/") and key[4:] in classes for key in sections), sorted(sections)
     for node, cls_name in classes.items():
-        if node not in sections:
+        if f"/**/{node}" not in sections:
             continue
         module = importlib.import_module(f"resfit_ros.nodes.{node}")
         values = read_parameters(path, node)
@@ -114,7 +119,7 @@ def test_robot_sim_runs_train_real_unchanged_beside_the_stand_in():
     real, sim = GRAPHS["train_real"], GRAPHS["robot_sim"]
     paths = {"base_artifact": "/b.safetensors", "output_dir": "/o", "demos_dir": "/d"}
     real_args = resolve_args(real, paths, package_config_dir="/cfg")
-    for scene_reset in ("/sim_robot/reset_scene", ""):
+    for scene_reset in (names.RESET_SCENE, ""):
         sim_args = resolve_args(sim, dict(paths, reset_scene_service=scene_reset), package_config_dir="/cfg")
         commands = {n.name: node_command(n, sim_args) for n in sim.nodes}
         assert set(commands) == {n.name for n in real.nodes} | {"sim_robot"}

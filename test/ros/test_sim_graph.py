@@ -51,7 +51,7 @@ def test_train_sim_graph_end_to_end(ros_context, ros_domain, tmp_path, tiny_base
     import yaml
 
     config = yaml.safe_load((config_dir() / "sim.yaml").read_text())
-    config["learner"]["ros__parameters"].update(random_warmup_steps=20, critic_warmup_updates=30)
+    config["/**/learner"]["ros__parameters"].update(random_warmup_steps=20, critic_warmup_updates=30)
     config_file = tmp_path / "sim.yaml"
     config_file.write_text(yaml.safe_dump(config))
     log = tmp_path / "launch.log"

@@ -78,7 +78,7 @@ def test_sim_robot_real_time_streams_stamps_and_held_command(ros_context, spawn)
     from resfit_ros.msg import Observation
     from resfit_ros.nodes.common import STREAM, stamp_to_ns
 
-    sim_cfg = yaml.safe_load((config_dir() / "robot_sim.yaml").read_text())["sim_robot"]["ros__parameters"]
+    sim_cfg = yaml.safe_load((config_dir() / "robot_sim.yaml").read_text())["/**/sim_robot"]["ros__parameters"]
     proc = spawn(node_argv("sim_robot", "--params-file", str(config_dir() / "robot_sim.yaml")), name="sim")
     spawn(node_argv("synchronizer", "--params-file", str(config_dir() / "real.yaml")), name="sync")
     robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")

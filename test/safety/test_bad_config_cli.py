@@ -83,6 +83,7 @@ def _config_cases():
     for fname in ("sim.yaml", "real.yaml", "robot_sim.yaml"):
         doc = yaml.safe_load((config_dir() / fname).read_text())
         for section, block in doc.items():
+            section = section.removeprefix("/**/")           # the node in any namespace
             params = block["ros__parameters"]
             first = next(iter(params))
             cases.append(pytest.param(fname, section, "bogus_key", 1, id=f"{fname}-{section}-unknown_key"))
@@ -96,9 +97,10 @@ def _config_cases():
 @pytest.mark.parametrize("fname,section,key,value", _config_cases())
 def test_bad_value_in_a_node_section_stops_the_node_with_one_line(fname, section, key, value, tmp_path, capsys,
                                                                    ros_domain, keep_signals):
+    key_of_node = f"/**/{section}"
     doc = yaml.safe_load((config_dir() / fname).read_text())
-    doc = {section: doc[section]}
-    doc[section]["ros__parameters"][key] = value
+    doc = {key_of_node: doc[key_of_node]}
+    doc[key_of_node]["ros__parameters"][key] = value
     bad = tmp_path / f"bad_{fname}"
     bad.write_text(yaml.safe_dump(doc))
     out = tmp_path / "out"

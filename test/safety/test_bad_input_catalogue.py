@@ -29,7 +29,7 @@ def _context(rob):
                       camera_names=["head"], images=[img])
     step = StepRecord(episode_id=3, step=5, training_steps=100)
     status = EpisodeStatus(state=EpisodeStatus.RUNNING, episode_id=3, label=-1)
-    latest = {names.JOINT_STATES: js, rob.cameras["head"]: img, "/sim_robot/task_state": task, names.OBSERVATION: obs,
+    latest = {names.JOINT_STATES: js, rob.cameras["head"]: img, names.TASK_STATE: task, names.OBSERVATION: obs,
               names.STEP_RECORD: step, names.EPISODE_STATUS: status, names.POLICY_WEIGHTS: helpers.weights_msg(4)}
     for m in latest.values():
         if hasattr(m, "header"):

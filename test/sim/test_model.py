@@ -62,8 +62,8 @@ def test_yaml_matches_model_names_order_limits(model, robot):
     np.testing.assert_allclose(ctrl, joint_range, atol=1e-6)
     assert [j.group for j in robot.joints] == [g for g in GROUPS for _ in JOINT_GROUPS[g]]
     assert robot.controllers == {g: f"{g}_controller" for g in GROUPS}
-    assert robot.cameras == {"head": "/camera/head/image_raw"}
-    assert robot.joint_state_topics == ("/joint_states",)
+    assert robot.cameras == {"head": "camera/head/image_raw"}      # node-relative: in the graph's namespace
+    assert robot.joint_state_topics == ("joint_states",)
 
 
 def test_home_is_inside_limits_with_room_to_move(robot):
