@@ -325,10 +325,10 @@ def _chunk_request(mutate: Callable) -> Callable[[Context], Any]:
     return build
 
 
-def _trigger(ctx: Context):
-    from std_srvs.srv import Trigger
+def _reset_scene(ctx: Context):
+    from resfit_ros.srv import ResetScene
 
-    return Trigger.Request()
+    return ResetScene.Request()
 
 
 def _set(attr: str, fn: Callable) -> Callable:
@@ -563,7 +563,7 @@ def catalogue(robot, extra_topic: str = names.TASK_STATE) -> list[BadInput]:
             names.GET_ACTION_CHUNK, _chunk_request(_set("extra", lambda v: v + [0.0])), base_reason("extra"),
             applies=obs)
     service("reset_scene_while_running", "sim_robot reset_scene while an episode runs", names.RESET_SCENE,
-            _trigger, _e(SIM, "rejected/reset_scene_running"), applies=lambda ctx: ctx.running_episode() is not None,
+            _reset_scene, _e(SIM, "rejected/reset_scene_running"), applies=lambda ctx: ctx.running_episode() is not None,
             sim_only=True)
     return out
 
@@ -631,7 +631,7 @@ def inject_bad_inputs(node, spin: Callable[[float], None], robot, *, sim: bool =
 
     from resfit_ros.msg import EpisodeStatus, Observation, PolicyWeights, StepRecord
     from resfit_ros.nodes.common import LATCHED, STREAM
-    from resfit_ros.srv import GetActionChunk
+    from resfit_ros.srv import GetActionChunk, ResetScene
 
     say = log or (lambda _t: None)
     extra_topic = extra_topic or names.TASK_STATE
@@ -728,7 +728,7 @@ def inject_bad_inputs(node, spin: Callable[[float], None], robot, *, sim: bool =
                 pub.publish(item)
                 spin(0.01)
             else:
-                srv_type = GetActionChunk if e.target == names.GET_ACTION_CHUNK else Trigger
+                srv_type = {GetActionChunk.Request: GetActionChunk, ResetScene.Request: ResetScene}.get(type(item), Trigger)
                 client = created_clients.get(e.target)
                 if client is None:
                     client = created_clients[e.target] = node.create_client(srv_type, e.target)

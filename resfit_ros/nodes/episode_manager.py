@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,15 +32,16 @@ from std_srvs.srv import SetBool, Trigger
 
 from resfit_ros import names
 from resfit_ros.config import require
-from resfit_ros.core.command import CommandLimits, HomingError, HomingTrajectory
+from resfit_ros.core.command import CommandLimits
 from resfit_ros.core.episode import EpisodeManager, EpisodeState
 from resfit_ros.core.joint_states import JointStateError, JointStateMerger
+from resfit_ros.core.reset import JointStream, ResetSequencer, ResetTiming, SceneReply
 from resfit_ros.msg import EpisodeStatus, RecorderProgress, StepRecord
 from resfit_ros.nodes.common import (LATCHED, PRESENCE, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
                                      stamp_to_ns, steady_timer)
 from resfit_ros.nodes.controllers import ControllerOutput
 from resfit_ros.robot import RobotDescription
-from resfit_ros.srv import LabelEpisode, StartEpisode
+from resfit_ros.srv import LabelEpisode, ResetScene, StartEpisode
 
 
 @dataclass
@@ -49,7 +49,7 @@ class EpisodeManagerConfig:
     robot_description: str = "robots/g1_sim.yaml"  # robot YAML (joints, limits, controllers)
     control_rate_hz: float = 20.0          # homing trajectory rate
     command_interface: str = "forward"     # "forward" (Float64MultiArray) or "trajectory"
-    reset_scene_service: str = ""          # std_srvs/Trigger called before homing ('' = none; sim: /sim_robot/reset_scene)
+    reset_scene_service: str = ""          # resfit_ros/ResetScene called before homing ('' = none; sim: /sim_robot/reset_scene)
     homing_speed_fraction: float = 0.3     # fraction of each joint's max velocity used by homing
     homing_min_duration_s: float = 2.0     # homing never faster than this
     homing_settle_s: float = 0.1           # "ready" this long after the last homing command (and its state)
@@ -81,9 +81,11 @@ class EpisodeManagerNode:
         self.core = EpisodeManager(require_reset=cfg.require_reset)
         self.merger = JointStateMerger(self.robot.joint_names, velocity_required=False)
         self.joint_positions: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # topic -> (idx, pos, t)
-        self.homing: HomingTrajectory | None = None
-        self.homing_step = 0
-        self.sent_after = None          # newest joint stamp when the last homing command went out
+        self.reset = ResetSequencer(self.limits, ResetTiming(
+            control_rate_hz=cfg.control_rate_hz, reset_quiet_s=cfg.reset_quiet_s,
+            scene_reset_timeout_s=cfg.scene_reset_timeout_s, joint_state_timeout_s=cfg.joint_state_timeout_s,
+            homing_settle_s=cfg.homing_settle_s, homing_speed_fraction=cfg.homing_speed_fraction,
+            homing_min_duration_s=cfg.homing_min_duration_s), scene_reset=bool(cfg.reset_scene_service))
         self.scene_future = None
         self.output = ControllerOutput(self.node, self.robot, cfg.command_interface, cfg.control_rate_hz)
         # rejected inputs by reason (rejected/<reason> on /diagnostics): joint_state_*, step_* and
@@ -107,7 +109,7 @@ class EpisodeManagerNode:
                                                       callback_group=services)
         for topic in self.robot.joint_state_topics:
             self.node.create_subscription(JointState, topic, lambda m, t=topic: self.on_joints(t, m), STREAM)
-        self.scene_client = (self.node.create_client(Trigger, cfg.reset_scene_service)
+        self.scene_client = (self.node.create_client(ResetScene, cfg.reset_scene_service)
                              if cfg.reset_scene_service else None)
         steady_timer(self.node, 1.0 / cfg.control_rate_hz, self.on_homing_tick, MutuallyExclusiveCallbackGroup())
         self.alive = {name: False for name in cfg.watched_nodes}
@@ -117,21 +119,13 @@ class EpisodeManagerNode:
                 event_callbacks=SubscriptionEventCallbacks(liveliness=lambda info, n=name: self.on_liveliness(n, info)))
         self.recorded: dict[int, tuple[int, float]] = {}   # episode id -> (steps the recorder wrote, when)
         self.label_target: tuple[int, int, float] | None = None    # (episode, steps, since) of a label put off
-        self.min_joint_stamp: int | None = None  # during a scene reset: joint states must be newer
         self.max_joint_stamp: int | None = None
         self.node_up_during_reset = False
-        self.homing_wait_deadline = float("inf")
         self.joint_lock = threading.Lock()
         self.reset_lock = threading.RLock()    # a reset request and the homing tick never interleave
         self.last_step_wall = 0.0                # any step record, any state (who is still commanding)
         self.wait_for_quiet = False
-        self.reset_pending = False
-        self.homing_from_stamp: int | None = None  # newest joint state when the homing was planned
-        self.settle_after: int | None = None       # newest joint state when the last homing command went out
-        self.settle_until = self.settle_deadline = 0.0
-        self.settle_message = ""
         self.joint_states_received = 0
-        self.settle_received = 0
         self.started_wall = time.monotonic()
         self.step_matched_at: float | None = None
         if cfg.recorder_lag_steps >= 0:
@@ -301,14 +295,16 @@ class EpisodeManagerNode:
     def on_set_estop(self, request, response):
         result = self.core.estop(bool(request.data))
         if result.accepted:
-            self.homing = None  # an e-stop cancels a reset motion at once
+            with self.reset_lock:
+                self.reset.cancel()  # an e-stop cancels a reset motion at once
             self.pub_estop.publish(Bool(data=bool(request.data)))
         return self._answer(result, response, service="set_estop")
 
     def on_estop_topic(self, msg: Bool) -> None:
         # a hardware button bridge may publish here directly; mirror it into the state machine
         if msg.data and self.core.state != EpisodeState.ESTOPPED:
-            self.homing = None
+            with self.reset_lock:
+                self.reset.cancel()
             result = self.core.estop(True)
             if result.accepted:
                 self.publish_status()
@@ -344,7 +340,7 @@ class EpisodeManagerNode:
                                           f"{len(sample.indices)} of the robot's {self.robot.dof} joints")
         stamp = stamp_to_ns(msg.header.stamp)
         with self.joint_lock:   # the homing tick (another thread) sets the minimum and clears
-            if self.min_joint_stamp is not None and stamp <= self.min_joint_stamp:
+            if self.reset.min_state_stamp is not None and stamp <= self.reset.min_state_stamp:
                 return   # from before the scene reset (delivered late): the robot is elsewhere now
             if stamp <= self.node.get_clock().now().nanoseconds + 1_000_000_000:   # a wrong clock's is no reference
                 self.max_joint_stamp = stamp if self.max_joint_stamp is None else max(self.max_joint_stamp, stamp)
@@ -388,44 +384,24 @@ class EpisodeManagerNode:
                 return self._finish_reset(False, f"scene reset service {self.cfg.reset_scene_service} unavailable", response)
             if self.max_joint_stamp is None:
                 return self._finish_reset(False, "no joint state received yet", response)
-        # The motion starts once the policy has sent no step for reset_quiet_s (on_homing_tick):
-        # a command it computed before it saw the episode end must not land after a scene reset
-        # or between homing commands.
-        self.reset_pending = True
+        # The motion starts once the policy has sent no step for reset_quiet_s (the sequencer's
+        # WAIT_QUIET): a command it computed before it saw the episode end must not land after a
+        # scene reset or between homing commands.
+        self.reset.begin()
         response.success, response.message = True, "reset started; status turns ready when the robot is home"
         return response
 
-    def _begin_homing(self) -> None:
-        self.homing_from_stamp = self.max_joint_stamp    # the newest state (before any homing command)
-        q = self.current_positions()
-        if q is None:
-            self._finish_reset(False, "no fresh joint state for every joint: cannot plan the motion home")
-            return
-        try:
-            self.homing = HomingTrajectory(q, self.limits, speed_fraction=self.cfg.homing_speed_fraction,
-                                           min_duration_s=self.cfg.homing_min_duration_s)
-        except HomingError as exc:
-            self._finish_reset(False, str(exc))
-            return
-        self.homing_step = 0
-        self.sent_after = None
-
     def _finish_reset(self, ok: bool, message: str, response=None, ready_stamp_ns: int | None = None):
-        self.homing = None
-        self.settle_after = None
-        self.min_joint_stamp = None
+        self.reset.cancel()
+        self.scene_future = None
         if ok and self.node_up_during_reset:
             ok, message = False, "a node (re)started during the reset: reset again"
         self.node_up_during_reset = False
         result = self.core.reset_done(ok, message)
-        # "ready" carries the stamp of the newest joint state when the homing motion was planned:
-        # every state the homing commands produced is newer, every one from before the reset older.
-        # The policy node starts an episode from an observation newer than it (never a stale one).
-        # With ready_stamp_ns (the state the last homing command produced, minus 1 ns) the policy
-        # starts from exactly that state or a newer one, never from a homing state still in flight:
-        # a lockstep simulator would otherwise keep the policy one observation late all episode.
-        ready = ready_stamp_ns if ready_stamp_ns is not None else self.homing_from_stamp
-        self.publish_status(stamp_ns=ready if ok else None)
+        # "ready" carries the stamp from which the policy may start: the state the last homing
+        # command produced (minus 1 ns), else the newest one when the motion was planned. Never a
+        # homing state still in flight: a lockstep simulator would keep the policy one step late.
+        self.publish_status(stamp_ns=ready_stamp_ns if ok else None)
         if ok:
             self.node.get_logger().info(result.message)
         else:
@@ -439,91 +415,33 @@ class EpisodeManagerNode:
         with self.reset_lock:
             self._homing_tick()
 
+    def _scene_reply(self) -> SceneReply | None:
+        if self.scene_future is None or not self.scene_future.done():
+            return None
+        result = self.scene_future.result()
+        if result is None:
+            return SceneReply(False, "no answer")
+        return SceneReply(bool(result.success), result.message, stamp_to_ns(result.state_stamp))
+
     def _homing_tick(self) -> None:
         if self.core.state != EpisodeState.RESETTING:
-            self.homing = None
-            self.settle_after = None
-            self.reset_pending = False
+            self.reset.cancel()
+            self.scene_future = None
             return
-        if self.reset_pending:
-            if time.monotonic() - self.last_step_wall < self.cfg.reset_quiet_s:
-                return
-            self.reset_pending = False
-            if self.scene_client is None:
-                self._begin_homing()
-                return
-            # homing is planned from joint states stamped after the reset only: one from before it
-            # may still be in flight, or processed late by another executor thread
-            self.min_joint_stamp = self.max_joint_stamp
-            self.scene_future = self.scene_client.call_async(Trigger.Request())
-            self.scene_deadline = time.monotonic() + self.cfg.scene_reset_timeout_s
+        if not self.reset.active:
             return
-        if self.scene_future is not None:
-            if not self.scene_future.done():
-                if time.monotonic() > self.scene_deadline:
-                    self.scene_future = None   # a request lost during discovery: fail, the caller retries
-                    self._finish_reset(False, f"scene reset service gave no answer in {self.cfg.scene_reset_timeout_s} s")
-                return
-            result, self.scene_future = self.scene_future.result(), None
-            if result is None or not result.success:
-                self._finish_reset(False, f"scene reset failed: {getattr(result, 'message', 'no answer')}")
-                return
-            # the joint states from before the scene reset are stale now; the simulator says the stamp
-            # of its reset state (else: newer than any seen when the reset was asked for)
-            m = re.search(r"state stamped (\d+) ns", result.message or "")
-            with self.joint_lock:
-                if m:
-                    self.min_joint_stamp = int(m.group(1)) - 1
+        positions = self.current_positions()
+        with self.joint_lock:   # a state dropped or cleared here never slips in between (on_joints)
+            stream = JointStream(self.max_joint_stamp, self.joint_states_received)
+            tick = self.reset.tick(time.monotonic(), self.last_step_wall, stream, positions, self._scene_reply())
+            if tick.clear_positions:
                 self.joint_positions.clear()
-            self.homing_wait_deadline = time.monotonic() + self.cfg.joint_state_timeout_s + 2.0
-            return
-        if self.settle_after is not None:
-            with self.joint_lock:
-                newest = self.max_joint_stamp
-                heard = self.joint_states_received > self.settle_received
-            stamped = newest is not None and newest > 0   # a driver that leaves stamps at 0: receive order only
-            if time.monotonic() >= self.settle_until and (newest > self.settle_after if stamped else heard):
-                self._finish_reset(True, self.settle_message,
-                                   ready_stamp_ns=newest - 1 if stamped and newest > self.settle_after else None)
-            elif time.monotonic() > self.settle_deadline:
-                self._finish_reset(False, "no joint state after the last homing command")
-            return
-        if self.homing is None:
-            if self.current_positions() is not None:
-                self._begin_homing()
-            elif time.monotonic() > self.homing_wait_deadline:
-                self._finish_reset(False, "no fresh joint state of every joint after the scene reset")
-            return
-        if self.sent_after is not None:
-            # Each homing command waits for the state the previous one produced. A lockstep
-            # simulator steps once per command: without this, a loaded machine (slow state delivery)
-            # could declare "ready" on the state of the second-to-last command while the last one
-            # is still to come, and the policy's first command would then act one step late for the
-            # whole episode. A streaming robot has a newer state within its state period anyway.
-            with self.joint_lock:
-                newest = self.max_joint_stamp
-                heard = self.joint_states_received > self.sent_received
-            stamped = newest is not None and newest > 0
-            if not (newest > self.sent_after if stamped else heard):
-                if time.monotonic() > self.sent_deadline:
-                    self._finish_reset(False, "no joint state after a homing command")
-                return
-        self.homing_step += 1
-        with self.joint_lock:
-            self.sent_after = -1 if self.max_joint_stamp is None else self.max_joint_stamp
-            self.sent_received = self.joint_states_received
-        self.sent_deadline = time.monotonic() + self.cfg.joint_state_timeout_s + 2.0
-        self.output.send(self.homing.command(self.homing_step))
-        if self.homing.done(self.homing_step):
-            # done once the state this command produced has arrived and the stream settled
-            with self.joint_lock:
-                self.settle_after = -1 if self.max_joint_stamp is None else self.max_joint_stamp
-                self.settle_received = self.joint_states_received
-            self.settle_until = time.monotonic() + self.cfg.homing_settle_s
-            self.settle_deadline = time.monotonic() + self.cfg.joint_state_timeout_s + 2.0
-            self.settle_message = (f"home reached in {self.homing.duration_s:.1f} s (planned from the joint state "
-                                   f"stamped {(self.homing_from_stamp or 0) / 1e9:.3f} s)")
-
+        if tick.call_scene_reset:
+            self.scene_future = self.scene_client.call_async(ResetScene.Request())
+        if tick.command is not None:
+            self.output.send(tick.command)
+        if tick.outcome is not None:
+            self._finish_reset(tick.outcome.ok, tick.outcome.message, ready_stamp_ns=tick.outcome.ready_stamp_ns)
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,7 @@
 Publishes /joint_states (29 joints), /camera/<name>/image_raw (rgb8), /clock (simulated time) and
 the task state (object pose, as a JointState of named values on ~/task_state); takes the
 ros2_control forward-command topics `/<controller>/commands` (Float64MultiArray, one per joint
-group, in the group's joint order) exactly like the robot's controllers; offers ~/reset_scene.
+group, in the group's joint order) exactly like the robot's controllers; offers ~/reset_scene (ResetScene).
 
 Lockstep (default): the simulator advances one control period as soon as every controller group
 has sent a command for the current step, so training runs faster than real time and the learner
@@ -34,13 +34,13 @@ import numpy as np
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray
-from std_srvs.srv import Trigger
 
 from resfit_ros import names
 from resfit_ros.config import require
 from resfit_ros.msg import EpisodeStatus
 from resfit_ros.nodes.common import (LATCHED, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
                                      status_problem, steady_timer)
+from resfit_ros.srv import ResetScene
 
 
 @dataclass
@@ -126,7 +126,7 @@ class SimRobotNode:
             self.node.create_subscription(
                 Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=controller),
                 lambda msg, g=group: self.on_command(g, msg), STREAM)
-        self.node.create_service(Trigger, "~/reset_scene", self.on_reset_scene)
+        self.node.create_service(ResetScene, "~/reset_scene", self.on_reset_scene)
         self.episode_running = False
         self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
         if self.cfg.lockstep:
@@ -189,14 +189,16 @@ class SimRobotNode:
             self.env.set_targets(self.target)
             self.pacer.restart(time.monotonic_ns())
             stamp_ns = self.sample_joints()
-            response.success, response.message = True, f"scene reset with seed {self.seed}; state stamped {stamp_ns} ns"
+            response.success, response.message = True, f"scene reset with seed {self.seed}"
+            response.state_stamp = ns_to_stamp(stamp_ns)
             return response
         self.fresh.clear()
         self.clock_ns += self.dt_ns
         self.publish()
         # the stamp of the reset state: the episode manager plans its homing from joint states of
         # at least this stamp (an older one, still in flight, shows the robot where it was before)
-        response.success, response.message = True, f"scene reset with seed {self.seed}; state stamped {self.clock_ns} ns"
+        response.success, response.message = True, f"scene reset with seed {self.seed}"
+        response.state_stamp = ns_to_stamp(self.clock_ns)
         return response
 
     # -- lockstep simulation -----------------------------------------------------------------

@@ -12,7 +12,6 @@ pytestmark = pytest.mark.ros
 def test_sim_robot_lockstep_commands_and_reset(ros_context, spawn):
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Float64MultiArray
-    from std_srvs.srv import Trigger
 
     from resfit_ros.nodes.common import STREAM
 
@@ -55,9 +54,14 @@ def test_sim_robot_lockstep_commands_and_reset(ros_context, spawn):
     ros_context.spin_until(lambda: False, 0.3)
     assert "rejected command for group right_arm" in open(proc.log_path).read()
 
-    reset = node.create_client(Trigger, "/sim_robot/reset_scene")
-    r = ros_context.call(reset, Trigger.Request())
+    from resfit_ros.srv import ResetScene
+    reset = node.create_client(ResetScene, "/sim_robot/reset_scene")
+    r = ros_context.call(reset, ResetScene.Request())
     assert r.success and "seed" in r.message
+    reset_stamp = r.state_stamp.sec * 10**9 + r.state_stamp.nanosec
+    assert reset_stamp > 0
+    assert ros_context.spin_until(
+        lambda: any(s.header.stamp.sec * 10**9 + s.header.stamp.nanosec >= reset_stamp for s in states), 5)
     assert ros_context.spin_until(lambda: np.allclose(states[-1].position, robot.home, atol=0.02), 5)
     # time never runs backwards across a scene reset
     stamps = [s.header.stamp.sec * 1e9 + s.header.stamp.nanosec for s in states]
@@ -73,7 +77,6 @@ def test_sim_robot_real_time_streams_stamps_and_held_command(ros_context, spawn)
     import yaml
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Float64MultiArray
-    from std_srvs.srv import Trigger
 
     from resfit_ros.msg import Observation
     from resfit_ros.nodes.common import STREAM, stamp_to_ns
@@ -137,10 +140,11 @@ def test_sim_robot_real_time_streams_stamps_and_held_command(ros_context, spawn)
     ros_context.spin_until(lambda: False, 1.0)
     assert abs(states[-1][2][8] - held_at) < 0.02, "the last command is held"
 
-    reset = node.create_client(Trigger, "/sim_robot/reset_scene")
-    r = ros_context.call(reset, Trigger.Request())
+    from resfit_ros.srv import ResetScene
+    reset = node.create_client(ResetScene, "/sim_robot/reset_scene")
+    r = ros_context.call(reset, ResetScene.Request())
     assert r.success, r.message
-    reset_stamp = int(r.message.rsplit("stamped ", 1)[1].split()[0])
+    reset_stamp = r.state_stamp.sec * 10**9 + r.state_stamp.nanosec
     assert abs(reset_stamp - clock.now().nanoseconds) < 1e9, "the reset state is stamped on the node clock"
     assert ros_context.spin_until(lambda: states[-1][1] > reset_stamp + 50_000_000, 5)
     after = [s for s in states if s[1] >= reset_stamp]

@@ -192,11 +192,11 @@ def test_residual_policy_and_base_server_reject_bad_observations_weights_and_sta
 def test_sim_robot_recorder_and_judge_reject_bad_commands_and_status(ros_context, spawn, tmp_path):
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
-    from std_srvs.srv import Trigger
 
     from resfit_ros.msg import EpisodeStatus
     from resfit_ros.nodes.common import LATCHED, STREAM
     from resfit_ros.robot import config_dir
+    from resfit_ros.srv import ResetScene
 
     rob = helpers.robot()
     episodes = tmp_path / "episodes"
@@ -254,6 +254,6 @@ def test_sim_robot_recorder_and_judge_reject_bad_commands_and_status(ros_context
     assert ros_context.spin_until(lambda: [p for p in episodes.iterdir() if not p.name.endswith(".incomplete")], 10), \
         _log(recorder)
     # between episodes the scene reset is accepted again
-    r = ros_context.call(node.create_client(Trigger, "/sim_robot/reset_scene"), Trigger.Request())
+    r = ros_context.call(node.create_client(ResetScene, "/sim_robot/reset_scene"), ResetScene.Request())
     assert r.success, r.message
     _alive(sim, recorder, judge)
