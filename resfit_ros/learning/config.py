@@ -28,6 +28,12 @@ class AgentConfig:
     within a few thousand updates (measured: half the bound after ~4,000). The penalty keeps the
     residual at 0 (the base policy) until the critic's slope outweighs it: the residual then settles
     where dQ/dr_j = 2 * residual_penalty * r_j / bound_j^2 (normalised units)."""
+    demo_bc_weight: float = 0.0
+    """Weight of the actor's regression onto the demonstrations' own residual, (demo command -
+    base action) in normalised units clamped to each joint's bound, on the demo transitions of
+    each batch: mean over them of sum_j ((r_j - target_j) / bound_j)^2 (0: plain TD3, as ResFiT).
+    Why: the demos show where the base departs from the expert (here: 30 demos against a base
+    trained on 5); the critic alone sees that only through the few successes it causes."""
     random_warmup_steps: int = 0
     """The first this many training steps act with a uniform random residual (no actor), and the
     learner makes no update during them; then `critic_warmup_updates` critic-only updates on that
@@ -36,6 +42,11 @@ class AgentConfig:
     random_warmup_fraction: float = 1.0
     """Those random residuals are uniform over this fraction of each joint's bound (ResFiT: the
     whole bound): the critic sees what a residual near its bound does before the actor moves."""
+    random_warmup_mask: tuple[float, ...] = ()
+    """(A,) 1 for a joint those random residuals move, 0 for one they leave at the base (empty:
+    every joint). Why: a random offset on every arm joint breaks most grasps (the warm-up's
+    success falls from the base's ~0.35 to 0.06-0.19), so the critic sees few successes and little
+    of what a finger offset during the grasp does. Set from OfflineSettings.random_warmup_joints."""
     target_noise_clip: float = 0.3
     """Clip of the target policy smoothing noise (ResFiT: 0.3). The smoothed residual is further
     clamped to +-action_scale, as executed."""
@@ -97,7 +108,11 @@ class AgentConfig:
                 f"random_warmup_fraction must be in [0, 1], got {self.random_warmup_fraction}")
         require(self.exploration_std >= 0, f"exploration_std must be >= 0, got {self.exploration_std}")
         require(self.residual_penalty >= 0, f"residual_penalty must be >= 0, got {self.residual_penalty}")
+        require(self.demo_bc_weight >= 0, f"demo_bc_weight must be >= 0, got {self.demo_bc_weight}")
         require(self.target_noise_clip >= 0, f"target_noise_clip must be >= 0, got {self.target_noise_clip}")
+        self.random_warmup_mask = tuple(float(m) for m in self.random_warmup_mask)
+        require(all(m in (0.0, 1.0) for m in self.random_warmup_mask),
+                f"random_warmup_mask must hold only 0 and 1, got {list(self.random_warmup_mask)}")
         self.actor_hidden_dims = tuple(self.actor_hidden_dims)
         self.critic_hidden_dims = tuple(self.critic_hidden_dims)
         self.encoder_channels = tuple(self.encoder_channels)

@@ -64,9 +64,12 @@ class OfflineSettings:
     # wins, 1 elsewhere (0 = no residual on that joint); e.g. ["right_hand_=10", "right_=0.25"]
     residual_gains: list[str] = field(default_factory=list)
     residual_penalty: float = _AGENT.residual_penalty  # actor loss weight of |residual / bound|^2
+    demo_bc_weight: float = _AGENT.demo_bc_weight  # actor loss weight of its regression onto the demos' residual
     exploration_std: float = _AGENT.exploration_std  # Gaussian exploration (and target smoothing) std, normalised units
     random_warmup_steps: int = _AGENT.random_warmup_steps  # first N training steps: random residual, no update (then the critic warm-up)
     random_warmup_fraction: float = _AGENT.random_warmup_fraction  # ... uniform over this fraction of each joint's bound
+    # joint-name prefixes those random residuals move, the others stay at the base (empty: every joint)
+    random_warmup_joints: list[str] = field(default_factory=list)
     actor_lr: float = _AGENT.actor_lr
     critic_lr: float = _AGENT.critic_lr
     hidden_dim: int = 256                     # width of actor and critic hidden layers
@@ -85,17 +88,27 @@ class OfflineSettings:
         require(self.utd >= 1, f"utd must be >= 1, got {self.utd}")
         require(self.hidden_dim >= 8, f"hidden_dim must be >= 8, got {self.hidden_dim}")
         self.residual_gains = [str(entry) for entry in self.residual_gains]
+        self.random_warmup_joints = [str(prefix) for prefix in self.random_warmup_joints]
+        require(all(self.random_warmup_joints), "random_warmup_joints entries must be non-empty joint-name prefixes")
         self._gain_rules = parse_residual_gains(self.residual_gains, self.action_scale)
         self.agent_config()   # validates the agent fields (ConfigError)
         self.replay_config()  # validates the replay fields
 
-    def agent_config(self):
+    def agent_config(self, joint_names: list[str] | None = None):
+        """The AgentConfig of these settings; with the joint names, random_warmup_joints become its
+        random_warmup_mask (SetupError for a prefix that matches no joint)."""
         from resfit_ros.learning.config import AgentConfig
 
+        mask = ()
+        if joint_names is not None and self.random_warmup_joints:
+            unmatched = [p for p in self.random_warmup_joints if not any(n.startswith(p) for n in joint_names)]
+            if unmatched:
+                raise SetupError(f"random_warmup_joints: {unmatched} match none of the joints {list(joint_names)}")
+            mask = tuple(float(any(n.startswith(p) for p in self.random_warmup_joints)) for n in joint_names)
         return AgentConfig(action_scale=self.action_scale, exploration_std=self.exploration_std,
-                           residual_penalty=self.residual_penalty,
+                           residual_penalty=self.residual_penalty, demo_bc_weight=self.demo_bc_weight,
                            random_warmup_steps=self.random_warmup_steps,
-                           random_warmup_fraction=self.random_warmup_fraction,
+                           random_warmup_fraction=self.random_warmup_fraction, random_warmup_mask=mask,
                            actor_lr=self.actor_lr, critic_lr=self.critic_lr,
                            actor_hidden_dims=(self.hidden_dim, self.hidden_dim),
                            critic_hidden_dims=(self.hidden_dim, self.hidden_dim),
@@ -158,7 +171,8 @@ def agent_from_demos(demos, demo_base_actions: list[np.ndarray], settings: Offli
     states = np.concatenate([d.states() for d in demos])
     normaliser = demo_normaliser(states, np.concatenate([d.command for d in demos]),
                                  np.concatenate(demo_base_actions), settings, demos[0].joint_names)
-    return ResidualAgent(settings.agent_config(), states.shape[1], normaliser.action_dim, cameras, image_size, 0,
+    return ResidualAgent(settings.agent_config(demos[0].joint_names), states.shape[1], normaliser.action_dim,
+                         cameras, image_size, 0,
                          normaliser, seed=settings.seed)
 
 
@@ -284,8 +298,7 @@ def train(setup: OfflineSetup, total_iterations: int, utd: int, ckpt_dir: str | 
     t0, updates0 = time.monotonic(), agent.critic_updates
     ran = False
     while setup.iterations < total_iterations and not (should_stop and should_stop()):
-        stats = train_iteration(agent, setup.buffer, utd,
-                                update_actor=agent.critic_updates >= agent.config.critic_warmup_updates)
+        stats = train_iteration(agent, setup.buffer, utd)
         setup.iterations += 1
         ran = True
         stats["charts/updates_per_s"] = (agent.critic_updates - updates0) / max(1e-6, time.monotonic() - t0)

@@ -129,6 +129,8 @@ class ResidualPolicy:
             image_size = (image_size, image_size)
         self.config = config
         self.state_dim, self.action_dim = state_dim, action_dim
+        if len(config.random_warmup_mask) not in (0, action_dim):
+            raise ValueError(f"random_warmup_mask has {len(config.random_warmup_mask)} entries for {action_dim} actions")
         self.camera_names = list(camera_names)
         self.image_size = tuple(image_size)
         self.feature_dim = feature_dim
@@ -220,12 +222,15 @@ class ResidualPolicy:
     def random_residual(self, base_action: np.ndarray, rng: np.random.Generator, scale: float,
                         noise: np.ndarray | None = None) -> np.ndarray:
         """Warm-up exploration: a uniform residual in [-scale, scale] (normalised units; or the
-        caller's (A,) `noise`) times each joint's residual gain, clamped to +-action_scale * gain,
-        composed like act(); (A,) float64 in joint units."""
+        caller's (A,) `noise`) times each joint's residual gain and the config's random_warmup_mask,
+        clamped to +-action_scale * gain, composed like act(); (A,) float64 in joint units."""
         if self.normaliser is None:
             raise RuntimeError("ResidualPolicy has no weights yet: call load_weights first")
         draw = rng.uniform(-scale, scale, self.action_dim) if noise is None else np.asarray(noise, dtype=np.float64)
-        residual_n = np.clip(draw.reshape(self.action_dim) * self.normaliser.residual_gain, -self.bounds, self.bounds)
+        draw = draw.reshape(self.action_dim)
+        if self.config.random_warmup_mask:
+            draw = draw * np.asarray(self.config.random_warmup_mask)
+        residual_n = np.clip(draw * self.normaliser.residual_gain, -self.bounds, self.bounds)
         return self.compose(base_action, residual_n)
 
     def compose(self, base_action: np.ndarray, residual_normalised: np.ndarray) -> np.ndarray:

@@ -41,3 +41,25 @@ def test_the_policy_adds_the_callers_noise_clamped_to_the_residual_bound():
     assert np.array_equal(policy.act(state, base, explore=True, noise=noise), got)   # no hidden draw
     warm = policy.random_residual(base, rng, 0.03, noise=np.array([0.02, 0.3, -0.02]))
     np.testing.assert_allclose(warm, policy.compose(base, np.array([0.02, 0.1, -0.02])))
+
+
+def test_the_random_warm_up_moves_only_the_joints_its_mask_names():
+    from resfit_ros.learning.offline import OfflineSettings, SetupError
+
+    rng = np.random.default_rng(2)
+    state_dim, names = 4, ["left_arm_0", "right_hand_thumb", "right_hand_index"]
+    settings = OfflineSettings(action_scale=0.1, hidden_dim=16, num_critic_heads=2,
+                               random_warmup_joints=["right_hand_"])
+    config = settings.agent_config(names)
+    assert config.random_warmup_mask == (0.0, 1.0, 1.0)
+    assert settings.agent_config().random_warmup_mask == ()          # no joint names: every joint
+    with pytest.raises(SetupError, match="torso_"):
+        OfflineSettings(random_warmup_joints=["torso_"]).agent_config(names)
+    normaliser = Normaliser.from_demonstrations(rng.normal(size=(50, state_dim)), rng.uniform(-1, 1, (50, 3)), 0.1)
+    agent = ResidualAgent(config, state_dim, 3, [], 84, 0, normaliser)
+    policy = ResidualPolicy(config, state_dim, 3, [], 84, 0, agent.get_weights())
+    draws = np.array([policy.random_residual(np.zeros(3), rng, 0.1) for _ in range(200)])
+    assert np.all(draws[:, 0] == 0.0)                                 # the arm stays at the base
+    assert np.all(np.abs(draws[:, 1:]).max(axis=0) > 0.5 * 0.1 * normaliser.action_half_range[1:])
+    with pytest.raises(ValueError, match="random_warmup_mask has 3 entries for 2 actions"):
+        ResidualPolicy(config, state_dim, 2, [], 84, 0)
