@@ -151,8 +151,7 @@ class InProcessRun:
 
         lc, agent = self.recipe.learner, self.agent
         while agent.critic_updates + lc.utd <= self.schedule.budget(self.train_steps):
-            self.stats = train_iteration(agent, self.buffer, lc.utd,
-                                         update_actor=agent.critic_updates >= lc.critic_warmup_updates)
+            self.stats = train_iteration(agent, self.buffer, lc.utd)
             if agent.critic_updates - self.last_push >= lc.publish_every_updates:
                 self.policy.load_weights(agent.get_weights())
                 self.last_push = agent.critic_updates

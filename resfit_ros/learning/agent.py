@@ -56,6 +56,7 @@ TARGET_MEAN = "values/target_mean"
 RESIDUAL_ABS_MEAN = "values/residual_abs_mean"      # mean |residual| in normalised units
 CRITIC_GRAD_NORM = "grad_norms/critic"              # before clipping
 ACTOR_GRAD_NORM = "grad_norms/actor"                # before clipping
+LOSS_DEMO_BC = "losses/demo_bc"                     # the actor's regression onto the demos' residual
 CRITIC_UPDATES = "counters/critic_updates"
 ACTOR_UPDATES = "counters/actor_updates"
 
@@ -204,6 +205,14 @@ class ResidualAgent:
             # maximise Q; optionally pay for leaving the base (AgentConfig.residual_penalty)
             fraction_of_bound = residual * self._inverse_residual_scale                 # (B, A) in [-1, 1]
             actor_loss = -q_pi.mean() + cfg.residual_penalty * fraction_of_bound.pow(2).sum(dim=1).mean()
+            bc_loss = None
+            if cfg.demo_bc_weight > 0 and batch.demo is not None and bool(batch.demo.any()):
+                demo = batch.demo
+                # what the demo did beyond the base, as a residual the actor could have output
+                target = torch.clamp(action[demo] - base[demo].clamp(-1.0, 1.0),
+                                     -self._residual_scale, self._residual_scale)          # (D, A)
+                bc_loss = ((residual[demo] - target) * self._inverse_residual_scale).pow(2).sum(dim=1).mean()
+                actor_loss = actor_loss + cfg.demo_bc_weight * bc_loss
             self.actor_optimizer.zero_grad(set_to_none=True)
             # inputs=: gradients only for the actor; the critic's weights get none.
             actor_loss.backward(inputs=list(self.actor.parameters()))
@@ -213,6 +222,8 @@ class ResidualAgent:
             self.actor_updates += 1
             stats.update({LOSS_ACTOR: actor_loss.item(), ACTOR_GRAD_NORM: actor_grad_norm.item(),
                           RESIDUAL_ABS_MEAN: residual.detach().abs().mean().item()})
+            if bc_loss is not None:
+                stats[LOSS_DEMO_BC] = bc_loss.item()
         stats[ACTOR_UPDATES] = float(self.actor_updates)
         return stats
 
@@ -325,7 +336,8 @@ class ResidualAgent:
 def train_iteration(agent: ResidualAgent, buffer: ReplayBuffer, utd: int, update_actor: bool = True,
                     batch_size: int | None = None) -> dict[str, float]:
     """One learner iteration: `utd` critic updates on fresh batches; the LAST one also updates the
-    actor (if update_actor). Returns the statistics averaged over the iteration's updates."""
+    actor (if update_actor; the agent itself skips it until its critic warm-up is over). Returns the
+    statistics averaged over the iteration's updates."""
     if utd < 1:
         raise ValueError(f"utd must be >= 1, got {utd}")
     batch_size = batch_size or agent.config.batch_size

@@ -75,6 +75,7 @@ class Batch(NamedTuple):
     nstep_discount: torch.Tensor       # (B,) f32 gamma^k, or 0 when the window must not bootstrap
     next_obs: dict[str, torch.Tensor]  # observation t+k (the bootstrap observation), same keys as obs
     next_base_action: torch.Tensor     # (B, A) f32 base action at observation t+k
+    demo: torch.Tensor | None = None   # (B,) bool: the transition comes from the demonstrations
 
 
 def nstep_targets(num_steps: int, success: bool, truncated: bool, nstep: int, gamma: float,
@@ -328,7 +329,8 @@ class ReplayBuffer:
 
         return Batch(obs=obs(""), base_action=as_t(cat["base_action"]), action=as_t(cat["action"]),
                      nstep_reward=as_t(cat["nstep_reward"]), nstep_discount=as_t(cat["nstep_discount"]),
-                     next_obs=obs("next_"), next_base_action=as_t(cat["next_base_action"]))
+                     next_obs=obs("next_"), next_base_action=as_t(cat["next_base_action"]),
+                     demo=torch.arange(batch_size) < n_demo)
 
     @staticmethod
     def _gather(store: _Store, slots: np.ndarray) -> dict[str, np.ndarray]:

@@ -187,8 +187,7 @@ class Learner:
                     self.publish_metrics(self.pace_metrics())
                     self.stop.wait(0.01)
                     continue
-                stats = train_iteration(self.agent, self.buffer, cfg.utd,
-                                        update_actor=self.agent.critic_updates >= cfg.critic_warmup_updates)
+                stats = train_iteration(self.agent, self.buffer, cfg.utd)
                 stats.update(self.pace_metrics())
                 stats["charts/updates_per_s"] = (self.agent.critic_updates - updates_start) / max(
                     1e-6, time.monotonic() - t_start)

@@ -326,3 +326,31 @@ def test_per_joint_residual_gain_bounds_each_joint_and_a_zero_gain_joint_never_m
         for actor in (agent.actor, agent.actor_target):
             out = actor(probe).abs().amax(dim=0).numpy()
             assert out[0] == 0.0 and np.all(out <= 0.1 * gain + 1e-6) and out[2] > 0.15
+
+
+def test_demo_bc_pulls_the_residual_toward_what_the_demos_did_beyond_the_base_on_demo_rows_only():
+    from resfit_ros.learning.agent import LOSS_DEMO_BC
+
+    buffer = filled_buffer(cameras=False, features=False)
+    batch = buffer.sample(64)
+    assert batch.demo is not None and int(batch.demo.sum()) == 32 and bool(batch.demo[:32].all())
+
+    def residual_error(weight: float) -> tuple[float, dict]:
+        agent = make_agent(cameras=False, features=False, demo_bc_weight=weight, residual_penalty=0.0)
+        stats = {}
+        for _ in range(300):
+            stats = agent.update(batch, update_actor=True)
+        base = agent._normalise_action(batch.base_action)
+        action = agent._normalise_action(batch.action).clamp(-1.0, 1.0)
+        target = torch.clamp(action - base.clamp(-1.0, 1.0), -agent._residual_scale, agent._residual_scale)
+        with torch.no_grad():
+            feats = agent.encoder(batch.obs, augment=False)
+            residual = agent.actor(torch.cat([feats, agent._normalise_state(batch.obs["state"]),
+                                              base.clamp(-1.0, 1.0)], dim=1))
+        demo = batch.demo
+        return float(((residual[demo] - target[demo]) / agent._residual_scale).pow(2).sum(dim=1).mean()), stats
+
+    with_bc, stats = residual_error(10.0)
+    without, stats0 = residual_error(0.0)
+    assert LOSS_DEMO_BC in stats and LOSS_DEMO_BC not in stats0
+    assert with_bc < 0.5 * without, (with_bc, without)
