@@ -36,7 +36,7 @@ LABEL_EPISODE = "resfit/label_episode"         # resfit_ros/LabelEpisode
 RESET = "resfit/reset"                         # std_srvs/Trigger
 ABORT_EPISODE = "resfit/abort_episode"         # std_srvs/Trigger
 SET_ESTOP = "resfit/set_estop"                 # std_srvs/SetBool (true = stop, false = clear)
-RESET_SCENE = "sim_robot/reset_scene"          # std_srvs/Trigger: the simulator puts the scene back (its ~/reset_scene)
+RESET_SCENE = "sim_robot/reset_scene"          # resfit_ros/ResetScene: the simulator puts the scene back (its ~/reset_scene)
 
 
 def resolve(name: str, namespace: str = "") -> str:

@@ -117,8 +117,8 @@ class SynchronizerCore:
         self.config = config
         cameras = dict(robot.cameras) if config.use_cameras else {}
         self.camera_inputs = {f"camera/{c}": c for c in cameras}
-        js_inputs = [f"joints{t}" for t in robot.joint_state_topics]
-        self.extra_inputs = [f"extra{t}" for t in config.extra_state_topics]
+        js_inputs = [f"joints/{t}" for t in robot.joint_state_topics]
+        self.extra_inputs = [f"extra/{t}" for t in config.extra_state_topics]
         self.inputs = list(self.camera_inputs) + js_inputs + self.extra_inputs
         self.topics = list(cameras.values()) + list(robot.joint_state_topics) + list(config.extra_state_topics)
         self.kinds = ([INPUT_CAMERA] * len(cameras) + [INPUT_JOINTS] * len(js_inputs)

@@ -49,7 +49,7 @@ class EpisodeManagerConfig:
     robot_description: str = "robots/g1_sim.yaml"  # robot YAML (joints, limits, controllers)
     control_rate_hz: float = 20.0          # homing trajectory rate
     command_interface: str = "forward"     # "forward" (Float64MultiArray) or "trajectory"
-    reset_scene_service: str = ""          # resfit_ros/ResetScene called before homing ('' = none; sim: /sim_robot/reset_scene)
+    reset_scene_service: str = ""          # resfit_ros/ResetScene called before homing ('' = none; sim: sim_robot/reset_scene)
     homing_speed_fraction: float = 0.3     # fraction of each joint's max velocity used by homing
     homing_min_duration_s: float = 2.0     # homing never faster than this
     homing_settle_s: float = 0.1           # "ready" this long after the last homing command (and its state)
@@ -127,6 +127,7 @@ class EpisodeManagerNode:
         self.wait_for_quiet = False
         self.joint_states_received = 0
         self.started_wall = time.monotonic()
+        self.episode_started_wall = 0.0
         self.step_matched_at: float | None = None
         if cfg.recorder_lag_steps >= 0:
             self.node.create_subscription(RecorderProgress, names.RECORDER_PROGRESS, self.on_recorder_progress,
@@ -252,6 +253,7 @@ class EpisodeManagerNode:
                                 service="start_episode")
         if response.success:
             self.last_step = None
+            self.episode_started_wall = time.monotonic()
         response.episode_id = int(self.core.status.episode_id)
         return response
 
@@ -265,7 +267,8 @@ class EpisodeManagerNode:
             target = put_off[1] if put_off else s.steps
             if recorded < target - self.cfg.recorder_lag_steps:
                 response.accepted, response.episode_id = False, eid
-                silent = time.monotonic() - heard > self.cfg.recorder_silence_s
+                # silent since its last progress, or since the start if none came yet (a quick label)
+                silent = time.monotonic() - max(heard, self.episode_started_wall) > self.cfg.recorder_silence_s
                 stuck = put_off is not None and time.monotonic() - put_off[2] > 4 * self.cfg.recorder_silence_s
                 if silent or stuck:
                     # the recorder stopped, or misses the observations of some steps: a label now

@@ -121,7 +121,7 @@ class SimRobotNode:
         self.pub_success = self.node.create_publisher(Bool, "~/success", STREAM)
         self.pub_images = {c: self.node.create_publisher(Image, names.CAMERA_TOPIC.format(name=c), STREAM)
                            for c in cameras}
-        self.pub_clock = self.node.create_publisher(Clock, "/clock", 10) if self.cfg.publish_clock else None
+        self.pub_clock = self.node.create_publisher(Clock, names.CLOCK, 10) if self.cfg.publish_clock else None
         for group, controller in self.robot.controllers.items():
             self.node.create_subscription(
                 Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=controller),

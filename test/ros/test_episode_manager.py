@@ -295,3 +295,37 @@ def test_ready_only_after_the_state_the_last_homing_command_produced_with_slow_s
     assert all(t < t_ready for t, _ in steps), "a homing command arrived after ready: the episode would start late"
     ready_ns = ready.header.stamp.sec * 1_000_000_000 + ready.header.stamp.nanosec
     assert ready_ns == steps[-1][1] - 1, (ready_ns, steps[-1][1])   # just below the LAST command's state
+
+
+def test_a_label_right_after_the_start_waits_for_the_recorder_instead_of_aborting(ros_context, spawn):
+    """The recorder's first progress may come after a quick label: 'not labelled yet', then the
+    label goes through once the recorder has the steps; silence counts from the episode start."""
+    from resfit_ros.msg import EpisodeStatus, RecorderProgress, StepRecord
+    from resfit_ros.nodes.common import LATCHED, STREAM
+    from resfit_ros.srv import LabelEpisode, StartEpisode
+
+    robot = str(config_dir() / "robots" / "g1_sim.yaml")
+    spawn(node_argv("episode_manager", "-p", f"robot_description:={robot}", "-p", "recorder_lag_steps:=0",
+                    "-p", "recorder_silence_s:=2.0"), name="episode_manager")
+    node = ros_context.node
+    label = node.create_client(LabelEpisode, names.LABEL_EPISODE)
+    start = node.create_client(StartEpisode, names.START_EPISODE)
+    statuses = []
+    node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, statuses.append, LATCHED)
+    steps = node.create_publisher(StepRecord, names.STEP_RECORD, STREAM)
+    progress = node.create_publisher(RecorderProgress, names.RECORDER_PROGRESS, STREAM)
+    assert ros_context.spin_until(lambda: steps.get_subscription_count() > 0
+                                  and progress.get_subscription_count() > 0, 20)
+    r = ros_context.call(start, StartEpisode.Request(explore=True), timeout=20)
+    assert r.success and r.episode_id == 1
+    for i in range(3):
+        steps.publish(StepRecord(episode_id=1, step=i))
+    assert ros_context.spin_until(lambda: statuses and statuses[-1].steps == 3, 10)
+    r = ros_context.call(label, LabelEpisode.Request(success=True, note="quick"))
+    assert not r.accepted and "not labelled yet" in r.message, r.message
+    assert statuses[-1].state == EpisodeStatus.RUNNING and not statuses[-1].aborted
+    progress.publish(RecorderProgress(episode_id=1, steps_recorded=3))
+    ros_context.spin_until(lambda: False, 0.5)
+    r = ros_context.call(label, LabelEpisode.Request(success=True, note="quick"))
+    assert r.accepted, r.message
+    assert ros_context.spin_until(lambda: statuses[-1].successes == 1 and not statuses[-1].aborted, 10)
