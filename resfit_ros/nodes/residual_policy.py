@@ -30,6 +30,7 @@ from resfit_ros import names
 from resfit_ros.config import ConfigError, require
 from resfit_ros.core.chunks import ChunkScheduler
 from resfit_ros.core.command import CommandLimits, Watchdog, WatchdogAction
+from resfit_ros.core.policy_gate import EpisodeGate, LearnerPacer
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.stamps import StampOrder
 from resfit_ros.core.weights import WeightsRejected, unpack_weights
@@ -101,21 +102,16 @@ class ResidualPolicyNode:
         self.weights_version = 0
         self.state_size_reported: tuple[int, int] | None = None   # (weights, observations) already logged
         self.status: EpisodeStatus | None = None
-        self.episode_id = 0
-        self.step = 0
-        self.estopped = False
+        self.gate = EpisodeGate()          # the episode we step, and which observation may start it
         self.pending = None                # (Observation msg, ObservationData, t) not yet acted on
         self.latest = None                 # the newest valid observation, running or not
         self.last_obs_stamp: int | None = None
         self.last_position: np.ndarray | None = None
         self.train_steps = 0
-        self.learner_steps_allowed: int | None = None   # None: the learner's metrics did not say
-        self.learner_env_steps = 0
-        self.learner_restarted = False     # its step count went back: training steps are not paced until it counts ours
-        self.ready_stamp_ns: int | None = None  # stamp of the last "reset done" status (episodes start after it)
         # a learner that is still starting (torch import, base actions over the demos) is waited
         # for as long as one that went silent
-        self.learner_seen_wall = time.monotonic()
+        self.pacer = LearnerPacer(cfg.pace_learner, cfg.pace_free_steps, cfg.pace_learner_timeout_s,
+                                  seen_at=time.monotonic())
         self.latencies = np.zeros(1000)
         self.n_latency = 0
         self.counts = {k: 0 for k in ("ticks", "malformed_observations", "stale_observations", "chunk_underruns",
@@ -195,16 +191,11 @@ class ResidualPolicyNode:
             return self.rejections.reject("metrics_malformed",
                                           f"learner metrics with {len(msg.names)} names for {len(msg.values)} values")
         allowed = [v for n, v in zip(msg.names, msg.values) if n == names.PACE_STEPS_ALLOWED]
-        self.learner_steps_allowed = int(allowed[0]) if allowed and np.isfinite(allowed[0]) else None
-        if int(msg.env_steps) < self.learner_env_steps:
-            self.learner_restarted = True
-        elif self.learner_restarted and int(msg.env_steps) > self.learner_env_steps:
-            self.learner_restarted = False         # a step record of ours reached it: it knows our count
-        self.learner_env_steps = int(msg.env_steps)
+        self.pacer.on_metrics(int(msg.env_steps), allowed[0] if allowed and np.isfinite(allowed[0]) else None,
+                              time.monotonic())
         # the learner's count of our training steps: a restarted policy node continues the count
         # (exploration warm-up, pacing and the learner's update budget all depend on it)
         self.train_steps = max(self.train_steps, int(msg.env_steps))
-        self.learner_seen_wall = time.monotonic()
         self.try_tick()
 
     # -- episode / e-stop -------------------------------------------------------------------------
@@ -213,36 +204,27 @@ class ResidualPolicyNode:
         if problem is not None:
             return self.rejections.reject("status_invalid", f"episode status: {problem}")
         self.status = msg
-        if msg.state == EpisodeStatus.RUNNING and msg.episode_id != self.episode_id:
-            self.episode_id, self.step = msg.episode_id, 0
+        running = msg.state == EpisodeStatus.RUNNING
+        ready = msg.state == EpisodeStatus.IDLE and msg.ready
+        if self.gate.on_status(running, int(msg.episode_id), ready, stamp_to_ns(msg.header.stamp)):
             self.chunks.reset()                    # never carry a chunk into a new episode
             # Act on the newest observation at once (the watchdog rejects it if stale): a lockstep
-            # simulator publishes nothing new until it is commanded. But never on one from before
-            # the robot's last reset: the robot is elsewhere now (simulated time barely moves
-            # during a reset, so the age check alone cannot tell).
-            self.pending = self.latest if self.after_reset(self.latest) else None
+            # simulator publishes nothing new until it is commanded; but never on one of the robot
+            # before its last reset.
+            latest = self.latest
+            self.pending = latest if latest is not None and self.gate.after_reset(latest[1].stamp_ns) else None
             self.try_tick()
-        if msg.state == EpisodeStatus.IDLE and msg.ready:
-            self.ready_stamp_ns = stamp_to_ns(msg.header.stamp)
-        if msg.state != EpisodeStatus.RUNNING:
+        if not running:
             self.pending = None
 
-    def after_reset(self, item) -> bool:
-        """Is this (msg, obs, t) observation from after the last reset (not older than its "done" status)?"""
-        # the manager stamps "ready" with the newest joint state its homing used; the state after its
-        # last homing command is newer (and exists: the simulator steps on that command)
-        return item is not None and (self.ready_stamp_ns is None or item[1].stamp_ns > self.ready_stamp_ns)
-
     def on_estop(self, msg: Bool) -> None:
-        self.estopped = bool(msg.data)
-        if self.estopped:
+        self.gate.estopped = bool(msg.data)
+        if self.gate.estopped:
             self.pending = None
             self.node.get_logger().error("E-STOP: commanding stopped")
 
     def running(self) -> bool:
-        s = self.status
-        return (s is not None and s.state == EpisodeStatus.RUNNING and not self.estopped
-                and s.episode_id == self.episode_id)
+        return self.gate.running
 
     # -- control tick -------------------------------------------------------------------------------
     def on_observation(self, msg: Observation) -> None:
@@ -267,26 +249,12 @@ class ResidualPolicyNode:
         self.last_obs_stamp = obs.stamp_ns
         self.last_position = obs.position
         self.latest = (msg, obs, time.perf_counter())
-        if self.running() and (self.step > 0 or self.after_reset(self.latest)):
+        if self.gate.may_act_on(obs.stamp_ns):
             self.pending = self.latest
             self.try_tick()
 
     def training_episode(self) -> bool:
         return self.cfg.explore and self.status is not None and self.status.explore
-
-    def learner_behind(self) -> bool:
-        if not self.cfg.pace_learner or not self.training_episode() or self.learner_steps_allowed is None:
-            return False
-        if time.monotonic() - self.learner_seen_wall > self.cfg.pace_learner_timeout_s:
-            return False  # no learner (or it died): do not wait for it
-        if self.learner_restarted:
-            # a restarted learner counts the steps it has seen (none yet) for its update budget: it
-            # would wait for steps while we wait for updates. Our step records tell it our count;
-            # the first ones may be lost while DDS is still matching it (seen on a slow machine:
-            # one lost record and both waited forever), so we go on unpaced until its metrics
-            # show that one arrived.
-            return False
-        return self.train_steps - self.cfg.pace_free_steps > self.learner_steps_allowed
 
     def request_chunk(self, msg: Observation, generation: int, episode_start: bool) -> None:
         try:
@@ -331,7 +299,7 @@ class ResidualPolicyNode:
             self.watchdog_reason = decision.reason
             self.pending = None
             return
-        if self.learner_behind():
+        if self.pacer.behind(self.train_steps, self.training_episode(), time.monotonic()):
             self.counts["paced_waits"] += 1
             return                                 # re-tried when the learner reports progress
         # A chunk request writes the whole observation (64 KB with three cameras) to DDS and starts
@@ -340,7 +308,7 @@ class ResidualPolicyNode:
         # this tick's observation before the queue advances (the chunk's row 0 belongs to this tick).
         request = None
         if self.chunks.wants_request() and self.chunk_client.service_is_ready():
-            request = (msg, self.chunks.request_sent(), self.step == 0)
+            request = (msg, self.chunks.request_sent(), self.gate.step == 0)
         base = self.chunks.next_action()
         try:
             if base is None:
@@ -355,7 +323,7 @@ class ResidualPolicyNode:
     def command_tick(self, obs, base: np.ndarray, t_received: float) -> None:
         """This tick's residual, command (published at once) and step record."""
         explore = self.training_episode()
-        if self.step == 0:
+        if self.gate.step == 0:
             # rate-limited from where the robot IS (it was reset and homed since the previous
             # episode's last command); the next exploration draw is a fresh one
             self.control.start_episode(obs.position)
@@ -379,14 +347,14 @@ class ResidualPolicyNode:
         self.counts["ticks"] += 1
         if explore:
             self.train_steps += 1
-        record = StepRecord(episode_id=self.episode_id, step=self.step, observation_sequence=obs.sequence,
+        record = StepRecord(episode_id=self.gate.episode_id, step=self.gate.step, observation_sequence=obs.sequence,
                             joint_names=self.robot.joint_names, base_action=base.tolist(),
                             residual=np.nan_to_num(residual).tolist(), command=command.tolist(),
                             exploration=explore, training_steps=self.train_steps, weights_version=self.weights_version,
                             safety_flags=int(flags), latency=float(latency))
         record.header.stamp = ns_to_stamp(obs.stamp_ns)
         self.pub_step.publish(record)
-        self.step += 1
+        self.gate.step += 1
 
     def report_state_size(self, observed: int) -> None:
         # every observation is refused until matching weights arrive: say once why, and the fix
@@ -424,8 +392,8 @@ class ResidualPolicyNode:
         values.update({"weights_version": self.weights_version, "train_steps": self.train_steps,
                        "tick_latency_p50_ms": float(np.percentile(lat, 50)) if n else float("nan"),
                        "tick_latency_p99_ms": float(np.percentile(lat, 99)) if n else float("nan"),
-                       "watchdog": self.watchdog_reason, "estopped": self.estopped})
-        level = DiagnosticStatus.ERROR if self.estopped else (
+                       "watchdog": self.watchdog_reason, "estopped": self.gate.estopped})
+        level = DiagnosticStatus.ERROR if self.gate.estopped else (
             DiagnosticStatus.WARN if self.watchdog_reason != "ok" else DiagnosticStatus.OK)
         status = DiagnosticStatus(name=diagnostic_name(self.node), hardware_id="resfit_ros", level=level,
                                   message=self.watchdog_reason if level else f"{self.counts['ticks']} ticks")
