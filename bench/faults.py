@@ -43,7 +43,6 @@ import argparse
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -142,7 +141,7 @@ class Monitor:
         from std_msgs.msg import Bool, Empty, Float64MultiArray
 
         from resfit_ros import names
-        from resfit_ros.msg import EpisodeStatus, LearnerMetrics, StepRecord
+        from resfit_ros.msg import EpisodeStatus, LearnerMetrics, LearnerStatus, StepRecord
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
         from resfit_ros.nodes.common import LATCHED, PRESENCE, STREAM
@@ -182,6 +181,7 @@ class Monitor:
         self.aborted: dict[int, tuple[float, str]] = {}
         self.status = None
         self.learner_steps: list[tuple[float, int]] = []   # (time, learner_step) on every change
+        self.learner_statuses: list[tuple[float, object]] = []   # (time received, LearnerStatus)
         self.presence: dict[str, list[tuple[float, int]]] = {n: [] for n in watched}
         self.alive: dict[str, int] = {n: 0 for n in watched}
         # deep queues: a monitor lagging on a loaded machine must not drop a command (a gap would look
@@ -198,6 +198,8 @@ class Monitor:
             (int(info["source_timestamp"]), int(m.episode_id), int(m.step))), deep)
         self.node.create_subscription(Bool, names.ESTOP, self.on_estop, LATCHED)
         self.node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, self.on_metrics, STREAM)
+        self.node.create_subscription(LearnerStatus, names.LEARNER_STATUS,
+                                      lambda m: self.learner_statuses.append((time.time(), m)), LATCHED)
         for n in watched:
             self.node.create_subscription(
                 Empty, names.ALIVE_TOPIC.format(node=n), lambda _m: None, PRESENCE,
@@ -323,6 +325,13 @@ class Monitor:
         if not self.learner_steps or self.learner_steps[-1][1] != step:
             self.learner_steps.append((time.time(), step))
 
+    def learner_status_before(self, t: float):
+        return next((m for tr, m in reversed(self.learner_statuses) if tr < t), None)
+
+    def learner_status_after(self, t: float):
+        """The first status of a learner (re)started after t: what it resumed from and rebuilt."""
+        return next((m for tr, m in self.learner_statuses if tr > t), None)
+
     def on_presence(self, name: str, info) -> None:
         self.alive[name] = int(info.alive_count)
         self.presence[name].append((time.time(), int(info.alive_count)))
@@ -375,32 +384,6 @@ class Monitor:
         self.rclpy.shutdown(context=self.ctx)
 
 
-# --- the learner's log ----------------------------------------------------------------------------
-_ROS_TIME = r"\[(?:INFO|WARN|ERROR|FATAL)\] \[(\d+\.\d+)\] \[learner\]: "
-
-
-def learner_events(log_text: str) -> list[tuple[float, str, str]]:
-    """(ROS wall time, kind, text) of the learner's replay / ingest / resume / refusal lines."""
-    out = []
-    for line in log_text.splitlines():
-        if not line.startswith("[learner] "):
-            continue
-        m = re.search(_ROS_TIME + r"(.*)$", line)
-        if not m:
-            continue
-        t, text = float(m.group(1)), m.group(2)
-        for kind, prefix in (("replay", "replay: "), ("ingested", "ingested "), ("resumed", "resumed from "),
-                             ("refused", "refused checkpoint: "), ("cannot_resume", "cannot resume")):
-            if text.startswith(prefix):
-                out.append((t, kind, text))
-    return out
-
-
-def online_count(text: str) -> int | None:
-    m = re.search(r"(\d+) online transitions", text)
-    return int(m.group(1)) if m else None
-
-
 # --- the faults -----------------------------------------------------------------------------------
 @dataclass
 class FaultResult:
@@ -431,6 +414,7 @@ class Suite:
         self.domain = args.domain or random.SystemRandom().randint(215, 232)
         self.graph: subprocess.Popen | None = None
         self.mon: Monitor | None = None
+        self.learner_statuses: list[tuple[float, object]] = []   # the monitor's, kept when it closes
         self.mounted = False
         self.results: list[FaultResult] = []
         self.mon_labelled: dict = {}
@@ -499,6 +483,7 @@ class Suite:
             self.unsafe = list(self.mon.unsafe)
             self.traces = list(self.mon.traces)
             self.commands = len(self.mon.command_times)
+            self.learner_statuses = list(self.mon.learner_statuses)
             self.mon.close()
             self.mon = None
 
@@ -525,9 +510,8 @@ class Suite:
         if pid is None:
             res.problems.append(f"no pid file for {name}")
             return res
-        events_before = learner_events(self.log_text())
-        online_before = next((online_count(t) for _, k, t in reversed(events_before) if k in ("replay", "ingested")
-                              and online_count(t) is not None), None)
+        status_before = mon.learner_status_before(time.time())
+        online_before = None if status_before is None else int(status_before.online_transitions)
         t_kill = res.t_fault = time.time()
         os.kill(pid, signal.SIGKILL)
         mon.wait(lambda: not os.path.exists(f"/proc/{pid}/status") or "State:\tZ" in open(f"/proc/{pid}/status").read(),
@@ -576,7 +560,11 @@ class Suite:
                 mon.wait(lambda: eid in mon.labelled or eid in mon.aborted, 30, self.graph)
                 res.notes.append(f"episode {eid} running at the kill went on: "
                                  + ("labelled" if eid in mon.labelled else "aborted" if eid in mon.aborted else "?"))
-            self.check_learner_resume(res, t_kill, ckpt_latest, online_before, previous[-1] if corrupt and previous else None)
+            if not mon.wait(lambda: mon.learner_status_after(t_kill) is not None, 60, self.graph):
+                res.problems.append("the restarted learner published no status")
+            else:
+                self.check_learner_resume(res, t_kill, ckpt_latest, online_before,
+                                          previous[-1] if corrupt and previous else None)
         else:
             if eid in mon.labelled:
                 # it ended before the death was noticed (e.g. the rest of its base chunk was already
@@ -615,15 +603,11 @@ class Suite:
 
     def check_learner_resume(self, res: FaultResult, t_kill: float, ckpt: Path | None, online_before: int | None,
                              expected_previous: str | None) -> None:
-        events = [(t, k, x) for t, k, x in learner_events(self.log_text()) if t > t_kill]
-        resumed = next((x for _, k, x in events if k == "resumed"), None)
-        replay = next(((t, x) for t, k, x in events if k == "replay"), None)
-        refused = [x for _, k, x in events if k == "refused"]
-        if resumed is None or replay is None:
-            res.problems.append("the restarted learner did not log 'resumed from' and 'replay:'")
-            return
-        m = re.match(r"resumed from (\S+) at (\d+) critic updates", resumed)
-        used = Path(m.group(1)).name if m else "?"
+        status = self.mon.learner_status_after(t_kill)
+        used = Path(status.resumed_from).name if status.resumed_from else "?"
+        refused = list(status.refused_checkpoints)
+        if not status.resumed_from:
+            res.problems.append("the restarted learner did not resume from a checkpoint")
         if expected_previous is not None:      # the newest checkpoint was corrupted
             if ckpt is None or not any(ckpt.name in r for r in refused):
                 res.problems.append(f"the corrupt checkpoint {ckpt.name if ckpt else '?'} was not refused")
@@ -633,23 +617,21 @@ class Suite:
                 res.problems.append(f"resumed from {used}, expected the previous checkpoint {expected_previous}")
         elif ckpt is not None and used != ckpt.name:
             res.problems.append(f"resumed from {used}, but the newest checkpoint at the kill was {ckpt.name}")
-        if m:
-            res.notes.append(f"resumed from {used} at {m.group(2)} updates")
+        if status.resumed_from:
+            res.notes.append(f"resumed from {used} at {status.resumed_critic_updates} updates")
         # same buffer: the rebuilt one holds exactly the complete labelled bags up to the newest it
         # names, which include every bag the killed learner had
         from resfit_ros.bags import scan_episodes
 
-        m = re.search(r"(\d+) online transitions.*?(\d+) online episodes(?:, newest (\S+))?", replay[1])
-        if not m:
-            res.problems.append(f"cannot parse the restarted learner's replay line: {replay[1]}")
-            return
-        online_after, n_after, newest = int(m.group(1)), int(m.group(2)), m.group(3) or ""
+        online_after, n_after = int(status.online_transitions), len(status.online_episodes)
+        newest = max(status.online_episodes, default="")
         unusable = set(self.learner_skipped())
         bags = [ep for _, ep in scan_episodes(self.episodes, images=False)
                 if not isinstance(ep, str) and ep.label is not None and not ep.aborted and ep.path.name <= newest
                 and ep.path.name not in unusable]
         expected = sum(ep.num_steps for ep in bags)
-        before = [x.split()[1] for t, k, x in learner_events(self.log_text()) if k == "ingested" and t < t_kill]
+        killed = self.mon.learner_status_before(t_kill)
+        before = sorted(killed.online_episodes) if killed is not None else []
         if online_after != expected or n_after != len(bags):
             res.problems.append(f"rebuilt buffer: {online_after} online transitions from {n_after} episodes; the "
                                 f"complete bags up to {newest or '-'} hold {expected} from {len(bags)}")
@@ -769,13 +751,16 @@ class Suite:
                             f"({skipped[good[0].path.name].split(': ')[-1]})")
         return len(lost), lost
 
+    def statuses_of_learner(self) -> list[tuple[float, object]]:
+        return self.mon.learner_statuses if self.mon is not None else self.learner_statuses
+
     def learner_skipped(self) -> dict[str, str]:
         """Labelled bags the learner refused (bag name -> its reason); aborted ones not included."""
         skipped = {}
-        for line in self.log_text().splitlines():
-            m = re.match(r"\[learner\] skipped episode (\S+): (.*)$", line)
-            if m and "aborted or unlabelled" not in m.group(2):
-                skipped[Path(m.group(1)).name] = m.group(2)
+        for _, status in self.statuses_of_learner():
+            for entry in status.skipped_episodes:
+                name, _, why = entry.partition(": ")
+                skipped[name] = why
         return skipped
 
     def interrupted_excluded(self) -> list[str]:
@@ -783,7 +768,7 @@ class Suite:
         from resfit_ros.bags import scan_episodes
 
         problems = []
-        ingested = [x for _, k, x in learner_events(self.log_text()) if k == "ingested"]
+        ingested = {n for _, status in self.statuses_of_learner() for n in status.online_episodes}
         bags = {ep.episode_id: ep for _, ep in scan_episodes(self.episodes, images=False) if not isinstance(ep, str)}
         incomplete = {int(p.name.split("_")[1]) for p in self.episodes.glob("episode_*.incomplete")}
         for r in self.results:
@@ -795,12 +780,11 @@ class Suite:
                 problems.append(f"{r.fault}: interrupted episode {eid} has a labelled bag {ep.path.name}")
             r.notes.append(f"bag of {eid}: " + ("aborted" if ep is not None and ep.aborted else
                                                   ".incomplete" if eid in incomplete else "none"))
-            if any(x.startswith(f"ingested episode_{eid:06d}_") for x in ingested):
+            if any(n.startswith(f"episode_{eid:06d}_") for n in ingested):
                 problems.append(f"{r.fault}: the learner ingested interrupted episode {eid}")
-        names = [x.split()[1] for x in ingested]
-        seen_twice = {n for n in names if names.count(n) > 1}
-        # a restarted learner re-reads bags at set-up without logging them; a name logged twice means
-        # the SAME learner process ingested an episode twice
+        # one learner process's replay listing an episode twice: it ingested it twice
+        seen_twice = {n for _, status in self.statuses_of_learner() for n in status.online_episodes
+                      if list(status.online_episodes).count(n) > 1}
         if seen_twice:
             problems.append(f"episodes ingested twice: {sorted(seen_twice)}")
         return problems

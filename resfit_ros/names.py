@@ -17,6 +17,7 @@ STEP_RECORD = "resfit/step"                    # resfit_ros/StepRecord (residual
 EPISODE_STATUS = "resfit/episode_status"       # resfit_ros/EpisodeStatus (episode manager, latched)
 POLICY_WEIGHTS = "resfit/policy_weights"       # resfit_ros/PolicyWeights (learner, latched)
 LEARNER_METRICS = "resfit/learner_metrics"     # resfit_ros/LearnerMetrics
+LEARNER_STATUS = "resfit/learner/status"       # resfit_ros/LearnerStatus (latched)
 ESTOP = "resfit/estop"                         # std_msgs/Bool, latched: true = stop commanding
 CONTROLLER_COMMANDS = "{controller}/commands"  # std_msgs/Float64MultiArray (ros2_control forward)
 JOINT_TRAJECTORY = "{controller}/joint_trajectory"  # trajectory_msgs/JointTrajectory

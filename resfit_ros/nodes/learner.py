@@ -26,7 +26,7 @@ from resfit_ros.core.weights import pack_weights
 from resfit_ros.learning.from_bags import EXCLUDED_ABORTED
 from resfit_ros.learning.offline import OfflineSettings
 from resfit_ros.learning.schedule import UpdateSchedule
-from resfit_ros.msg import LearnerMetrics, PolicyWeights, StepRecord, Tensor
+from resfit_ros.msg import LearnerMetrics, LearnerStatus, PolicyWeights, StepRecord, Tensor
 from resfit_ros.nodes.common import LATCHED, STREAM, Rejections, make_node, node_config, run
 
 # The policy node's training-step count grows by one per step record; a record claiming a larger
@@ -71,11 +71,12 @@ class Learner:
         self.lock = threading.Lock()
         self.pub_weights = self.node.create_publisher(PolicyWeights, names.POLICY_WEIGHTS, LATCHED)
         self.pub_metrics = self.node.create_publisher(LearnerMetrics, names.LEARNER_METRICS, STREAM)
+        self.pub_status = self.node.create_publisher(LearnerStatus, names.LEARNER_STATUS, LATCHED)
         self.rejections = Rejections(self.node)   # rejected/step_jump on /diagnostics
         self.rejections.start_diagnostics(1.0, extra=lambda: {"steps_seen": self.steps_seen})
         self.node.create_subscription(StepRecord, names.STEP_RECORD, self.on_step, STREAM)
-        self.setup()
         self.skipped_reported: set[str] = set()
+        self.setup()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.train_loop, name="learner", daemon=True)
         self.thread.start()
@@ -103,6 +104,8 @@ class Learner:
             log.error(f"refused checkpoint: {reason}")
         if setup.resumed_from is not None:
             log.info(f"resumed from {setup.resumed_from} at {setup.agent.critic_updates} critic updates")
+        self.resumed_from, self.resumed_updates = setup.resumed_from, setup.agent.critic_updates
+        self.refused_checkpoints = list(setup.refused_checkpoints)
         self.agent, self.buffer, self.ingest = setup.agent, setup.buffer, setup.ingest
         cameras = setup.cameras
         a = self.agent
@@ -120,6 +123,8 @@ class Learner:
         self.updates_at_start = a.critic_updates
         self.schedule = UpdateSchedule(cfg.utd, cfg.initial_updates, cfg.random_warmup_steps, cfg.critic_warmup_updates)
         self.publish_weights()
+        self.log_skipped()
+        self.publish_status()
 
     # -- ROS side -----------------------------------------------------------------------------------
     def on_step(self, msg: StepRecord) -> None:
@@ -178,9 +183,11 @@ class Learner:
             while not self.stop.is_set():
                 if time.monotonic() - last_scan > cfg.scan_period_s:
                     last_scan = time.monotonic()
-                    for path in self.ingest.poll(cfg.episodes_dir, demo=False):
+                    added = self.ingest.poll(cfg.episodes_dir, demo=False)
+                    for path in added:
                         self.log_episode(path)
-                    self.log_skipped()
+                    if self.log_skipped() or added:
+                        self.publish_status()
                 with self.lock:
                     budget = self.schedule.budget(self.steps_seen)
                 if self.updates_this_run() + cfg.utd > budget:
@@ -206,14 +213,30 @@ class Learner:
             self.exit_code = 1
             self.finished = True
 
-    def log_skipped(self) -> None:
-        # each refused online episode once; an error unless it was meant to be left out (aborted)
+    def log_skipped(self) -> bool:
+        """Log each refused online episode once (an error unless it was meant to be left out:
+        aborted); True if there was a new one."""
         log = self.node.get_logger()
+        new = False
         for path, reason in self.ingest.stats["online"].skipped.items():
             if path not in self.skipped_reported:
                 self.skipped_reported.add(path)
+                new = True
                 (log.info if reason.startswith(EXCLUDED_ABORTED) else log.error)(
                     f"episode {Path(path).name} not trained on: {reason}")
+        return new
+
+    def publish_status(self) -> None:
+        msg = LearnerStatus(
+            resumed_from=str(self.resumed_from or ""), resumed_critic_updates=int(self.resumed_updates),
+            refused_checkpoints=list(self.refused_checkpoints),
+            demo_transitions=int(self.buffer.num_demo_transitions),
+            online_transitions=int(self.buffer.num_online_transitions),
+            online_episodes=[h[0] for h in self.ingest.history],
+            skipped_episodes=[f"{Path(p).name}: {why}" for p, why in self.ingest.stats["online"].skipped.items()
+                              if not why.startswith(EXCLUDED_ABORTED)])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.pub_status.publish(msg)
 
     def log_episode(self, path: Path) -> None:
         # this episode's entry (one poll may ingest several: the newest is not necessarily this one)
