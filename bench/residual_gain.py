@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     demos, base = ensure_artifacts(args)
     run = InProcessRun(recipe, demos, base, max_steps=args.max_steps, seed=args.seed, task=args.task)
-    print("recipe: " + json.dumps({"learner": vars(recipe.learner), "residual_policy": vars(recipe.policy)},
+    fields = lambda cfg: {k: v for k, v in vars(cfg).items() if not k.startswith("_")}   # noqa: E731
+    print("recipe: " + json.dumps({"learner": fields(recipe.learner), "residual_policy": fields(recipe.policy)},
                                   default=str), flush=True)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start", flush=True)
     base_out = base_outcomes(run, base, args.eval_episodes, args.max_steps)
