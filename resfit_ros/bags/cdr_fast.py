@@ -11,6 +11,8 @@ differs (another length, other names) is walked on its own; if its structure (na
 differs from the first one's, that is an error for the caller to report.
 
 Cost: ~1-2 us per message instead of ~30 us for a generic per-message deserializer.
+Why it exists: 13-18x faster than rosbags' deserialize_cdr + np.stack to the same arrays on
+episode bags with one 84x84 camera, 25-37x state-only: python bench/bag_decode.py (docs/benchmarks.md).
 """
 from __future__ import annotations
 
