@@ -58,7 +58,7 @@ import datetime as _dt
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -66,8 +66,8 @@ from resfit_ros import names
 from resfit_ros.bags import convert
 from resfit_ros.bags import types as t
 from resfit_ros.bags.errors import BagError
-from resfit_ros.bags.reader import (IMPORT_HINT, Episode, _check_types, _metadata, _raw_messages, _topic_types,
-                                    is_raw_bag, raw_bag_hint)
+from resfit_ros.bags.reader import (IMPORT_HINT, Episode, check_types, is_raw_bag, raw_bag_hint, raw_messages,
+                                    read_metadata, topic_types)
 from resfit_ros.bags.writer import FORMAT_VERSION, EpisodeWriter, episode_dir_name
 from resfit_ros.config import load_config
 from resfit_ros.core.observation import ObservationData
@@ -260,6 +260,37 @@ def _message_counts(info: dict) -> dict[str, int]:
     return out
 
 
+_Event = tuple[int, int, int, int, str, memoryview]   # (log time, priority, topic no, k, topic, CDR bytes)
+_Decode = Callable[[Any, str, str], Any]            # (CDR bytes, msgtype, topic) -> message
+
+
+@dataclass(frozen=True)
+class _RawBag:
+    """A raw bag checked to hold what an episode needs, with its topics as the bag names them."""
+
+    path: Path
+    cfg: SynchronizerConfig            # task-state topics as the bag names them (RawTopics)
+    robot: RobotDescription            # camera and joint-state topics as the bag names them
+    topics: RawTopics
+    core: SynchronizerCore             # fresh: the replay feeds it every input
+    steps_rule: str                    # "lockstep" or "time": the rule when there is no /resfit/step
+    has_steps: bool                    # /resfit/step recorded: its records are the steps
+    has_clock: bool
+    command_topics: dict[str, str]     # command topic -> joint group
+    input_types: dict[str, str]        # input topic -> its message type
+    raw: dict[str, list[tuple[int, memoryview]]]   # wanted topic -> [(log time, CDR bytes)]
+
+
+class _Replay(NamedTuple):
+    """What the synchronizer emitted from the bag's inputs, and the commands and records beside them."""
+
+    observations: list[ObservationData]
+    emitted_log: list[int]             # log time of the message that completed each observation
+    first_input_log: list[int]         # log time of the first-received input of each observation
+    commands: list[tuple[int, str, np.ndarray]]   # (log time, joint group, command)
+    records: list[tuple[int, Any]]     # (log time, StepRecord)
+
+
 def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Path | None = None,
                  robot: RobotDescription | str | Path | None = None, clock: str = "auto", steps: str = "auto",
                  images: bool = True, late_command_window_s: float = 0.3, namespace: str = "") -> RawRecording:
@@ -276,10 +307,33 @@ def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Pa
     joint states, no cameras the synchronizer needs, no commands. Episodes that cannot be used
     (no label, no step, no observation) are listed in `problems`, the others in `episodes`.
     """
-    path = Path(path)
+    bag = _open_raw_bag(Path(path), sync_config, robot, steps, namespace)
+    decode = _cdr_decoder(bag.path)
+    events = _replay_events(bag)
+    # first pass, cheap: the input stamps (the clock mode depends on them) and the episode windows
+    inputs, reference_stamps, statuses = _scan_inputs_and_statuses(events, bag, decode)
+    mode = _clock_mode(clock, reference_stamps, bag.has_clock, int(round(bag.cfg.clock_jump_s * 1e9)))
+    if mode == "clock" and not bag.has_clock:
+        raise BagError(bag.path, f"clock='clock' but the bag has no {bag.topics.clock}")
+    windows = _episode_windows(statuses, int(round(late_command_window_s * 1e9)))
+    if not windows:
+        raise BagError(bag.path, f"{bag.topics.status} never reports an episode RUNNING: no episode in this bag")
+    replay = _replay(events, bag, decode, mode, _first_receive_times(inputs),
+                     _image_keeper(windows) if images else None)
+    rec = _raw_recording(bag, mode, replay, inputs)
+    step_lists = _step_lists(rec, bag, windows, replay)
+    rec.statuses = {eid: [(_stamp(s.header.stamp), d) for s, d in win["statuses"]]
+                    for eid, win in sorted(windows.items())}
+    rec.episodes, rec.problems = _episodes_and_problems(rec, windows, step_lists, bag.robot, images)
+    return rec
+
+
+def _open_raw_bag(path: Path, sync_config: SynchronizerConfig | str | Path | None,
+                  robot: RobotDescription | str | Path | None, steps: str, namespace: str) -> _RawBag:
+    """The checked raw bag: its topics as it names them and its wanted messages (BagError: no episode)."""
     if not path.is_dir():
         raise BagError(path, "no such bag directory")
-    info = _metadata(path)
+    info = read_metadata(path)
     custom = info.get("custom_data")
     if isinstance(custom, dict) and str(custom.get("format", "")) == FORMAT_VERSION:
         raise BagError(path, "this is an episode bag of the project, not a raw recording: read it with "
@@ -293,19 +347,27 @@ def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Pa
         robot = cfg.robot_description
     if not isinstance(robot, RobotDescription):
         robot = RobotDescription.load(robot)
-    bag = RawTopics(namespace)
-    robot, cfg = bag.robot(robot), bag.sync_config(cfg)    # every topic as the bag names it
+    bag_topics = RawTopics(namespace)
+    robot, cfg = bag_topics.robot(robot), bag_topics.sync_config(cfg)    # every topic as the bag names it
     core = SynchronizerCore(cfg, robot)
-    topics = _topic_types(path, info)
+    topics = topic_types(path, info)
     counts = _message_counts(info)
-    _check_types(path, topics, {bag.status: t.EPISODE_STATUS, bag.steps: t.STEP_RECORD})
-    has_steps, command_topics = _topics_needed(path, topics, counts, core, robot, bag)
-    has_clock = bag.clock in topics and counts.get(bag.clock, 1) > 0
-    wanted = set(core.topics) | {bag.status}
-    wanted |= {bag.steps} if has_steps else set(command_topics)
+    check_types(path, topics, {bag_topics.status: t.EPISODE_STATUS, bag_topics.steps: t.STEP_RECORD})
+    has_steps, command_topics = _topics_needed(path, topics, counts, core, robot, bag_topics)
+    has_clock = bag_topics.clock in topics and counts.get(bag_topics.clock, 1) > 0
+    wanted = set(core.topics) | {bag_topics.status}
+    wanted |= {bag_topics.steps} if has_steps else set(command_topics)
     if has_clock:
-        wanted.add(bag.clock)
-    raw = _raw_messages(path, info, wanted)
+        wanted.add(bag_topics.clock)
+    input_types = {tp: (t.IMAGE if kind == INPUT_CAMERA else t.JOINT_STATE)
+                   for tp, kind in zip(core.topics, core.kinds)}
+    return _RawBag(path=path, cfg=cfg, robot=robot, topics=bag_topics, core=core, steps_rule=steps, has_steps=has_steps,
+                   has_clock=has_clock, command_topics=command_topics, input_types=input_types,
+                   raw=raw_messages(path, info, wanted))
+
+
+def _cdr_decoder(path: Path) -> _Decode:
+    """decode(data, msgtype, topic) -> the message; a corrupt one raises BagError naming the topic."""
     store = t.typestore()
 
     def decode(data, msgtype: str, topic: str):
@@ -313,44 +375,49 @@ def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Pa
             return store.deserialize_cdr(data, msgtype)
         except Exception as exc:  # rosbags raises several types for bad CDR
             raise BagError(path, f"corrupt {msgtype} message on {topic}: {exc}") from None
+    return decode
 
-    # --- one event list in log-time order -------------------------------------------------------
-    events: list[tuple[int, int, int, int, str, Any]] = []  # (log, priority, topic no, k, topic, data)
-    for topic_no, topic in enumerate(sorted(wanted)):
-        if topic == bag.clock:
+
+def _replay_events(bag: _RawBag) -> list[_Event]:
+    """Every wanted message as (log time, priority, topic no, k, topic, CDR bytes), in replay order."""
+    topics = bag.topics
+    events: list[_Event] = []
+    for topic_no, topic in enumerate(sorted(bag.raw)):
+        if topic == topics.clock:
             prio = _P_CLOCK
-        elif topic in core.topics:
+        elif topic in bag.core.topics:
             prio = _P_INPUT
-        elif topic == bag.status:
+        elif topic == topics.status:
             prio = _P_STATUS
-        elif topic == bag.steps:
+        elif topic == topics.steps:
             prio = _P_STEP
         else:
             prio = _P_COMMAND
-        events.extend((int(log), prio, topic_no, k, topic, data) for k, (log, data) in enumerate(raw[topic]))
+        events.extend((int(log), prio, topic_no, k, topic, data) for k, (log, data) in enumerate(bag.raw[topic]))
     events.sort(key=lambda e: e[:4])
+    return events
 
-    # first pass, cheap: the input stamps (the clock mode depends on them) and the episode windows
-    input_types = {tp: (t.IMAGE if kind == INPUT_CAMERA else t.JOINT_STATE)
-                   for tp, kind in zip(core.topics, core.kinds)}
-    inputs: dict[str, list[tuple[int, int, memoryview]]] = {tp: [] for tp in core.topics}
-    reference_topic = core.topics[core.reference_index]
-    js_offsets = []
+
+def _scan_inputs_and_statuses(events: list[_Event], bag: _RawBag, decode: _Decode) -> tuple[
+        dict[str, list[tuple[int, int, memoryview]]], list[tuple[int, int]], list[tuple[int, Any, memoryview]]]:
+    """(input topic -> [(stamp, log, CDR bytes)], [(log, stamp)] of the reference input, [(log, status, CDR bytes)])."""
+    inputs: dict[str, list[tuple[int, int, memoryview]]] = {tp: [] for tp in bag.core.topics}
+    reference_topic = bag.core.topics[bag.core.reference_index]
+    reference_stamps: list[tuple[int, int]] = []
     statuses: list[tuple[int, Any, memoryview]] = []
     for log, prio, topic_no, k, topic, data in events:
         if prio == _P_INPUT:
-            stamp = _header_stamp(data, path, topic)
+            stamp = _header_stamp(data, bag.path, topic)
             inputs[topic].append((stamp, log, data))
             if topic == reference_topic:
-                js_offsets.append((log, stamp))
+                reference_stamps.append((log, stamp))
         elif prio == _P_STATUS:
             statuses.append((log, decode(data, t.EPISODE_STATUS, topic), data))
-    mode = _clock_mode(clock, js_offsets, has_clock, int(round(cfg.clock_jump_s * 1e9)))
-    if mode == "clock" and not has_clock:
-        raise BagError(path, f"clock='clock' but the bag has no {bag.clock}")
-    windows = _episode_windows(statuses, int(round(late_command_window_s * 1e9)))
-    if not windows:
-        raise BagError(path, f"{bag.status} never reports an episode RUNNING: no episode in this bag")
+    return inputs, reference_stamps, statuses
+
+
+def _image_keeper(windows: dict[int, dict]) -> Callable[[int, list[int]], bool]:
+    """needed(i, emission log times): can observation i be part of an episode (only those keep images)?"""
     margin = 1_000_000_000   # receive-time slack around a window: out-of-order arrivals, the final observation
     spans = sorted((w["start"] - margin, min(w["end"], np.iinfo(np.int64).max - margin) + margin)
                    for w in windows.values())
@@ -369,16 +436,25 @@ def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Pa
             return True
         prev = emitted[i - 1] if i > 0 else np.iinfo(np.int64).min
         return bisect.bisect_left(ends, e) > bisect.bisect_left(ends, prev)
+    return needed
 
-    # first receive time of every (topic, stamp): the synchronizer takes the first of duplicates
+
+def _first_receive_times(inputs: dict[str, list[tuple[int, int, memoryview]]]) -> dict[str, dict[int, int]]:
+    """input topic -> {stamp: first log time}: the synchronizer takes the first of duplicates."""
     first_log: dict[str, dict[int, int]] = {}
     for topic, msgs in inputs.items():
         seen = first_log[topic] = {}
         for stamp, log, _ in msgs:
             seen.setdefault(stamp, log)
-    source_topics = [tp for tp, kind in zip(core.topics, core.kinds) if kind != INPUT_EXTRA]
+    return first_log
 
-    # --- replay through the synchronizer ---------------------------------------------------------
+
+def _replay(events: list[_Event], bag: _RawBag, decode: _Decode, mode: str, first_log: dict[str, dict[int, int]],
+            keep_images: Callable[[int, list[int]], bool] | None) -> _Replay:
+    """The synchronizer core's observations of the events (`now` on the `mode` clock), commands and records."""
+    # keep_images None (images=False): no observation keeps its images, the last one included
+    core = bag.core
+    source_topics = [tp for tp, kind in zip(core.topics, core.kinds) if kind != INPUT_EXTRA]
     observations: list[ObservationData] = []
     emitted_log: list[int] = []
     first_input_log: list[int] = []
@@ -391,7 +467,7 @@ def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Pa
             c = decode(data, CLOCK_TYPE, topic).clock
             clock_now = _stamp(c)
         elif prio == _P_INPUT:
-            msg = decode(data, input_types[topic], topic)
+            msg = decode(data, bag.input_types[topic], topic)
             stamp = _stamp(msg.header.stamp)
             newest_stamp = stamp if newest_stamp is None else max(newest_stamp, stamp)
             now = log if mode == "log" else (clock_now if mode == "clock" else newest_stamp)
@@ -403,45 +479,63 @@ def read_raw_bag(path: str | Path, *, sync_config: SynchronizerConfig | str | Pa
                     first_input_log.append(min([first_log[tp].get(st, log) for tp, st in zip(source_topics, stamps)]
                                                + [log]) if len(stamps) == len(source_topics) else log)
                     n = len(observations)
-                    if n >= 2 and (not images or not needed(n - 2, emitted_log)):
+                    if n >= 2 and (keep_images is None or not keep_images(n - 2, emitted_log)):
                         observations[n - 2].images = {}   # bounded memory on long bags
         elif prio == _P_STEP:
             records.append((log, decode(data, t.STEP_RECORD, topic)))
         elif prio == _P_COMMAND:
-            commands.append((log, command_topics[topic],
+            commands.append((log, bag.command_topics[topic],
                              np.asarray(decode(data, FLOAT64_MULTI_ARRAY, topic).data, dtype=np.float64)))
-    if observations and not images:
+    if observations and keep_images is None:
         observations[-1].images = {}
+    return _Replay(observations, emitted_log, first_input_log, commands, records)
 
-    rec = RawRecording(path=path, clock=mode, steps_rule="records" if has_steps else steps, episodes=[], problems=[],
-                       observations=observations,
-                       emitted_log_ns=np.asarray(emitted_log, dtype=np.int64),
-                       first_input_log_ns=np.asarray(first_input_log, dtype=np.int64), sync_stats=core.sync.stats(),
-                       rejected=dict(core.rejected), inputs=inputs, input_types=input_types, topics=bag)
-    if not observations:
-        raise BagError(path, f"the synchronizer emitted no observation from {', '.join(core.topics)} "
-                             f"(clock '{mode}'; drops: { {k: v for k, v in rec.sync_stats.items() if k.startswith('dropped/') and v} }, "
-                             f"rejected: {rec.rejected or 'none'})")
-    if has_steps:
-        step_lists = _steps_from_records(records, windows, rec)
-    else:
-        sets, rec.counts["incomplete_command_sets"], rec.counts["bad_commands"] = _command_sets(commands, robot)
-        rec.counts["command_sets"] = len(sets)
-        step_lists = _steps_from_commands(sets, windows, rec, cfg.control_rate_hz)
+
+def _raw_recording(bag: _RawBag, mode: str, replay: _Replay,
+               inputs: dict[str, list[tuple[int, int, memoryview]]]) -> RawRecording:
+    """The RawRecording of the replay, still without episodes; BagError when nothing was emitted."""
+    core = bag.core
+    rec = RawRecording(path=bag.path, clock=mode, steps_rule="records" if bag.has_steps else bag.steps_rule,
+                       episodes=[], problems=[], observations=replay.observations,
+                       emitted_log_ns=np.asarray(replay.emitted_log, dtype=np.int64),
+                       first_input_log_ns=np.asarray(replay.first_input_log, dtype=np.int64),
+                       sync_stats=core.sync.stats(), rejected=dict(core.rejected), inputs=inputs,
+                       input_types=bag.input_types, topics=bag.topics)
+    if not replay.observations:
+        drops = {k: v for k, v in rec.sync_stats.items() if k.startswith('dropped/') and v}
+        raise BagError(bag.path, f"the synchronizer emitted no observation from {', '.join(core.topics)} "
+                                 f"(clock '{mode}'; drops: {drops}, rejected: {rec.rejected or 'none'})")
+    return rec
+
+
+def _step_lists(rec: RawRecording, bag: _RawBag, windows: dict[int, dict],
+                replay: _Replay) -> dict[int, list[dict] | str]:
+    """episode id -> its steps (or why they do not fit), from the step records or the command sets."""
+    if bag.has_steps:
+        return _steps_from_records(replay.records, windows, rec)
+    sets, rec.counts["incomplete_command_sets"], rec.counts["bad_commands"] = _command_sets(replay.commands, bag.robot)
+    rec.counts["command_sets"] = len(sets)
+    return _steps_from_commands(sets, windows, rec, bag.cfg.control_rate_hz)
+
+
+def _episodes_and_problems(rec: RawRecording, windows: dict[int, dict], step_lists: dict[int, list[dict] | str],
+              robot: RobotDescription, images: bool) -> tuple[list[Episode], list[tuple[int, str]]]:
+    """(episodes, (episode id, why not an episode) for the others) of the windows, in id order."""
+    episodes: list[Episode] = []
+    problems: list[tuple[int, str]] = []
     for eid, win in sorted(windows.items()):
-        rec.statuses[eid] = [(_stamp(s.header.stamp), d) for s, d in win["statuses"]]
         if win["terminal"] is None:
-            rec.problems.append((eid, "no label: the episode was never labelled success/failure or aborted"
-                                      + (" (the bag ends while it runs)" if win["open_at_end"] else "")))
+            problems.append((eid, "no label: the episode was never labelled success/failure or aborted"
+                                  + (" (the bag ends while it runs)" if win["open_at_end"] else "")))
             continue
         if isinstance(step_lists.get(eid), str):
-            rec.problems.append((eid, step_lists[eid]))
+            problems.append((eid, step_lists[eid]))
             continue
         try:
-            rec.episodes.append(_episode(rec, eid, win, step_lists.get(eid, []), robot, images))
+            episodes.append(_episode(rec, eid, win, step_lists.get(eid, []), robot, images))
         except ValueError as exc:
-            rec.problems.append((eid, str(exc)))
-    return rec
+            problems.append((eid, str(exc)))
+    return episodes, problems
 
 
 def _episode_windows(statuses: list[tuple[int, Any, memoryview]], late_ns: int) -> dict[int, dict]:
@@ -752,6 +846,7 @@ def import_raw_bag(src: str | Path, out: str | Path, *, base_policy=None, base_a
     imported (same directory name) are skipped, so importing twice changes nothing. `namespace`:
     as for read_raw_bag.
     """
+    # imported here: resfit_ros.learning loads torch, which reading a raw bag does not need
     from resfit_ros.learning.from_bags import demo_base_actions, file_digest
 
     out = Path(out)

@@ -4,7 +4,8 @@ Only the three topics an Episode needs (/resfit/observation, /resfit/step,
 /resfit/episode_status) are read, with the fast MCAP scanner (mcap_scan) and the vectorised CDR
 decoder (cdr_fast): a 200-step episode with one 84x84 camera reads in a few milliseconds.
 The raw input topics (/joint_states, /camera/*/image_raw) stay in the bag for `ros2 bag play` and
-diagnosis (`iter_messages`).
+diagnosis (`iter_messages`). The rosbag2 steps underneath (`read_metadata`, `topic_types`,
+`check_types`, `raw_messages`) also read the raw recordings of bags/raw_record.py.
 """
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ class Episode:
 
 
 # --- metadata ------------------------------------------------------------------------------------
-def _metadata(path: Path) -> dict:
+def read_metadata(path: Path) -> dict:
+    """The rosbag2_bagfile_information of a bag's metadata.yaml; BagError when missing or malformed."""
     meta_path = path / "metadata.yaml"
     if not meta_path.is_file():
         raise BagError(path, "missing metadata.yaml (the bag was never closed, or this is not a rosbag2 directory)")
@@ -125,7 +127,7 @@ def _metadata(path: Path) -> dict:
     return info
 
 
-def _topic_types(path: Path, info: dict) -> dict[str, tuple[str, str]]:
+def topic_types(path: Path, info: dict) -> dict[str, tuple[str, str]]:
     """topic -> (type, type_description_hash) from metadata.yaml."""
     out = {}
     entries = info.get("topics_with_message_count")
@@ -135,7 +137,8 @@ def _topic_types(path: Path, info: dict) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _check_types(path: Path, topics: dict[str, tuple[str, str]], wanted: dict[str, str]) -> None:
+def check_types(path: Path, topics: dict[str, tuple[str, str]], wanted: dict[str, str]) -> None:
+    """Nothing; raises BagError when a topic of `wanted` (topic -> type) is recorded with another type or definition."""
     store = t.typestore()
     for topic, expected in wanted.items():
         if topic not in topics:
@@ -150,7 +153,7 @@ def _check_types(path: Path, topics: dict[str, tuple[str, str]], wanted: dict[st
                                  "convert the bag or use the matching resfit_ros version")
 
 
-def _raw_messages(path: Path, info: dict, topics: set[str]) -> dict[str, list[tuple[int, memoryview]]]:
+def raw_messages(path: Path, info: dict, topics: set[str]) -> dict[str, list[tuple[int, memoryview]]]:
     """topic -> [(log_time, CDR bytes)] of `topics`, over all files of the bag."""
     storage = info["storage_identifier"]
     out: dict[str, list] = {tp: [] for tp in topics}
@@ -213,11 +216,11 @@ def read_episode(path: str | Path, *, images: bool = True) -> Episode:
         raise BagError(path, "incomplete episode: the writer did not finish it (crashed or still recording)")
     if not path.is_dir():
         raise BagError(path, "no such episode directory")
-    info = _metadata(path)
-    _check_types(path, _topic_types(path, info), EPISODE_TOPICS)
+    info = read_metadata(path)
+    check_types(path, topic_types(path, info), EPISODE_TOPICS)
     custom_data = info.get("custom_data")
     custom = {str(k): str(v) for k, v in custom_data.items()} if isinstance(custom_data, dict) else {}
-    raw = _raw_messages(path, info, set(EPISODE_TOPICS))
+    raw = raw_messages(path, info, set(EPISODE_TOPICS))
     obs_raw = [d for _, d in raw[t.TOPIC_OBSERVATION]]
     step_raw = [d for _, d in raw[t.TOPIC_STEP_RECORD]]
     if not obs_raw or not step_raw:
@@ -333,7 +336,7 @@ def is_raw_bag(path: str | Path) -> bool:
     if not (path / "metadata.yaml").is_file() or is_episode_dir(path):
         return False
     try:
-        info = _metadata(path)
+        info = read_metadata(path)
     except BagError:
         return False
     custom = info.get("custom_data")
@@ -388,11 +391,11 @@ def iter_messages(path: str | Path, topics: list[str] | None = None) -> Iterator
     one that was closed), in file order per topic. For diagnosis and tests, not speed. A
     node-relative name in `topics` means the topic at the root (types.bag_topic)."""
     path = Path(path)
-    info = _metadata(path)
-    types = _topic_types(path, info)
+    info = read_metadata(path)
+    types = topic_types(path, info)
     topics = [t.bag_topic(tp) for tp in topics] if topics is not None else None
     wanted = set(topics) if topics is not None else set(types)
-    raw = _raw_messages(path, info, wanted)
+    raw = raw_messages(path, info, wanted)
     store = t.typestore()
     for topic in (topics or sorted(wanted)):
         msgtype = types.get(topic, ("", ""))[0]
