@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -308,20 +307,15 @@ def test_fast_decoder_handles_changing_layouts(tmp_path):
     np.testing.assert_array_equal(ep.images["head"], np.stack([o.images["head"] for o in obs_list]))
 
 
-def test_read_speed(tmp_path):
-    """Replay-ingest hot path: goal >= 20,000 transitions/s with one 84x84 camera (asserted
-    loosely: shared CI machines are noisy)."""
+def test_scan_reads_long_camera_episodes(tmp_path):
+    """Three 200-step episodes with an 84x84 camera scan back whole (the speed is bench/ingest.py's
+    and bench/bag_decode.py's figure, not a timed test's)."""
     for e in range(3):
         write_episode(tmp_path, e + 1, steps=200, seed=e, size=84)
-    scan_episodes(tmp_path)  # warm caches
-    best = 0.0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        eps = scan_episodes(tmp_path)
-        best = max(best, 600 / (time.perf_counter() - t0))
-    assert all(not isinstance(e, str) for _, e in eps)
-    print(f"read speed: {best:,.0f} transitions/s")
-    assert best > 5_000
+    eps = [e for _, e in scan_episodes(tmp_path)]
+    assert len(eps) == 3 and all(not isinstance(e, str) for e in eps)
+    assert [e.num_steps for e in eps] == [200, 200, 200]
+    assert all(e.images["head"].shape == (e.num_observations, 84, 84, 3) for e in eps)
 
 
 def test_zstd_compressed_bag_round_trip(tmp_path):
