@@ -32,7 +32,6 @@ class ResetPhase(Enum):
 
 @dataclass(frozen=True)
 class ResetTiming:
-    control_rate_hz: float = 20.0
     reset_quiet_s: float = 0.2           # the motion starts once the policy sent no step this long
     scene_reset_timeout_s: float = 3.0
     joint_state_timeout_s: float = 1.0   # + 2 s: how long a phase waits for a joint state

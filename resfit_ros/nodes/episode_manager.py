@@ -82,7 +82,7 @@ class EpisodeManagerNode:
         self.merger = JointStateMerger(self.robot.joint_names, velocity_required=False)
         self.joint_positions: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # topic -> (idx, pos, t)
         self.reset = ResetSequencer(self.limits, ResetTiming(
-            control_rate_hz=cfg.control_rate_hz, reset_quiet_s=cfg.reset_quiet_s,
+            reset_quiet_s=cfg.reset_quiet_s,
             scene_reset_timeout_s=cfg.scene_reset_timeout_s, joint_state_timeout_s=cfg.joint_state_timeout_s,
             homing_settle_s=cfg.homing_settle_s, homing_speed_fraction=cfg.homing_speed_fraction,
             homing_min_duration_s=cfg.homing_min_duration_s), scene_reset=bool(cfg.reset_scene_service))

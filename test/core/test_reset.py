@@ -10,7 +10,7 @@ from resfit_ros.core.reset import JointStream, ResetPhase, ResetSequencer, Reset
 DOF = 3
 LIMITS = CommandLimits(lower=[-1.0] * DOF, upper=[1.0] * DOF, home=[0.0] * DOF, max_step=[0.05] * DOF,
                        residual_bound=[0.1] * DOF, control_rate_hz=20.0)
-TIMING = ResetTiming(control_rate_hz=20.0, reset_quiet_s=0.2, scene_reset_timeout_s=3.0, joint_state_timeout_s=1.0,
+TIMING = ResetTiming(reset_quiet_s=0.2, scene_reset_timeout_s=3.0, joint_state_timeout_s=1.0,
                      homing_settle_s=0.1, homing_speed_fraction=1.0, homing_min_duration_s=0.2)
 AWAY = np.array([0.1, -0.1, 0.05])
 
