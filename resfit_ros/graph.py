@@ -167,15 +167,35 @@ def _on_simulated_time(nodes: tuple[NodeSpec, ...]) -> tuple[NodeSpec, ...]:
     return tuple(dataclasses.replace(n, remappings=n.remappings + (SIM_CLOCK_REMAP,)) for n in nodes)
 
 
-def _training_nodes(explore: str) -> tuple[NodeSpec, ...]:
+def _robot_side() -> tuple[NodeSpec, ...]:
+    """The control path: what runs on the robot's computer."""
     return (
         _node("synchronizer", respawn=True),
         _node("base_chunk_server", parameters={"base_artifact": "$(arg base_artifact)"}, respawn=True),
-        _node("residual_policy", parameters={"explore": explore}, respawn=True),
+        _node("residual_policy", parameters={"explore": "true"}, respawn=True),
         # persisted status: a respawned manager continues the episode ids and aborts the episode it ran
         _node("episode_manager", parameters={"state_file": "$(arg output_dir)/episode_manager_state.json"},
               respawn=True),
+    )
+
+
+def _learner_side() -> tuple[NodeSpec, ...]:
+    """Recording and learning: what runs on the machine that holds the data (a GPU workstation)."""
+    return (
         _node("recorder", parameters={"output_dir": "$(arg output_dir)/episodes"}, respawn=True),
+        _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
+                                     "episodes_dir": "$(arg output_dir)/episodes",
+                                     "base_artifact": "$(arg base_artifact)", "device": "$(arg device)"},
+              respawn=True),
+    )
+
+
+def _simulated_robot(enabled_if: str = "") -> tuple[NodeSpec, ...]:
+    """The lockstep simulator and the judge that labels its episodes (train_sim's robot)."""
+    return (
+        _node("sim_robot", parameters={"task": "$(arg task)"}, required=True, enabled_if=enabled_if),
+        _node("judge", parameters={"max_episodes": "$(arg episodes)", "max_steps": "$(arg max_steps)",
+                                   "eval_every": "$(arg eval_every)"}, required=True, enabled_if=enabled_if),
     )
 
 
@@ -188,16 +208,45 @@ def _register(graph: GraphSpec) -> GraphSpec:
     return graph
 
 
+DEVICE_ARG = LaunchArg("device", "cpu", "where the learner trains: cpu or cuda (refused with a clear "
+                       "message when CUDA is not available)")
+_REAL_CONFIG = LaunchArg("config", "$(arg config_dir)/real.yaml", "ROS parameter YAML for every node of the graph",
+                         "file")
+_SIM_ARGS = (
+    LaunchArg("task", "g1_pick_lift", "simulated task (g1_pick_lift or g1_handover)"),
+    LaunchArg("episodes", "0", "stop after this many training episodes (0 = run until Ctrl-C)", "count"),
+    LaunchArg("max_steps", "200", "the judge labels an episode a failure after this many steps", "count"),
+    LaunchArg("eval_every", "0", "every N-th episode is an evaluation episode without exploration (0 = none)", "count"),
+)
+
 _register(GraphSpec(
     name="train_real",
-    description="Residual RL on the real robot: no simulator, the operator labels and resets.",
+    description="Residual RL on the real robot: no simulator, the operator labels and resets. "
+                "One computer: the union of the robot and learner graphs.",
+    args=_COMMON_ARGS[1:] + (_REAL_CONFIG, DEVICE_ARG),
+    nodes=_robot_side() + _learner_side(),
+))
+
+# Two machines (the robot's computer and a learner workstation on one DDS domain): the same nodes
+# as train_real / train_sim, split where the data leaves the robot (step records, observations).
+_register(GraphSpec(
+    name="robot",
+    description="The robot's computer: synchronizer, base chunk server, residual policy, episode manager "
+                "(with use_sim:=true also the simulated robot and its judge); the learner graph runs elsewhere.",
     args=_COMMON_ARGS[1:] + (
-        LaunchArg("config", "$(arg config_dir)/real.yaml", "ROS parameter YAML for every node of the graph", "file"),),
-    nodes=_training_nodes("true") + (
-        _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
-                                     "episodes_dir": "$(arg output_dir)/episodes",
-                                     "base_artifact": "$(arg base_artifact)"}, respawn=True),
-    ),
+        _REAL_CONFIG,
+        LaunchArg("use_sim", "false", "start the lockstep simulated robot and the judge instead of a real robot "
+                  "(then also config:=<config_dir>/sim.yaml use_sim_time:=true, on both machines)", "bool"),
+    ) + _SIM_ARGS,
+    nodes=_on_simulated_time(_simulated_robot(enabled_if="use_sim") + _robot_side()),
+))
+
+_register(GraphSpec(
+    name="learner",
+    description="The learner's machine: recorder (episode bags) and learner (replay, updates, weights "
+                "broadcast); the robot graph runs on the robot's computer.",
+    args=_COMMON_ARGS[1:] + (_REAL_CONFIG, DEVICE_ARG),
+    nodes=_on_simulated_time(_learner_side()),
 ))
 
 
@@ -237,20 +286,9 @@ _register(GraphSpec(
     description="Residual RL on the simulated 29-DoF humanoid; a judge node labels episodes.",
     args=_COMMON_ARGS[:-1] + (
         LaunchArg("use_sim_time", "true", "use the simulator's /clock (the simulated robot runs in lockstep)", "bool"),
-        LaunchArg("task", "g1_pick_lift", "simulated task (g1_pick_lift or g1_handover)"),
-        LaunchArg("episodes", "0", "stop after this many training episodes (0 = run until Ctrl-C)", "count"),
-        LaunchArg("max_steps", "200", "the judge labels an episode a failure after this many steps", "count"),
-        LaunchArg("eval_every", "0", "every N-th episode is an evaluation episode without exploration (0 = none)", "count"),
-    ),
-    nodes=_on_simulated_time((
-        _node("sim_robot", parameters={"task": "$(arg task)"}, required=True),
-        _node("judge", parameters={"max_episodes": "$(arg episodes)", "max_steps": "$(arg max_steps)",
-                                   "eval_every": "$(arg eval_every)"}, required=True),
-    ) + _training_nodes("true") + (
-        _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
-                                     "episodes_dir": "$(arg output_dir)/episodes",
-                                     "base_artifact": "$(arg base_artifact)"}, respawn=True),
-    )),
+        DEVICE_ARG,
+    ) + _SIM_ARGS,
+    nodes=_on_simulated_time(_simulated_robot() + _robot_side() + _learner_side()),
 ))
 
 _register(GraphSpec(

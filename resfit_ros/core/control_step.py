@@ -6,10 +6,15 @@
              | actor(state, base)                  evaluation step
     command  = compose_command(base, residual, previous command)   (core/command.py)
 
+With the policy's action_repeat R > 1 the residual is decided at the episode's steps 0, R, 2R, ...
+and held (joint units) for the R - 1 steps after each, in evaluation as in training: the learner's
+online transitions start at exactly those steps (replay.ReplayConfig.action_repeat). The held
+exploration draw then counts decisions, not steps.
+
 The residual policy node and every in-process loop (evaluation, the benches, the in-process
 trainer) call this one class, so a success rate measured in process means what it means on the
 robot. The class holds the only per-episode state of a step besides the base's chunk queue: the
-previous command (rate limit) and the held exploration draw. No rclpy; torch only through the
+previous command (rate limit), the held exploration draw and the held residual. No rclpy; torch only through the
 policy it is handed.
 """
 from __future__ import annotations
@@ -38,11 +43,14 @@ class ControlStep:
         self.noise = HeldNoise(hold_steps)
         self.rng = np.random.default_rng(seed)
         self.previous: np.ndarray | None = None
+        self.held: np.ndarray | None = None        # the last decision's residual (action_repeat > 1)
+        self.held_left = 0                         # steps it is still held for
 
     def start_episode(self, position) -> None:
         """A new episode: the first command is rate-limited from where the robot IS (it was reset
         since the last command), and the next exploration draw is a fresh one."""
         self.noise.reset()
+        self.held, self.held_left = None, 0        # step 0 of an episode is a decision
         position = None if position is None else np.asarray(position, dtype=np.float64).reshape(-1)
         valid = position is not None and position.shape == (self.limits.dof,) and np.isfinite(position).all()
         # an unusable position: compose_command then starts from its fallback (the observed position) or home
@@ -56,6 +64,17 @@ class ControlStep:
         dof = self.limits.dof
         if policy is None:
             return np.zeros(dof)
+        if self.held_left > 0:
+            self.held_left -= 1
+            return self.held
+        residual = self.decide(policy, state, base, images, features, explore, train_steps)
+        self.held, self.held_left = residual, getattr(policy.config, "action_repeat", 1) - 1
+        return residual
+
+    def decide(self, policy, state, base: np.ndarray, images=None, features=None, explore: bool = False,
+               train_steps: int = 0) -> np.ndarray:
+        """A decision: the random warm-up's residual, or the actor's (+ held noise when exploring)."""
+        dof = self.limits.dof
         rng = self.rng
         if explore and train_steps < policy.config.random_warmup_steps:
             scale = policy.config.random_warmup_fraction * policy.config.action_scale

@@ -24,8 +24,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from resfit_ros.jobs.sim_episodes import (
     PURPOSE_EVAL, ArgumentError, check_task, episode_seed, fail, positive_int)
 

@@ -105,7 +105,7 @@ class InProcessRun:
         self.base = load_base_policy(base_artifact)
         self.setup = build_setup(demos_dir, [], base_artifact, settings, base_policy=self.base)
         self.agent, self.buffer = self.setup.agent, self.setup.buffer
-        self.schedule = UpdateSchedule(lc.utd, lc.initial_updates, lc.random_warmup_steps, lc.critic_warmup_updates)
+        self.schedule = UpdateSchedule.of(lc)
         self.task = task
         self.env = make_env(task, render=False, cameras=(), control_hz=pc.control_rate_hz, seed=seed,
                             max_steps=max_steps)

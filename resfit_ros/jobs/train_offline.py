@@ -26,7 +26,7 @@ VERB = "train-offline"
 # flags named as OfflineSettings fields (dashes for underscores); unset ones keep its defaults
 SETTINGS_FLAGS = ("utd", "batch_size", "demo_fraction", "nstep", "gamma", "online_capacity", "demo_capacity",
                   "action_scale", "residual_penalty", "exploration_std", "actor_lr", "critic_lr", "hidden_dim",
-                  "num_critic_heads", "critic_warmup_updates", "seed")
+                  "num_critic_heads", "critic_warmup_updates", "seed", "action_repeat", "device")
 
 
 def _float(text: str) -> float:
@@ -85,6 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=positive_int, default=10,
                         help="TensorBoard scalars every this many iterations (default 10)")
     parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="seed (default: the learner's)")
+    parser.add_argument("--action-repeat", type=positive_int, default=argparse.SUPPRESS,
+                        help="the actor decides every N control steps (default: the learner's)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=argparse.SUPPRESS,
+                        help="where the agent trains (default cpu)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -68,7 +68,8 @@ class ResidualAgent:
 
     def __init__(self, config: AgentConfig, state_dim: int, action_dim: int,
                  camera_names: list[str] | tuple[str, ...], image_size: tuple[int, int] | int,
-                 feature_dim: int, normaliser: Normaliser, seed: int = 0):
+                 feature_dim: int, normaliser: Normaliser, seed: int = 0, device: str = "cpu"):
+        self.device = check_device(device)
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
         if normaliser.state_dim != state_dim or normaliser.action_dim != action_dim:
@@ -96,9 +97,11 @@ class ResidualAgent:
             critic_dim = encoder_dim + state_dim + action_dim * (2 if config.critic_sees_base else 1)
             self.critic = CriticEnsemble(critic_dim, config.critic_hidden_dims,
                                          config.num_critic_heads, config.critic_layer_norm)
+        for module in (self.encoder, self.actor, self.critic):
+            module.to(self.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self._generator = torch.Generator().manual_seed(seed + 1)   # every random draw of update()
+        self._generator = torch.Generator(device=self.device).manual_seed(seed + 1)   # every random draw of update()
         self._set_normaliser(normaliser)
 
         critic_groups = [{"params": list(self.critic.parameters()), "lr": config.critic_lr}]
@@ -116,13 +119,17 @@ class ResidualAgent:
     # --- normalisation (torch) ----------------------------------------------------------------
     def _set_normaliser(self, normaliser: Normaliser) -> None:
         self.normaliser = normaliser
-        self._state_mean = torch.from_numpy(normaliser.state_mean.copy())          # (S,)
-        self._state_std = torch.from_numpy(normaliser.state_std.copy())            # (S,)
-        self._action_center = torch.from_numpy(normaliser.action_center.astype(np.float32))
-        self._action_half_range = torch.from_numpy(normaliser.action_half_range.astype(np.float32))
-        self._residual_gain = torch.from_numpy(normaliser.residual_gain.astype(np.float32))        # (A,)
-        bounds = residual_bounds(self.config.action_scale, normaliser)                              # (A,)
-        self._residual_scale = torch.from_numpy(bounds.astype(np.float32))
+
+        def on_device(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.array(array, dtype=np.float32)).to(self.device)
+
+        self._state_mean = on_device(normaliser.state_mean)                  # (S,)
+        self._state_std = on_device(normaliser.state_std)                    # (S,)
+        self._action_center = on_device(normaliser.action_center)            # (A,)
+        self._action_half_range = on_device(normaliser.action_half_range)    # (A,)
+        self._residual_gain = on_device(normaliser.residual_gain)            # (A,)
+        bounds = residual_bounds(self.config.action_scale, normaliser)       # (A,)
+        self._residual_scale = on_device(bounds)
         scale = self._residual_scale
         self._inverse_residual_scale = torch.where(scale > 0, 1.0 / scale.clamp(min=1e-12), torch.zeros_like(scale))
         for actor in (self.actor, self.actor_target):
@@ -147,6 +154,8 @@ class ResidualAgent:
         Returns scalar statistics keyed by metric name."""
         cfg = self.config
         gen = self._generator
+        if self.device != "cpu":
+            batch = batch_to(batch, self.device)
         self.encoder.train()
         self.actor.train()
 
@@ -167,13 +176,13 @@ class ResidualAgent:
             next_features = self.encoder(batch.next_obs, augment=True, generator=gen)  # (B, E)
             next_residual = self.actor_target(
                 torch.cat([next_features, next_state, next_base.clamp(-1.0, 1.0)], dim=1))  # (B, A)
-            noise = (torch.randn(next_residual.shape, generator=gen) * cfg.exploration_std).clamp_(
+            noise = (torch.randn(next_residual.shape, generator=gen, device=self.device) * cfg.exploration_std).clamp_(
                 -cfg.target_noise_clip, cfg.target_noise_clip) * self._residual_gain
             if self.critic_updates < cfg.critic_warmup_updates:
                 noise.zero_()   # critic warm-up: value the base's own next action (drawn anyway: same RNG stream)
             next_residual = torch.clamp(next_residual + noise, -self._residual_scale, self._residual_scale)
             next_action = (next_base + next_residual).clamp_(-1.0, 1.0)          # (B, A) as executed
-            target_heads = torch.randperm(cfg.num_critic_heads, generator=gen)[: cfg.num_target_heads]
+            target_heads = torch.randperm(cfg.num_critic_heads, generator=gen, device=self.device)[: cfg.num_target_heads]
             next_q = self.critic_target(self._critic_input(next_features, next_state, next_base, next_action),
                                         heads=target_heads)                      # (2, B)
             # Every return here lies in [0, 1] (one reward of 1, on a success's last step), so a
@@ -318,7 +327,7 @@ class ResidualAgent:
         return path
 
     @classmethod
-    def from_checkpoint(cls, directory: str | Path) -> "ResidualAgent":
+    def from_checkpoint(cls, directory: str | Path, device: str = "cpu") -> "ResidualAgent":
         """A new agent built from the config and dims stored in the checkpoint, then loaded."""
         state, _ = read_checkpoint(directory)
         try:
@@ -326,11 +335,31 @@ class ResidualAgent:
             dims = state["dims"]
             agent = cls(config, dims["state_dim"], dims["action_dim"], dims["camera_names"],
                         tuple(dims["image_size"]), dims["feature_dim"],
-                        Normaliser.from_arrays(state["normaliser"]), seed=dims["seed"])
+                        Normaliser.from_arrays(state["normaliser"]), seed=dims["seed"], device=device)
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {directory}: cannot rebuild the agent ({exc})") from None
         agent.load_state_dict(state)
         return agent
+
+
+def check_device(device: str) -> str:
+    """'cpu' or 'cuda' (the first GPU); ValueError naming the problem for anything else, or for
+    cuda on a machine (or torch build) without one."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device 'cuda' asked for, but torch {torch.__version__} sees no CUDA device "
+                         "on this machine: use device cpu, or run the learner where a GPU is")
+    return device
+
+
+def batch_to(batch: Batch, device: str) -> Batch:
+    """The batch's tensors on `device` (the replay buffer gathers on the CPU)."""
+    def move(value):
+        if isinstance(value, dict):
+            return {key: tensor.to(device, non_blocking=True) for key, tensor in value.items()}
+        return None if value is None else value.to(device, non_blocking=True)
+    return Batch(*(move(value) for value in batch))
 
 
 def train_iteration(agent: ResidualAgent, buffer: ReplayBuffer, utd: int, update_actor: bool = True,

@@ -47,6 +47,14 @@ class AgentConfig:
     every joint). Why: a random offset on every arm joint breaks most grasps (the warm-up's
     success falls from the base's ~0.35 to 0.06-0.19), so the critic sees few successes and little
     of what a finger offset during the grasp does. Set from OfflineSettings.random_warmup_joints."""
+    action_repeat: int = 1
+    """The actor decides a residual every this many control steps and the control step holds it
+    (joint units) in between, in evaluation as in training; the learner's online transitions start
+    at those decision steps and bootstrap `nstep` decisions later (1: every step, as ResFiT).
+    Why: a residual held for one step barely changes a position-controlled robot, and TD learning
+    values a one-step deviation followed by the policy, so at 20 Hz the critic hardly sees the
+    sustained offsets that pay (a finger squeeze through the grasp); a decision per 0.5 s sees them
+    whole, and the learner makes its updates per decision, not per control step."""
     target_noise_clip: float = 0.3
     """Clip of the target policy smoothing noise (ResFiT: 0.3). The smoothed residual is further
     clamped to +-action_scale, as executed."""
@@ -109,6 +117,8 @@ class AgentConfig:
         require(self.exploration_std >= 0, f"exploration_std must be >= 0, got {self.exploration_std}")
         require(self.residual_penalty >= 0, f"residual_penalty must be >= 0, got {self.residual_penalty}")
         require(self.demo_bc_weight >= 0, f"demo_bc_weight must be >= 0, got {self.demo_bc_weight}")
+        require(isinstance(self.action_repeat, int) and self.action_repeat >= 1,
+                f"action_repeat must be an integer >= 1, got {self.action_repeat!r}")
         require(self.target_noise_clip >= 0, f"target_noise_clip must be >= 0, got {self.target_noise_clip}")
         self.random_warmup_mask = tuple(float(m) for m in self.random_warmup_mask)
         require(all(m in (0.0, 1.0) for m in self.random_warmup_mask),

@@ -30,10 +30,11 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | No
     n, c, h, w = images.shape
     if pad == 0:
         return images
-    dy = torch.randint(-pad, pad + 1, (n, 1, 1), generator=generator)
-    dx = torch.randint(-pad, pad + 1, (n, 1, 1), generator=generator)
-    rows = (torch.arange(h).view(1, h, 1) + dy).clamp_(0, h - 1)         # (N, H, 1)
-    cols = (torch.arange(w).view(1, 1, w) + dx).clamp_(0, w - 1)         # (N, 1, W)
+    device = images.device
+    dy = torch.randint(-pad, pad + 1, (n, 1, 1), generator=generator, device=device)
+    dx = torch.randint(-pad, pad + 1, (n, 1, 1), generator=generator, device=device)
+    rows = (torch.arange(h, device=device).view(1, h, 1) + dy).clamp_(0, h - 1)         # (N, H, 1)
+    cols = (torch.arange(w, device=device).view(1, 1, w) + dx).clamp_(0, w - 1)         # (N, 1, W)
     flat_index = (rows * w + cols).view(n, 1, h * w).expand(n, c, h * w)  # (N, C, H*W)
     return torch.gather(images.reshape(n, c, h * w), 2, flat_index).view(n, c, h, w)
 

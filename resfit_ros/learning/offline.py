@@ -58,7 +58,9 @@ class OfflineSettings:
     LearnerConfig extends this class). Each agent field's meaning: resfit_ros/learning/config.py."""
     use_cameras: bool = False                 # learn from the episode's camera images (else state only)
     seed: int = 0                             # agent, replay sampling
-    utd: int = 4                              # critic updates per environment step
+    device: str = "cpu"                       # where the agent trains: cpu or cuda (refused when no GPU is there)
+    utd: int = 4                              # critic updates per decision (per environment step when action_repeat is 1)
+    action_repeat: int = _AGENT.action_repeat  # the actor decides every N control steps; the residual is held in between
     action_scale: float = _AGENT.action_scale  # residual bound in normalised action units
     # per-joint residual reach: "PREFIX=GAIN" entries, the first whose prefix starts a joint's name
     # wins, 1 elsewhere (0 = no residual on that joint); e.g. ["right_hand_=10", "right_=0.25"]
@@ -87,6 +89,11 @@ class OfflineSettings:
     def __post_init__(self) -> None:
         require(self.utd >= 1, f"utd must be >= 1, got {self.utd}")
         require(self.hidden_dim >= 8, f"hidden_dim must be >= 8, got {self.hidden_dim}")
+        from resfit_ros.learning.agent import check_device
+        try:
+            check_device(self.device)
+        except ValueError as exc:
+            require(False, str(exc))
         self.residual_gains = [str(entry) for entry in self.residual_gains]
         self.random_warmup_joints = [str(prefix) for prefix in self.random_warmup_joints]
         require(all(self.random_warmup_joints), "random_warmup_joints entries must be non-empty joint-name prefixes")
@@ -109,6 +116,7 @@ class OfflineSettings:
                            residual_penalty=self.residual_penalty, demo_bc_weight=self.demo_bc_weight,
                            random_warmup_steps=self.random_warmup_steps,
                            random_warmup_fraction=self.random_warmup_fraction, random_warmup_mask=mask,
+                           action_repeat=self.action_repeat,
                            actor_lr=self.actor_lr, critic_lr=self.critic_lr,
                            actor_hidden_dims=(self.hidden_dim, self.hidden_dim),
                            critic_hidden_dims=(self.hidden_dim, self.hidden_dim),
@@ -128,7 +136,8 @@ class OfflineSettings:
         from resfit_ros.learning.replay import ReplayConfig
 
         return ReplayConfig(online_capacity=self.online_capacity, demo_capacity=self.demo_capacity,
-                            demo_fraction=self.demo_fraction, nstep=self.nstep, gamma=self.gamma)
+                            demo_fraction=self.demo_fraction, nstep=self.nstep, gamma=self.gamma,
+                            action_repeat=self.action_repeat)
 
     @classmethod
     def from_object(cls, obj) -> "OfflineSettings":
@@ -173,7 +182,7 @@ def agent_from_demos(demos, demo_base_actions: list[np.ndarray], settings: Offli
                                  np.concatenate(demo_base_actions), settings, demos[0].joint_names)
     return ResidualAgent(settings.agent_config(demos[0].joint_names), states.shape[1], normaliser.action_dim,
                          cameras, image_size, 0,
-                         normaliser, seed=settings.seed)
+                         normaliser, seed=settings.seed, device=settings.device)
 
 
 def load_demos(demos_dir: str | Path, use_cameras: bool):
@@ -224,7 +233,7 @@ def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_art
         for directory in checkpoint_candidates(resume_from):
             try:
                 state, _ = read_checkpoint(directory)
-                agent = ResidualAgent.from_checkpoint(directory)
+                agent = ResidualAgent.from_checkpoint(directory, device=settings.device)
                 break
             except CheckpointError as exc:
                 refused.append(str(exc))

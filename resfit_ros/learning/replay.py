@@ -54,6 +54,11 @@ class ReplayConfig:
     """n of the n-step return (ResFiT: 3; 5 on long tasks)."""
     gamma: float = 0.99
     """Discount per step (ResFiT: 0.99; 0.995 on long tasks)."""
+    action_repeat: int = 1
+    """Online episodes: transitions start only at every action_repeat-th step (the actor's
+    decisions, AgentConfig.action_repeat) and their window is nstep decisions (nstep x action_repeat
+    steps). Demonstrations have no decisions of their own: every step starts a transition, with
+    the same window."""
     bootstrap_on_truncation: bool = False
     """Bootstrap from the final observation of a truncated (timed-out, unsuccessful) episode.
     False (default, as the reference code): a timeout is a failure, terminal with reward 0."""
@@ -63,6 +68,8 @@ class ReplayConfig:
         require(self.demo_capacity >= 2, f"demo_capacity must be >= 2, got {self.demo_capacity}")
         require(0.0 <= self.demo_fraction <= 1.0, f"demo_fraction must be in [0, 1], got {self.demo_fraction}")
         require(self.nstep >= 1, f"nstep must be >= 1, got {self.nstep}")
+        require(isinstance(self.action_repeat, int) and self.action_repeat >= 1,
+                f"action_repeat must be an integer >= 1, got {self.action_repeat!r}")
         require(0.0 < self.gamma <= 1.0, f"gamma must be in (0, 1], got {self.gamma}")
 
 
@@ -99,7 +106,7 @@ def nstep_targets(num_steps: int, success: bool, truncated: bool, nstep: int, ga
     k = np.minimum(nstep, T - t)                                   # (T,) window lengths, >= 1
     powers = gamma ** np.arange(nstep, dtype=np.float64)           # (n,) gamma^i
     reward_sum = np.zeros(T, dtype=np.float64)
-    for i in range(nstep):                                         # n is tiny (3..5)
+    for i in range(nstep):                                         # n is small (3..50)
         inside = i < k
         reward_sum[inside] += powers[i] * rewards[t[inside] + i]
     reaches_end = (t + k) == T
@@ -269,8 +276,11 @@ class ReplayBuffer:
             raise ValueError("this buffer has feature_dim 0 but features were given")
 
         cfg = self.config
-        reward_sum, discount, offset = nstep_targets(T, bool(success), bool(truncated), cfg.nstep,
+        repeat = cfg.action_repeat
+        reward_sum, discount, offset = nstep_targets(T, bool(success), bool(truncated), cfg.nstep * repeat,
                                                      cfg.gamma, cfg.bootstrap_on_truncation)
+        if not demo and repeat > 1:
+            offset[np.arange(T) % repeat != 0] = 0    # between decisions: no transition starts here
         store = self._demo if demo else self._online
         with self._lock:
             start = store.claim(T + 1)
@@ -355,6 +365,7 @@ class ReplayBuffer:
                 "action_dim": self.action_dim, "n_cameras": self.n_cameras,
                 "image_size": list(self.image_size), "feature_dim": self.feature_dim,
                 "nstep": self.config.nstep, "gamma": self.config.gamma,
+                "action_repeat": self.config.action_repeat,
                 "bootstrap_on_truncation": self.config.bootstrap_on_truncation}
 
     def save(self, path: str | Path) -> None:
@@ -388,6 +399,7 @@ class ReplayBuffer:
             meta = json.loads(bytes(contents.pop("meta")).decode())
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             raise ValueError(f"cannot read replay buffer file {path}: {exc}") from None
+        meta.setdefault("action_repeat", 1)           # files written before action_repeat existed
         mine = self._meta()
         for key, value in mine.items():
             if meta.get(key) != value:

@@ -121,7 +121,7 @@ class Learner:
         self.tb = SummaryWriter(str(self.out / "tensorboard"))
         self.version = max(1, a.critic_updates + 1)
         self.updates_at_start = a.critic_updates
-        self.schedule = UpdateSchedule(cfg.utd, cfg.initial_updates, cfg.random_warmup_steps, cfg.critic_warmup_updates)
+        self.schedule = UpdateSchedule.of(cfg)
         self.publish_weights()
         self.log_skipped()
         self.publish_status()

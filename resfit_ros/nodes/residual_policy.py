@@ -50,7 +50,7 @@ class ResidualPolicyConfig:
     residual_bound: list[float] = field(default_factory=lambda: [0.2])  # |residual| <= this, rad (1 or dof values)
     command_interface: str = "forward"   # forward (Float64MultiArray per group) or trajectory
     explore: bool = True                 # exploration allowed at all (false in the eval graph)
-    exploration_hold_steps: int = 1      # each noise draw (warm-up and Gaussian) is held this many steps (learning/exploration.py)
+    exploration_hold_steps: int = 1      # each noise draw (warm-up and Gaussian) is held this many decisions (= steps when action_repeat is 1)
     watchdog_timeout_s: float = 0.1      # observations older than this are not acted on
     watchdog_mode: str = "hold"          # hold (stop commanding) or base_only (base chunk open loop)
     base_only_max_s: float = 0.5         # base_only: hold after this much longer

@@ -106,6 +106,35 @@ def test_a_draw_is_held_for_hold_steps_ticks_and_redrawn_after_start_episode(war
     assert np.array_equal(again[0], again[1]) and np.array_equal(again[0], again[2])
 
 
+def test_with_action_repeat_the_residual_is_decided_every_r_steps_from_the_episode_start_and_held():
+    """Decisions at steps 0, R, 2R, ... of each episode (where the learner's transitions start), in
+    evaluation as in training; in between the decided residual, not the actor's answer to the new
+    state; the exploration draw counts decisions."""
+    policy = make_policy(AgentConfig(**{**vars(CONFIG), "random_warmup_steps": 0, "action_repeat": 3}))
+    rng = np.random.default_rng(5)
+    for explore in (False, True):
+        control = ControlStep(LIMITS, hold_steps=1, seed=3)
+        control.start_episode(np.zeros(DOF))
+        inputs = [(rng.normal(size=STATE_DIM), rng.uniform(-0.3, 0.3, DOF)) for _ in range(8)]
+        got = [control.step(policy, s, b, position=b, explore=explore, train_steps=5).residual for s, b in inputs]
+        for t in range(8):
+            decision = t - t % 3
+            assert np.array_equal(got[t], got[decision]), (explore, t)
+        assert not np.array_equal(got[0], got[3]) and not np.array_equal(got[3], got[6])
+        if not explore:
+            for t in (0, 3, 6):
+                assert np.array_equal(got[t], policy.act(*inputs[t]))
+        # a new episode decides at once, whatever was left of the last hold (step 7 held step 6's)
+        control.start_episode(np.zeros(DOF))
+        s, b = inputs[1]
+        first = control.step(policy, s, b, position=b, explore=explore, train_steps=5).residual
+        assert not np.array_equal(first, got[6])
+        if not explore:
+            assert np.array_equal(first, policy.act(s, b))
+    with pytest.raises(ValueError, match="action_repeat"):
+        AgentConfig(action_repeat=0)
+
+
 def test_a_policy_that_raises_gives_the_base_alone_with_the_reason():
     control = ControlStep(LIMITS)
     base = np.array([0.05, -0.05, 0.0])

@@ -38,10 +38,12 @@ def tiny_normaliser(action_scale: float = 0.1, seed: int = 0) -> Normaliser:
                                           rng.uniform(-2.0, 2.0, size=(64, ACTION_DIM)), action_scale)
 
 
-def make_agent(cameras: bool = True, features: bool = True, seed: int = 0, **overrides) -> ResidualAgent:
+def make_agent(cameras: bool = True, features: bool = True, seed: int = 0, device: str = "cpu",
+               **overrides) -> ResidualAgent:
     config = tiny_config(**overrides)
     return ResidualAgent(config, STATE_DIM, ACTION_DIM, CAMERAS if cameras else [], IMAGE,
-                         FEATURE_DIM if features else 0, tiny_normaliser(config.action_scale), seed=seed)
+                         FEATURE_DIM if features else 0, tiny_normaliser(config.action_scale), seed=seed,
+                         device=device)
 
 
 def random_episode(rng: np.random.Generator, steps: int, cameras: bool = True, features: bool = True):

@@ -354,3 +354,27 @@ def test_demo_bc_pulls_the_residual_toward_what_the_demos_did_beyond_the_base_on
     without, stats0 = residual_error(0.0)
     assert LOSS_DEMO_BC in stats and LOSS_DEMO_BC not in stats0
     assert with_bc < 0.5 * without, (with_bc, without)
+
+
+def test_the_learner_device_is_cpu_or_an_available_gpu_and_a_missing_gpu_is_one_clear_error():
+    """device 'cuda' trains on the GPU where torch sees one; elsewhere (these CPU machines) the
+    learner refuses it at start-up, naming the torch build, instead of failing in its first update."""
+    from resfit_ros.config import ConfigError
+    from resfit_ros.learning.agent import batch_to, check_device
+    from resfit_ros.nodes.learner import LearnerConfig
+
+    assert check_device("cpu") == "cpu" and LearnerConfig(device="cpu").device == "cpu"
+    with pytest.raises(ConfigError, match="cpu or cuda"):
+        LearnerConfig(device="gpu")
+    if torch.cuda.is_available():
+        agent = make_agent(cameras=True, features=True, device="cuda")
+        stats = agent.update(filled_buffer(cameras=True, features=True).sample(8), update_actor=True)
+        assert np.isfinite(stats["losses/critic"]) and next(agent.critic.parameters()).is_cuda
+    else:
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            LearnerConfig(device="cuda")
+    # the batch mover keeps every field (and the demo mask) in place
+    batch = filled_buffer(cameras=True, features=True).sample(8)
+    moved = batch_to(batch, "cpu")
+    assert moved._fields == batch._fields and torch.equal(moved.demo, batch.demo)
+    assert set(moved.obs) == set(batch.obs) and torch.equal(moved.obs["state"], batch.obs["state"])

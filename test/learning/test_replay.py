@@ -137,3 +137,40 @@ def test_eviction_keeps_a_suffix_of_the_added_episodes_for_any_lengths():
         assert stored == list(range(stored[0], episode_id + 1)), (episode_id, stored)
         slots = sum(n for _, n in buffer.online_episodes())
         assert buffer.num_online_transitions == slots - len(buffer.online_episodes()) <= 23
+
+
+def test_with_action_repeat_online_transitions_start_at_decisions_and_span_nstep_decisions(tmp_path):
+    """R = 3, n = 2: an online episode of 10 steps has transitions at steps 0, 3, 6, 9 only, each
+    bootstrapping 6 steps later (or ending with the episode); a demo has one at every step."""
+    import json
+
+    gamma = 0.9
+    buffer = ReplayBuffer(ReplayConfig(nstep=2, gamma=gamma, action_repeat=3, demo_fraction=0.0), 1, 1)
+    T = 10
+    states = np.arange(T + 1, dtype=np.float32)[:, None]           # state = its step index
+    episode = dict(states=states, base_actions=np.zeros((T + 1, 1), np.float32),
+                   actions=np.zeros((T, 1), np.float32))
+    buffer.add_episode(**episode, success=True, demo=False)
+    assert buffer.num_online_transitions == 4
+    batch = buffer.sample(400)
+    rows = {int(s): (int(n), float(r), float(d)) for s, n, r, d in zip(
+        batch.obs["state"][:, 0], batch.next_obs["state"][:, 0], batch.nstep_reward, batch.nstep_discount)}
+    assert sorted(rows) == [0, 3, 6, 9]
+    assert rows[0] == (6, 0.0, pytest.approx(gamma ** 6)) and rows[3] == (9, 0.0, pytest.approx(gamma ** 6))
+    assert rows[6] == (10, pytest.approx(gamma ** 3), 0.0) and rows[9] == (10, 1.0, 0.0)
+    buffer.add_episode(**episode, success=True, demo=True)
+    assert buffer.num_demo_transitions == T
+    # a replay file keeps its action_repeat; one written before the field existed reads as 1
+    path = tmp_path / "replay.npz"
+    buffer.save(path)
+    with pytest.raises(ValueError, match="action_repeat"):
+        ReplayBuffer(ReplayConfig(nstep=2, gamma=gamma), 1, 1).load(path)
+    with np.load(path) as data:
+        contents = {key: data[key] for key in data.files}
+    meta = json.loads(bytes(contents["meta"]).decode())
+    del meta["action_repeat"]
+    contents["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(path, **contents)
+    older = ReplayBuffer(ReplayConfig(nstep=2, gamma=gamma), 1, 1)
+    older.load(path)
+    assert older.num_online_transitions == 4 and older.num_demo_transitions == T

@@ -29,6 +29,22 @@ def test_initial_updates_on_the_demos_come_first_and_count_towards_the_critic_wa
         UpdateSchedule(utd=0)
 
 
+def test_with_action_repeat_the_updates_come_per_decision():
+    """utd updates after each completed decision of R steps; pacing lets the robot finish the
+    decision whose updates are not due yet, never the next one."""
+    s = UpdateSchedule(utd=10, initial_updates=0, random_warmup_steps=100, critic_warmup_updates=500,
+                       action_repeat=5)
+    assert s.budget(99) == 0 and s.budget(100) == 500 and s.budget(104) == 500 and s.budget(105) == 510
+    assert s.budget(150) == 600
+    assert s.steps_allowed(500) == 104 and s.steps_allowed(509) == 104 and s.steps_allowed(510) == 109
+    for updates in range(500, 900, 3):               # the largest allowance that is on schedule
+        allowed = s.steps_allowed(updates)
+        assert s.budget(allowed) <= updates < s.budget(allowed + 1)
+    assert s.achieved_utd(600, 150) == pytest.approx(10.0)     # per decision, comparable with utd
+    with pytest.raises(ValueError, match="action_repeat"):
+        UpdateSchedule(utd=1, action_repeat=0)
+
+
 def test_no_target_smoothing_noise_during_the_critic_warmup():
     """With a zero actor the target action is exactly the next base action during the critic
     warm-up; once the warm-up is over the smoothing noise moves it."""

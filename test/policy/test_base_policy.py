@@ -11,7 +11,7 @@ from resfit_ros.core.chunks import ChunkScheduler
 from resfit_ros.bags import load_episodes
 from resfit_ros.core.observation import ObservationData
 from resfit_ros.policy import (
-    BCPolicyConfig, BCPolicyNet, PolicyLoadError, TorchScriptBasePolicy, export_torchscript,
+    BCPolicyConfig, PolicyLoadError, TorchScriptBasePolicy, export_torchscript,
     load_base_policy, save_artifact)
 from resfit_ros.policy.model import random_shift
 from resfit_ros.policy.train import BCTrainConfig, DemoError, plot_losses, train_bc

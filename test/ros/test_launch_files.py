@@ -4,6 +4,7 @@ launch and launch_ros cannot be installed on these machines, so this test stands
 recording classes for them (the only mock in the suite, for exactly what cannot run here); on a
 ROS install `ros2 launch resfit_ros train_sim.launch.py --show-args` exercises the real ones.
 """
+import dataclasses
 import runpy
 import sys
 import types
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from resfit_ros import names
-from resfit_ros.graph import GRAPHS, resolve_args
+from resfit_ros.graph import GRAPHS, resolve_args, substitute
 
 LAUNCH_DIR = Path(__file__).resolve().parents[2] / "launch"
 
@@ -48,7 +49,7 @@ def _fake_launch_modules(monkeypatch):
     return classes
 
 
-@pytest.mark.parametrize("graph_name", ["train_real", "train_sim", "eval", "robot_sim"])
+@pytest.mark.parametrize("graph_name", ["train_real", "train_sim", "eval", "robot_sim", "robot", "learner"])
 def test_launch_file_declares_the_graph(monkeypatch, graph_name):
     classes = _fake_launch_modules(monkeypatch)
     ns = runpy.run_path(str(LAUNCH_DIR / f"{graph_name}.launch.py"))
@@ -136,3 +137,31 @@ def test_robot_sim_runs_train_real_unchanged_beside_the_stand_in():
     sim_params = read_parameters(Path(__file__).resolve().parents[2] / "config" / "robot_sim.yaml", "sim_robot")
     assert sim_params["lockstep"] is False and sim_params["publish_clock"] is False
     assert sim_args["use_sim_time"] == "false" and not {"judge"} & set(commands)
+
+
+def test_the_one_machine_graphs_are_the_union_of_the_robot_and_learner_graphs():
+    """Two machines run exactly the nodes and parameters of one: the robot graph (with use_sim
+    the simulator and judge too) and the learner graph make train_sim; without use_sim, train_real."""
+    robot, learner = GRAPHS["robot"], GRAPHS["learner"]
+
+    def described(nodes):
+        return [(n.name, n.executable, n.params_file, tuple(sorted(n.parameters.items())), n.respawn, n.required)
+                for n in nodes]
+
+    sim_nodes = [n for n in robot.nodes if n.enabled_if == "use_sim"]
+    robot_side = [n for n in robot.nodes if not n.enabled_if]
+    assert {n.name for n in sim_nodes} == {"sim_robot", "judge"}
+    assert {n.name for n in robot_side} == {"synchronizer", "base_chunk_server", "residual_policy", "episode_manager"}
+    assert {n.name for n in learner.nodes} == {"recorder", "learner"}
+    assert described(robot_side + list(learner.nodes)) == described(GRAPHS["train_real"].nodes)
+    union = [dataclasses.replace(n, enabled_if="") for n in sim_nodes] + robot_side + list(learner.nodes)
+    assert described(union) == described(GRAPHS["train_sim"].nodes)
+    # the split graphs read the simulator's time from the namespace as train_sim does
+    assert all(n.remappings == GRAPHS["train_sim"].nodes[0].remappings for n in robot.nodes + learner.nodes)
+    # every argument a node of the split graphs refers to is declared by its graph
+    for graph in (robot, learner):
+        values = resolve_args(graph, {})
+        for node in graph.nodes:
+            for value in node.parameters.values():
+                substitute(value, values)
+    assert resolve_args(learner, {"device": "cuda"})["device"] == "cuda"

@@ -66,7 +66,6 @@ def test_pacing_survives_a_restarted_learner_that_missed_our_first_step_records(
     restart and ignores our first step records (lost while DDS still matches a new process): the
     policy node must go on ticking unpaced until the learner's metrics show it has our count, and
     wait again (paced) once they do."""
-    import time
 
     from resfit_ros.msg import EpisodeStatus, LearnerMetrics, Observation, StepRecord
     from resfit_ros.nodes.common import LATCHED, STREAM

@@ -6,6 +6,7 @@ the residual node receives new weights; every command stays within the robot's l
 stops by itself (the judge is `required`) and shuts down cleanly.
 """
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,52 +27,98 @@ def tiny_base(tmp_path_factory):
     return build_tiny_base(tmp_path_factory.mktemp("base"))
 
 
-def test_train_sim_graph_end_to_end(ros_context, ros_domain, tmp_path, tiny_base):
+def _watch(ros_context, robot):
+    """Subscriptions to what the graph sends: controller commands, weights, learner metrics, steps."""
     from std_msgs.msg import Float64MultiArray
 
-    from resfit_ros.bags import scan_episodes
     from resfit_ros.msg import LearnerMetrics, PolicyWeights, StepRecord
     from resfit_ros.nodes.common import LATCHED, STREAM
 
-    demos, base = tiny_base
-    out = tmp_path / "run"
-    robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
     node = ros_context.node
-    commands: dict[str, list] = {g: [] for g in robot.controllers}
+    seen = {"commands": {g: [] for g in robot.controllers}, "weights": [], "metrics": [], "steps": []}
     for group, controller in robot.controllers.items():
         node.create_subscription(Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=controller),
-                                 lambda m, g=group: commands[g].append(np.array(m.data)), STREAM)
-    weights, metrics, steps = [], [], []
-    node.create_subscription(PolicyWeights, names.POLICY_WEIGHTS, weights.append, LATCHED)
-    node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, metrics.append, STREAM)
-    node.create_subscription(StepRecord, names.STEP_RECORD, steps.append, STREAM)
+                                 lambda m, g=group: seen["commands"][g].append(np.array(m.data)), STREAM)
+    node.create_subscription(PolicyWeights, names.POLICY_WEIGHTS, seen["weights"].append, LATCHED)
+    node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, seen["metrics"].append, STREAM)
+    node.create_subscription(StepRecord, names.STEP_RECORD, seen["steps"].append, STREAM)
+    return seen
 
-    # the graph's own config with a warm-up that fits three short episodes: 20 random-residual steps
-    # without an update, then 30 critic-only updates, then training
+
+def _short_warmup_config(tmp_path):
+    """The graph's own config with a warm-up that fits three short episodes: 20 random-residual
+    steps without an update, then 30 critic-only updates, then training."""
     import yaml
 
     config = yaml.safe_load((config_dir() / "sim.yaml").read_text())
     config["/**/learner"]["ros__parameters"].update(random_warmup_steps=20, critic_warmup_updates=30)
     config_file = tmp_path / "sim.yaml"
     config_file.write_text(yaml.safe_dump(config))
+    return config_file
+
+
+def _launch(ros_domain, log, graph, *args):
+    return subprocess.Popen([sys.executable, "-m", "resfit_ros.cli", "launch", graph, *args],
+                            env=dict(os.environ, ROS_DOMAIN_ID=str(ros_domain)), stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _spin_until_exit(ros_context, process, timeout_s: float = 240) -> None:
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        ros_context.executor.spin_once(timeout_sec=0.05)
+    drain = time.monotonic() + 1.0         # messages already on the wire when the graph stopped
+    while time.monotonic() < drain:
+        ros_context.executor.spin_once(timeout_sec=0.05)
+
+
+def test_train_sim_graph_end_to_end(ros_context, ros_domain, tmp_path, tiny_base):
+    demos, base = tiny_base
+    out = tmp_path / "run"
+    robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
+    seen = _watch(ros_context, robot)
     log = tmp_path / "launch.log"
-    graph = subprocess.Popen(
-        [sys.executable, "-m", "resfit_ros.cli", "launch", "train_sim", f"base_artifact:={base}",
-         f"demos_dir:={demos}", f"output_dir:={out}", "episodes:=3", "max_steps:=25", f"config:={config_file}"],
-        env=dict(os.environ, ROS_DOMAIN_ID=str(ros_domain)), stdout=open(log, "w"), stderr=subprocess.STDOUT,
-        start_new_session=True)
+    graph = _launch(ros_domain, log, "train_sim", f"base_artifact:={base}", f"demos_dir:={demos}",
+                    f"output_dir:={out}", "episodes:=3", "max_steps:=25", f"config:={_short_warmup_config(tmp_path)}")
     try:
-        deadline = time.monotonic() + 240
-        while graph.poll() is None and time.monotonic() < deadline:
-            ros_context.executor.spin_once(timeout_sec=0.05)
-        drain = time.monotonic() + 1.0         # messages already on the wire when the graph stopped
-        while time.monotonic() < drain:
-            ros_context.executor.spin_once(timeout_sec=0.05)
+        _spin_until_exit(ros_context, graph)
         text = log.read_text(errors="replace")
         assert graph.poll() == 0, f"graph did not stop by itself with code 0:\n{text[-4000:]}"
     finally:
         stop_process(graph)
+    assert_trained_and_recorded(out, seen, robot, text)
 
+
+def test_the_robot_and_learner_graphs_side_by_side_train_as_train_sim(ros_context, ros_domain, tmp_path, tiny_base):
+    """The two-machine split on one host: the robot graph (with the simulator and judge) and the
+    learner graph as two launches on one ROS domain record, train and broadcast weights as
+    train_sim does; the learner side keeps running after the robot side stops and saves on Ctrl-C."""
+    demos, base = tiny_base
+    out = tmp_path / "run"
+    robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
+    seen = _watch(ros_context, robot)
+    common = (f"base_artifact:={base}", f"demos_dir:={demos}", f"output_dir:={out}", "use_sim_time:=true",
+              f"config:={_short_warmup_config(tmp_path)}")
+    learner_log, robot_log = tmp_path / "learner.log", tmp_path / "robot.log"
+    learner = _launch(ros_domain, learner_log, "learner", *common)
+    robot_side = _launch(ros_domain, robot_log, "robot", *common, "use_sim:=true", "episodes:=3", "max_steps:=25")
+    try:
+        _spin_until_exit(ros_context, robot_side)
+        text = robot_log.read_text(errors="replace")
+        assert robot_side.poll() == 0, f"the robot graph did not stop by itself with code 0:\n{text[-4000:]}"
+        assert learner.poll() is None, learner_log.read_text(errors="replace")[-3000:]
+        learner.send_signal(signal.SIGINT)                 # the operator stops the learner machine
+        learner.wait(timeout=60)
+    finally:
+        stop_process(robot_side)
+        stop_process(learner)
+    assert_trained_and_recorded(out, seen, robot, text + learner_log.read_text(errors="replace"))
+
+
+def assert_trained_and_recorded(out, seen, robot, text: str) -> None:
+    from resfit_ros.bags import scan_episodes
+
+    metrics, weights, steps, commands = seen["metrics"], seen["weights"], seen["steps"], seen["commands"]
     # 3 labelled episodes recorded as complete bags, each with its steps
     episodes = [e for _, e in scan_episodes(out / "episodes") if not isinstance(e, str)]
     labelled = [e for e in episodes if e.label is not None]
