@@ -108,10 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     base_out = base_outcomes(run, base, args.eval_episodes, args.max_steps)
     base_rate = float(np.mean(base_out))
     print(f"base: {base_rate:.3f} on {len(base_out)} scenes", flush=True)
+
+    def on_curve(steps: int, outcomes: list[bool]) -> None:
+        g, s, won, lost = paired_gain(base_out[:len(outcomes)], outcomes)
+        print(f"curve env_steps={steps} paired gain {g:+.3f} +- {s:.3f} ({won} won, {lost} lost of "
+              f"{len(outcomes)}; load average {os.getloadavg()[0]:.2f})", flush=True)
+        if args.save:
+            run.agent.save_checkpoint(Path(args.save) / f"steps{steps}")
+
     result = run.train(minutes=args.minutes, env_steps=args.env_steps, curve_every=args.curve_every,
                        curve_episodes=args.curve_episodes, progress=lambda s: print(s, flush=True),
-                       on_curve=(lambda steps: run.agent.save_checkpoint(Path(args.save) / f"steps{steps}"))
-                       if args.save else None)
+                       on_curve=on_curve)
     if args.save:
         print(f"checkpoint: {run.agent.save_checkpoint(args.save)}", flush=True)
     t_eval = time.perf_counter()

@@ -173,9 +173,10 @@ class InProcessRun:
 
     # -- training -----------------------------------------------------------------------------------
     def train(self, minutes: float = math.inf, env_steps: int = 0, curve_every: int = 0, curve_episodes: int = 100,
-              progress: Callable[[str], None] = print, on_curve: Callable[[int], None] | None = None) -> RunResult:
+              progress: Callable[[str], None] = print,
+              on_curve: Callable[[int, list[bool]], None] | None = None) -> RunResult:
         """Train until the budget; every `curve_every` training steps evaluate on the first
-        `curve_episodes` scenes (and call `on_curve(steps)`, e.g. to keep a checkpoint)."""
+        `curve_episodes` scenes (and call `on_curve(steps, outcomes)`, e.g. to keep a checkpoint)."""
         result = RunResult()
         seeds = np.random.SeedSequence([self.seed, 777])
         t_train = time.perf_counter()
@@ -211,7 +212,7 @@ class InProcessRun:
                 progress(f"curve env_steps={self.train_steps} combined={np.mean(outcomes):.3f} "
                          f"(first {curve_episodes} evaluation scenes)")
                 if on_curve is not None:
-                    on_curve(self.train_steps)
+                    on_curve(self.train_steps, outcomes)
                 next_curve += curve_every
         result.env_steps = self.train_steps
         result.train_minutes = (time.perf_counter() - t_train - excluded) / 60

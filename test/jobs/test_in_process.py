@@ -77,3 +77,29 @@ def test_the_random_warmup_spans_the_whole_bound_and_the_actor_phase_explores_le
     assert np.all(warm[hands] > 0.6 * bound[hands])    # held uniform draws over the whole bound reach near it
     later = np.max(np.array(residuals[False]), axis=0)
     assert np.all(later[hands] < 0.2 * bound[hands])   # the actor starts at 0 and explores at 0.001 x gain
+
+
+def test_with_action_repeat_the_trainer_holds_each_decision_and_updates_per_decision(state_data):
+    """action_repeat 5: the executed residual changes only at steps 0, 5, 10, ... of an episode,
+    the online store holds one transition per decision, and utd updates follow each decision."""
+    from resfit_ros.jobs.in_process import InProcessRun
+
+    demos, base = state_data
+    run = InProcessRun(small_recipe(action_repeat=5, random_warmup_steps=40, critic_warmup_updates=21, utd=3),
+                       demos, base, max_steps=20, seed=0)
+    residuals = []
+    step = run.control.step
+
+    def recording(policy, state, base_action, position, **kw):
+        out = step(policy, state, base_action, position, **kw)
+        residuals.append(out.residual.copy())
+        return out
+
+    run.control.step = recording
+    result = run.train(env_steps=80)
+    assert result.episodes == 4 and result.env_steps == 80           # 20-step episodes, none solved this soon
+    for episode in np.array(residuals).reshape(4, 20, -1):
+        changes = [t for t in range(1, 20) if not np.array_equal(episode[t], episode[t - 1])]
+        assert set(changes) <= {5, 10, 15} and changes, changes
+    assert run.buffer.num_online_transitions == 4 * 4                 # 4 decisions per episode
+    assert run.agent.critic_updates == run.schedule.budget(80) == 21 + 3 * (40 // 5)
