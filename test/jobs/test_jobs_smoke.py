@@ -14,6 +14,7 @@ from resfit_ros.bags import scan_episodes
 from resfit_ros.jobs import demos as demos_job
 from resfit_ros.jobs import evaluate as eval_job
 from resfit_ros.jobs import train_bc as train_job
+from resfit_ros.learning import AgentConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SUCCESS_LINE = re.compile(r"^success_rate=(0(\.\d+)?|1(\.0+)?) episodes=(\d+)$")
@@ -148,6 +149,7 @@ def test_eval_residual_hook_composes_base_and_residual():
 
     class FakeResidual:
         feature_dim = 4
+        config = AgentConfig()       # the policy interface: its weights' recipe (action_repeat 1)
         seen = {}
 
         def act(self, state, base_action, images=None, features=None, explore=False, rng=None, noise=None):
@@ -185,7 +187,7 @@ def test_eval_with_a_bad_residual_checkpoint_is_a_clear_error(artifact, tmp_path
 def test_eval_with_a_zero_residual_equals_the_base(artifact, tmp_path, capsys):
     """A learner checkpoint whose actor is still zero-initialised must not change a single command."""
     from resfit_ros.cli import main
-    from resfit_ros.learning import AgentConfig, Normaliser, ResidualAgent
+    from resfit_ros.learning import Normaliser, ResidualAgent
 
     rng = np.random.default_rng(0)
     normaliser = Normaliser.from_demonstrations(rng.normal(size=(50, 67)), rng.normal(size=(50, 29)), 0.1)

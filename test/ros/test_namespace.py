@@ -26,7 +26,7 @@ from resfit_ros.runner import GraphRunner, enabled_nodes, node_command
 from test.support import build_tiny_base
 
 WATCHED = ("synchronizer", "base_chunk_server", "residual_policy", "recorder")
-SIMULATED = {"train_sim", "eval"}       # graphs whose simulator publishes the clock
+SIMULATED = {"train_sim", "eval", "robot", "learner"}   # graphs that can run on a simulator's clock (robot/learner: use_sim:=true)
 
 
 # --- the graph description (no DDS) ----------------------------------------------------------------
