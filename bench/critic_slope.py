@@ -1,16 +1,19 @@
-"""What a learner's critic says about closing the fingers, and how far its actor follows.
+"""What a learner's critic says about the scripted expert's correction, and how far its actor follows.
 
-The main job's base fails mostly on grasps that slip, and a hand-written residual that closes the
-right fingers harder fixes many of them (bench exploration-cost). This bench loads a learner
-checkpoint (critic + actor), runs base + residual on the main job's evaluation scenes through the
-residual node's command layer, and at every step measures, along the direction that closes each
-right-hand finger (toward the expert's closed hand), in normalised action units:
+The expert that made the demos, run beside the base on the base's own states, is a residual that
+works: its correction clipped to the recipe's bounds lifts the main job's base from ~0.25 to ~0.68
+(bench exploration-cost, case expert). This bench loads a learner checkpoint (critic + actor),
+runs base + residual on the main job's evaluation scenes through the residual node's command layer,
+and at every step compares, per joint group (right arm, right hand, the rest; normalised units),
+the expert's bounded correction e = clip(expert - base, +-bound) with
 
-  dQ/da       the critic's slope (mean over heads) at the actor's own action
-  penalty     the slope of the actor loss's residual penalty there (AgentConfig.residual_penalty):
-              the actor settles where the two are equal
-  r / bound   the actor's residual as a fraction of that joint's bound
-  Q           the critic's value there (mean over heads; every return lies in [0, 1])
+  cos(dQ/da, e)   does the critic's slope (mean over heads, at the actor's action) point toward it
+  cos(r, e)       does the actor's residual r point toward it
+  |r| / |e|       how far the actor goes, against how far the expert goes
+  dQ/da . e       the critic's first-order value of the correction; penalty . e, the same of the
+                  actor loss's residual penalty (AgentConfig.residual_penalty): the actor settles
+                  where the two balance
+  Q               the critic's value (mean over heads; every return lies in [0, 1])
 
 separately for the steps before the base starts closing the hand and the steps after (grasping).
 
@@ -52,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from resfit_ros.learning import load_residual_policy
     from resfit_ros.learning.agent import ResidualAgent
     from resfit_ros.policy import load_base_policy
-    from resfit_ros.sim import make_env
-    from resfit_ros.sim.experts import CLOSED_HAND
+    from resfit_ros.sim import make_env, make_expert
 
     torch.set_num_threads(1)
     from resfit_ros.learning.checkpoint import CheckpointError
@@ -69,19 +71,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     residual = load_residual_policy(args.checkpoint, base)
     env = make_env("g1_pick_lift", cameras=(), render=False, control_hz=20.0, seed=1000)
+    expert = make_expert("g1_pick_lift", env)
     names = list(env.joint_names)
-    fingers = [names.index(f"right_hand_{j}_joint") for j, v in CLOSED_HAND.items() if v != 0.0]
-    closed = np.array([CLOSED_HAND[names[i][len("right_hand_"):-len("_joint")]] for i in fingers])
+    groups = {"right arm": np.array(["right_" in n and "_hand_" not in n for n in names]),
+              "right hand": np.array(["right_hand_" in n for n in names])}
+    groups["the rest"] = ~(groups["right arm"] | groups["right hand"])
     index_0 = names.index("right_hand_index_0_joint")
-    bounds = agent._residual_scale.numpy()[fingers]                          # (F,) normalised
+    bounds = agent._residual_scale.numpy()                                   # (A,) normalised
     penalty = agent.config.residual_penalty
     control = ControlStep(CommandLimits.from_robot(env.robot, 20.0, args.residual_bound))
-    rows: list[tuple[bool, float, float, float, float]] = []
+    rows: list[dict] = []
     episode_start = [True]
+
+    def cos(a: np.ndarray, b: np.ndarray) -> float:
+        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
     def act(obs):
         if episode_start[0]:          # run_episode resets before on_reset: the first observation is here
             control.start_episode(obs.position)
+            expert.reset()
             episode_start[0] = False
         base_action = base.select_action(obs)
         state = agent._normalise_state(torch.as_tensor(obs.state_vector(), dtype=torch.float32)[None])   # (1, S)
@@ -91,12 +99,15 @@ def main(argv: list[str] | None = None) -> int:
         action = (base_n + r).clamp(-1, 1).requires_grad_(True)
         q = agent.critic(agent._critic_input(torch.zeros(1, 0), state, base_n, action)).mean()   # mean over heads
         (slope,) = torch.autograd.grad(q, action)                               # (1, A)
-        close = np.sign(closed - base_action[fingers])                          # (F,) +1/-1: closes the finger
-        r_f = r[0].numpy()[fingers]
-        rows.append((bool(base_action[index_0] > 0.3),                          # the base is closing the hand
-                     float(np.mean(slope[0].numpy()[fingers] * close)),
-                     float(np.mean(2 * penalty * r_f / bounds ** 2 * close)),
-                     float(np.mean(r_f / bounds * close)), float(q.detach())))
+        expert_n = agent._normalise_action(torch.as_tensor(expert.act(obs), dtype=torch.float32)[None])
+        e = np.clip((expert_n - base_n)[0].numpy(), -bounds, bounds)            # (A,) the bounded correction
+        g, r_ = slope[0].numpy(), r[0].numpy()
+        pen = 2 * penalty * np.divide(r_, bounds ** 2, out=np.zeros_like(r_), where=bounds > 0)
+        row = {"grasping": bool(base_action[index_0] > 0.3), "q": float(q.detach())}
+        for label, m in groups.items():
+            row[label] = (cos(g[m], e[m]), cos(r_[m], e[m]), float(np.linalg.norm(r_[m])),
+                          float(np.linalg.norm(e[m])), float(g[m] @ e[m]), float(-pen[m] @ e[m]))
+        rows.append(row)
         result = control.step(residual, obs.state_vector(), base_action, obs.position)
         if result.error is not None:
             raise RuntimeError(f"residual not computed: {result.error}")
@@ -109,17 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     successes = [run_episode(env, act, episode_seed(PURPOSE_EVAL, 1000, i), on_reset,
                              max_steps=args.max_steps).success for i in range(args.episodes)]
     env.close()
-    rows_a = np.array(rows)
     print(f"checkpoint {args.checkpoint}: {args.episodes} scenes, success {np.mean(successes):.2f}; "
-          f"residual_penalty {penalty:g}; finger bounds {bounds.min():.3g}-{bounds.max():.3g} (normalised)")
-    for flag, label in ((0.0, "before grasping"), (1.0, "grasping")):
-        m = rows_a[:, 0] == flag
-        if not m.any():
+          f"residual_penalty {penalty:g}")
+    for grasping, label in ((False, "before grasping"), (True, "grasping")):
+        phase = [row for row in rows if row["grasping"] == grasping]
+        if not phase:
             continue
-        s = rows_a[m]
-        print(f"{label:16s} {int(m.sum()):5d} steps: dQ/da toward closing {s[:, 1].mean():+.5f} "
-              f"(positive at {np.mean(s[:, 1] > 0):.0%} of steps), penalty slope {s[:, 2].mean():+.5f}, "
-              f"r / bound toward closing {s[:, 3].mean():+.3f}, Q {s[:, 4].mean():+.3f}")
+        print(f"{label} ({len(phase)} steps), Q {np.mean([row['q'] for row in phase]):+.3f}:")
+        for group in groups:
+            v = np.array([row[group] for row in phase])                         # (T, 6)
+            print(f"  {group:10s} cos(dQ/da, e) {v[:, 0].mean():+.2f} (positive at {np.mean(v[:, 0] > 0):.0%}), "
+                  f"cos(r, e) {v[:, 1].mean():+.2f}, |r| / |e| {v[:, 2].mean() / max(v[:, 3].mean(), 1e-12):.2f}, "
+                  f"dQ/da.e {v[:, 4].mean():+.5f}, penalty.e {v[:, 5].mean():+.5f}")
     return 0
 
 

@@ -11,6 +11,10 @@ limit), with noise on one joint group at a time:
   squeeze       no noise; the right fingers pushed toward the expert's closed hand by up to
                 --squeeze rad once the base starts closing them (a hand-written residual: what a
                 learned one could gain by holding harder)
+  expert        no noise; the residual is the scripted expert's correction at the base's own
+                states (expert command - base action), clipped to the residual bounds of the
+                recipe in config/sim.yaml (x --expert-scale), on all joints / the right arm / the
+                right hand: what a residual within those bounds could reach, and where
 
 One line per case: `case=<name> std=<s> success=<rate> episodes=<n> outcomes=<0/1 per scene>`.
 
@@ -31,11 +35,13 @@ GROUPS = {"all": lambda n: True, "arms": lambda n: "_hand_" not in n and "waist"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--episodes", type=int, default=50, help="evaluation scenes per case (default 50)")
-    p.add_argument("--std", type=float, nargs="+", default=[0.03, 0.01, 0.003],
+    p.add_argument("--std", type=float, nargs="*", default=[0.03, 0.01, 0.003],
                    help="noise std values to try, normalised units (default 0.03 0.01 0.003)")
-    p.add_argument("--groups", nargs="+", default=["all", "arms", "hands"], choices=sorted(GROUPS))
+    p.add_argument("--groups", nargs="*", default=["all", "arms", "hands"], choices=sorted(GROUPS))
     p.add_argument("--squeeze", type=float, nargs="*", default=[0.06, 0.2],
                    help="squeeze bounds to try, rad (default 0.06 0.2)")
+    p.add_argument("--expert-scale", type=float, nargs="*", default=[1.0],
+                   help="multiples of the recipe's residual bounds for the expert cases (default 1)")
     p.add_argument("--max-steps", type=int, default=120, help="episode step limit (the main job's evaluation: 120)")
     return p
 
@@ -50,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     from resfit_ros.learning import Normaliser
     from resfit_ros.learning.from_bags import demo_base_actions, episode_arrays, file_digest
     from resfit_ros.policy import load_base_policy
-    from resfit_ros.sim import make_env
+    from resfit_ros.jobs.in_process import load_recipe
+    from resfit_ros.learning.normaliser import residual_bounds
+    from resfit_ros.learning.offline import OfflineSettings, demo_normaliser
+    from resfit_ros.sim import make_env, make_expert
     from resfit_ros.sim.experts import CLOSED_HAND
 
     torch.set_num_threads(1)
@@ -74,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
                                                 np.concatenate([a.actions for a in arrays] + [a.base_actions for a in arrays]),
                                                 0.1)
     half = normaliser.action_half_range
+    # the recipe's per-joint residual bounds, joint units (its gains, its action_scale)
+    settings = OfflineSettings.from_object(load_recipe().learner)
+    recipe_normaliser = demo_normaliser(np.concatenate([a.states for a in arrays]),
+                                        np.concatenate([a.actions for a in arrays]),
+                                        np.concatenate([a.base_actions for a in arrays]), settings, names)
+    recipe_bounds = residual_bounds(settings.action_scale, recipe_normaliser) * recipe_normaliser.action_half_range
+    expert = make_expert("g1_pick_lift", env)
     limits = CommandLimits.from_robot(env.robot, 20.0, 0.2)
     fingers = {names.index(f"right_hand_{j}_joint"): v for j, v in CLOSED_HAND.items() if v != 0.0}
     index_0 = names.index("right_hand_index_0_joint")
@@ -81,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 
     class Scripted:
         """A hand-written residual (joint units) in the policy interface ControlStep calls."""
+
+        config = OfflineSettings()        # ControlStep reads its action_repeat: 1, a decision every step
 
         def __init__(self, residual_of):
             self.residual_of = residual_of
@@ -105,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def on_reset():
             base.reset()
+            expert.reset()
             episode_start[0] = True
 
         return [int(run_episode(env, act, s, on_reset).success) for s in seeds]
@@ -126,6 +145,15 @@ def main(argv: list[str] | None = None) -> int:
                     r[i] = np.clip(closed - b[i], -bound, bound)
             return r
         report("squeeze", bound, run_case(squeeze))
+    expert_groups = {"all": np.ones(len(names)),
+                     "right-arm": np.array([float("right_" in n and "_hand_" not in n) for n in names]),
+                     "right-hand": np.array([float("right_hand_" in n) for n in names])}
+    for scale in args.expert_scale:
+        for group, mask in expert_groups.items():
+            def toward_expert(b, rng, mask=mask, scale=scale):
+                bound = scale * recipe_bounds
+                return np.clip(expert.act(None) - b, -bound, bound) * mask
+            report(f"expert-{group}", scale, run_case(toward_expert))
     env.close()
     return 0
 

@@ -148,9 +148,12 @@ class InProcessRun:
     def learn_to_schedule(self) -> None:
         """The updates the paced learner makes before the robot's next step."""
         from resfit_ros.learning.agent import train_iteration
+        from resfit_ros.learning.offline import refit_state_statistics_if_due
 
         lc, agent = self.recipe.learner, self.agent
         while agent.critic_updates + lc.utd <= self.schedule.budget(self.train_steps):
+            if refit_state_statistics_if_due(agent, self.buffer, lc):
+                self.policy.load_weights(agent.get_weights())
             self.stats = train_iteration(agent, self.buffer, lc.utd)
             if agent.critic_updates - self.last_push >= lc.publish_every_updates:
                 self.policy.load_weights(agent.get_weights())

@@ -86,6 +86,7 @@ class ResidualAgent:
         self.seed = seed
         self.critic_updates = 0
         self.actor_updates = 0
+        self.state_statistics_refit = False   # learning/offline.refit_state_statistics_if_due
 
         # Networks are initialised from `seed` without touching the global torch RNG.
         with torch.random.fork_rng():
@@ -134,6 +135,11 @@ class ResidualAgent:
         self._inverse_residual_scale = torch.where(scale > 0, 1.0 / scale.clamp(min=1e-12), torch.zeros_like(scale))
         for actor in (self.actor, self.actor_target):
             actor.set_residual_scale(bounds)
+
+    def refit_state_statistics(self, states: np.ndarray, state_min_std: float) -> None:
+        """Replace the state statistics with those of `states` (N, S); actions are unchanged."""
+        self._set_normaliser(self.normaliser.with_state_statistics(states, state_min_std))
+        self.state_statistics_refit = True
 
     def _normalise_state(self, state: torch.Tensor) -> torch.Tensor:
         clip = self.normaliser.state_clip
@@ -271,7 +277,8 @@ class ResidualAgent:
             "optimisers": {"critic": self.critic_optimizer.state_dict(),
                            "actor": self.actor_optimizer.state_dict()},
             "normaliser": self.normaliser.to_arrays(),
-            "counters": {"critic_updates": self.critic_updates, "actor_updates": self.actor_updates},
+            "counters": {"critic_updates": self.critic_updates, "actor_updates": self.actor_updates,
+                         "state_statistics_refit": self.state_statistics_refit},
             "rng": {"agent": self._generator.get_state(), "torch": torch.get_rng_state(),
                     "numpy": [np_state[0], np_state[1].astype(np.int64), int(np_state[2]), int(np_state[3]),
                               float(np_state[4])],
@@ -307,6 +314,8 @@ class ResidualAgent:
         self._set_normaliser(normaliser)
         self.critic_updates = int(state["counters"]["critic_updates"])
         self.actor_updates = int(state["counters"]["actor_updates"])
+        # checkpoints from before the refit existed: their critic learnt on those statistics, keep them
+        self.state_statistics_refit = bool(state["counters"].get("state_statistics_refit", True))
         rng = state["rng"]
         self._generator.set_state(rng["agent"])
         torch.set_rng_state(rng["torch"])

@@ -16,9 +16,17 @@ Per-joint residual gain (optional, 1 by default): joint j's residual is bounded 
 action_scale * residual_gain[j] (normalised units) instead of action_scale. A gain of 0 keeps the
 residual off that joint.
 
-States: z-score with a minimum std (0.1 by default): a joint that barely moves in the demos must not
-turn sensor noise into huge normalised inputs. Normalised states are also clipped to +-state_clip
-std so that an absurd reading cannot saturate every LayerNorm downstream.
+States: z-score with a minimum std. The demos alone are a poor sample of the states the critic
+trains on: a scripted or teleoperated demo moves smoothly and never knocks the object, while the
+base's own episodes do both (on g1_pick_lift the right wrist's velocity has a std of 0.008 rad/s in
+the demos and 1.7 rad/s online, the object's tilt 0.001 against 0.3), so demo statistics map
+ordinary online states to the clip and make them a demo-vs-online shortcut. The learner therefore
+refits the state statistics once, on the demos AND the random warm-up's online states, before its
+first update on them (`with_state_statistics`); the action map stays as it is. The floor
+(`state_min_std`, 0.01 in state units: 1 cm, 0.01 rad) only guards a dimension that never varies;
+a larger one would squash real variation (the object's position varies by ~2 cm). Normalised
+states are also clipped to +-state_clip std so that an absurd reading cannot saturate every
+LayerNorm downstream.
 
 The statistics travel as named float32 arrays (`to_arrays`/`from_arrays`) inside every checkpoint
 and every weights message, so the learner and the policy node always normalise identically.
@@ -46,8 +54,10 @@ MAX_RESIDUAL_BOUND = 0.5   # action_scale * gain: the widened range is the demos
 
 @dataclass
 class NormaliserConfig:
-    state_min_std: float = 0.1
-    """Floor on the per-dimension state std, in state units (reference code: 0.1)."""
+    state_min_std: float = 0.01
+    """Floor on the per-dimension state std, in state units (m, rad, rad/s). Only guards a dimension
+    that never varies: the reference code's 0.1 squashes a 2 cm object position to a fifth of its
+    normalised range."""
     action_min_half_range: float = 0.05
     """Floor on half the demo range of an action dimension, in joint units (rad): a joint that never
     moves in the demos gets this scale, so small online deviations on it stay small in normalised
@@ -136,6 +146,19 @@ class Normaliser:
         half = np.maximum((high - low) / 2, config.action_min_half_range) / (1.0 - action_scale * gain)
         return cls(states.mean(axis=0), state_std, center - half, center + half, action_scale,
                    config.state_clip, gain)
+
+    def with_state_statistics(self, states: np.ndarray, state_min_std: float) -> "Normaliser":
+        """A copy whose state mean/std come from `states` (N, S) (std floored at state_min_std);
+        the action map is unchanged, so stored actions and the residual's bounds mean the same."""
+        states = np.asarray(states, dtype=np.float64)
+        if states.ndim != 2 or states.shape[0] == 0 or states.shape[1] != self.state_dim:
+            raise ValueError(f"states must be (N, {self.state_dim}) with N > 0, got shape {states.shape}")
+        if not np.all(np.isfinite(states)):
+            raise ValueError("states contain NaN or inf")
+        if not state_min_std > 0:
+            raise ValueError(f"state_min_std must be > 0, got {state_min_std}")
+        return Normaliser(states.mean(axis=0), np.maximum(states.std(axis=0), state_min_std), self.action_low,
+                          self.action_high, self.action_scale, self.state_clip, self.residual_gain)
 
     # --- numpy maps (the policy node's side) ---------------------------------------------------
     def normalise_state(self, state: np.ndarray) -> np.ndarray:

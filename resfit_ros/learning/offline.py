@@ -85,6 +85,8 @@ class OfflineSettings:
     gamma: float = 0.99
     online_capacity: int = 200_000            # online transitions kept (oldest evicted)
     demo_capacity: int = 50_000               # demonstration transitions kept
+    state_min_std: float = 0.01               # floor of each state dimension's std, state units (m, rad, rad/s)
+    refit_state_statistics: bool = True       # refit them on demos + online states (the warm-up's) before the first update
 
     def __post_init__(self) -> None:
         require(self.utd >= 1, f"utd must be >= 1, got {self.utd}")
@@ -97,6 +99,7 @@ class OfflineSettings:
         self.residual_gains = [str(entry) for entry in self.residual_gains]
         self.random_warmup_joints = [str(prefix) for prefix in self.random_warmup_joints]
         require(all(self.random_warmup_joints), "random_warmup_joints entries must be non-empty joint-name prefixes")
+        require(self.state_min_std > 0, f"state_min_std must be > 0, got {self.state_min_std}")
         self._gain_rules = parse_residual_gains(self.residual_gains, self.action_scale)
         self.agent_config()   # validates the agent fields (ConfigError)
         self.replay_config()  # validates the replay fields
@@ -157,6 +160,7 @@ class OfflineSetup:
     resumed_from: Path | None = None
     problems: dict[str, str] = field(default_factory=dict)   # episode dir -> why it was skipped
     refused_checkpoints: list[str] = field(default_factory=list)  # why newer checkpoints were not used
+    settings: OfflineSettings | None = None   # what it was built with
 
 
 def demo_normaliser(states: np.ndarray, commands: np.ndarray, base_actions: np.ndarray,
@@ -166,9 +170,25 @@ def demo_normaliser(states: np.ndarray, commands: np.ndarray, base_actions: np.n
     The learner, train-offline and the in-process trainer all build it here."""
     from resfit_ros.learning.normaliser import Normaliser
 
+    from resfit_ros.learning.normaliser import NormaliserConfig
+
     actions = np.concatenate([np.asarray(commands, dtype=np.float64), np.asarray(base_actions, dtype=np.float64)])
     return Normaliser.from_demonstrations(states, actions, settings.action_scale,
+                                          NormaliserConfig(state_min_std=settings.state_min_std),
                                           residual_gain=settings.residual_gain_vector(joint_names))
+
+
+def refit_state_statistics_if_due(agent, buffer, settings) -> bool:
+    """Before the critic's first update, once: the state normaliser refit on every stored state,
+    demos and online (normaliser.py says why). In a run with a random warm-up that first update
+    comes after the warm-up, so its states are in; offline, every ingested episode's are. Nothing
+    learnt is lost (no update yet, the actor's output is 0) and the refit reaches the robot with
+    the next weights. True if it refit now (the caller may publish weights at once)."""
+    if not (settings.refit_state_statistics and agent.critic_updates == 0 and not agent.state_statistics_refit
+            and buffer.num_online_transitions > 0):
+        return False
+    agent.refit_state_statistics(buffer.states(), settings.state_min_std)
+    return True
 
 
 def agent_from_demos(demos, demo_base_actions: list[np.ndarray], settings: OfflineSettings, cameras: list[str],
@@ -266,7 +286,7 @@ def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_art
         raise SetupError("no usable transitions: " + "; ".join(f"{Path(p).name}: {w}" for p, w in problems.items()))
     if replay_rng is not None:
         buffer._rng.bit_generator.state = replay_rng   # noqa: SLF001 (exact resume; see module doc)
-    return OfflineSetup(agent, buffer, ingest, cameras, image_size, iterations, resumed, problems, refused)
+    return OfflineSetup(agent, buffer, ingest, cameras, image_size, iterations, resumed, problems, refused, settings)
 
 
 def incomplete_episodes(root: str | Path) -> dict[str, str]:
@@ -307,6 +327,8 @@ def train(setup: OfflineSetup, total_iterations: int, utd: int, ckpt_dir: str | 
     t0, updates0 = time.monotonic(), agent.critic_updates
     ran = False
     while setup.iterations < total_iterations and not (should_stop and should_stop()):
+        if setup.settings is not None:
+            refit_state_statistics_if_due(agent, setup.buffer, setup.settings)
         stats = train_iteration(agent, setup.buffer, utd)
         setup.iterations += 1
         ran = True
@@ -326,4 +348,4 @@ def settings_dict(settings: OfflineSettings) -> dict:
 
 
 __all__ = ["ConfigError", "OfflineSettings", "OfflineSetup", "SetupError", "agent_from_demos", "build_setup", "demo_normaliser",
-           "incomplete_episodes", "load_demos", "save_offline_checkpoint", "train"]
+           "incomplete_episodes", "load_demos", "refit_state_statistics_if_due", "save_offline_checkpoint", "train"]

@@ -229,6 +229,11 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.num_demo_transitions + self.num_online_transitions
 
+    def states(self) -> np.ndarray:
+        """(N, S) float32 copy of the state of every stored transition, demos and online."""
+        with self._lock:
+            return np.concatenate([store.state[store.valid_slots] for store in (self._demo, self._online)])
+
     def online_episodes(self) -> list[tuple[int, int]]:
         """(first slot, observation count) of the stored online episodes, oldest first."""
         with self._lock:

@@ -24,7 +24,7 @@ from resfit_ros.config import ConfigError, require
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.weights import pack_weights
 from resfit_ros.learning.from_bags import EXCLUDED_ABORTED
-from resfit_ros.learning.offline import OfflineSettings
+from resfit_ros.learning.offline import OfflineSettings, refit_state_statistics_if_due
 from resfit_ros.learning.schedule import UpdateSchedule
 from resfit_ros.msg import LearnerMetrics, LearnerStatus, PolicyWeights, StepRecord, Tensor
 from resfit_ros.nodes.common import LATCHED, STREAM, Rejections, make_node, node_config, run
@@ -194,6 +194,10 @@ class Learner:
                     self.publish_metrics(self.pace_metrics())
                     self.stop.wait(0.01)
                     continue
+                if refit_state_statistics_if_due(self.agent, self.buffer, cfg):
+                    log.info(f"state statistics refit on {len(self.buffer)} transitions' states "
+                             f"(demos + {self.buffer.num_online_transitions} online)")
+                    self.publish_weights()
                 stats = train_iteration(self.agent, self.buffer, cfg.utd)
                 stats.update(self.pace_metrics())
                 stats["charts/updates_per_s"] = (self.agent.critic_updates - updates_start) / max(

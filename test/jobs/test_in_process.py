@@ -103,3 +103,41 @@ def test_with_action_repeat_the_trainer_holds_each_decision_and_updates_per_deci
         assert set(changes) <= {5, 10, 15} and changes, changes
     assert run.buffer.num_online_transitions == 4 * 4                 # 4 decisions per episode
     assert run.agent.critic_updates == run.schedule.budget(80) == 21 + 3 * (40 // 5)
+
+
+def test_state_statistics_are_refit_on_demos_and_warmup_states_before_the_first_update(state_data):
+    """The first update comes after the random warm-up; right before it the state normaliser is
+    refit on every stored state (demos + the warm-up's episodes), once, and the policy gets it."""
+    from resfit_ros.jobs.in_process import InProcessRun
+
+    demos, base = state_data
+    run = InProcessRun(small_recipe(), demos, base, max_steps=20, seed=0)
+    demo_only = run.agent.normaliser
+    assert not run.agent.state_statistics_refit
+    run.train(env_steps=40)                          # two 20-step episodes: the warm-up (45) is not over
+    assert run.agent.critic_updates == 0 and run.agent.normaliser is demo_only
+    fitted_on = []
+    original = run.agent.refit_state_statistics
+    run.agent.refit_state_statistics = lambda states, floor: (fitted_on.append(states), original(states, floor))
+    run.train(env_steps=70)
+    assert run.agent.state_statistics_refit and run.agent.critic_updates > 0
+    refit = run.agent.normaliser
+    (states,) = fitted_on
+    assert len(states) == run.buffer.num_demo_transitions + 40      # demos + the two warm-up episodes
+    np.testing.assert_allclose(refit.state_mean, states.mean(axis=0), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(refit.state_std, demo_only.state_std)
+    np.testing.assert_array_equal(refit.action_low, demo_only.action_low)
+    np.testing.assert_array_equal(run.policy.normaliser.state_std, refit.state_std)   # the robot's copy too
+    updates = run.agent.critic_updates
+    run.train(env_steps=90)                          # once only
+    assert run.agent.normaliser is refit and run.agent.critic_updates > updates
+
+
+def test_without_refit_the_demo_statistics_stay(state_data):
+    from resfit_ros.jobs.in_process import InProcessRun
+
+    demos, base = state_data
+    run = InProcessRun(small_recipe(refit_state_statistics=False), demos, base, max_steps=20, seed=0)
+    demo_only = run.agent.normaliser
+    run.train(env_steps=70)
+    assert run.agent.critic_updates > 0 and run.agent.normaliser is demo_only

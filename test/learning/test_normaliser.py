@@ -111,3 +111,26 @@ def test_residual_gain_settings_resolve_joint_prefixes_first_match_wins():
     for bad in ("right_hand_", "=2", "right_hand_=x", "right_hand_=-1", "right_hand_=20"):
         with pytest.raises(ConfigError, match="residual_gains"):
             OfflineSettings(residual_gains=[bad])
+
+
+def test_state_statistics_refit_on_demos_and_online_states_keeps_online_states_off_the_clip():
+    """Smooth demos (a velocity of ~0.01) against a base that jerks (~1.5): with the demos'
+    statistics online states sit at the clip and apart from every demo state; refit on both,
+    they overlap and nothing is clipped. The action map does not change."""
+    rng = np.random.default_rng(2)
+    demo = np.column_stack([rng.normal(0.3, 0.02, 500), rng.normal(0.0, 0.01, 500)])     # position (m), velocity
+    online = np.column_stack([rng.normal(0.3, 0.03, 500), rng.normal(0.0, 1.5, 500)])
+    actions = rng.uniform(-1, 1, (500, 2))
+    n = Normaliser.from_demonstrations(demo, actions, 0.1, NormaliserConfig(state_min_std=0.1))
+    assert np.mean(np.abs(n.normalise_state(online)[:, 1]) >= n.state_clip) > 0.4
+    refit = n.with_state_statistics(np.concatenate([demo, online]), state_min_std=0.01)
+    z_demo, z_online = refit.normalise_state(demo), refit.normalise_state(online)
+    assert np.all(np.abs(z_online) < refit.state_clip)
+    assert np.abs(z_demo[:, 1]).max() < np.abs(z_online[:, 1]).max()                     # demos inside online's spread
+    assert 0.5 < z_demo[:, 0].std() < 2.0          # the 2 cm position keeps its range (the old 0.1 floor: 0.2)
+    for name in ("action_low", "action_high", "residual_gain"):
+        np.testing.assert_array_equal(getattr(refit, name), getattr(n, name))
+    with pytest.raises(ValueError, match="NaN"):
+        n.with_state_statistics(np.full((3, 2), np.nan), 0.01)
+    with pytest.raises(ValueError, match="shape"):
+        n.with_state_statistics(np.zeros((3, 5)), 0.01)
