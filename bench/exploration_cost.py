@@ -23,6 +23,7 @@ One line per case: `case=<name> std=<s> success=<rate> episodes=<n> outcomes=<0/
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     class Scripted:
         """A hand-written residual (joint units) in the policy interface ControlStep calls."""
 
-        config = OfflineSettings()        # ControlStep reads its action_repeat: 1, a decision every step
+        config = SimpleNamespace(action_repeat=1)   # ControlStep reads it: a decision every step
 
         def __init__(self, residual_of):
             self.residual_of = residual_of

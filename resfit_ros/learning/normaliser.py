@@ -18,9 +18,9 @@ residual off that joint.
 
 States: z-score with a minimum std. The demos alone are a poor sample of the states the critic
 trains on: a scripted or teleoperated demo moves smoothly and never knocks the object, while the
-base's own episodes do both (on g1_pick_lift the right wrist's velocity has a std of 0.008 rad/s in
-the demos and 1.7 rad/s online, the object's tilt 0.001 against 0.3), so demo statistics map
-ordinary online states to the clip and make them a demo-vs-online shortcut. The learner therefore
+base's own episodes do both (joint velocities and the object's tilt spread orders of magnitude
+wider online; docs/experiments.md), so demo statistics map ordinary online states to the clip and
+make them a demo-vs-online shortcut. The learner therefore
 refits the state statistics once, on the demos AND the random warm-up's online states, before its
 first update on them (`with_state_statistics`); the action map stays as it is. The floor
 (`state_min_std`, 0.01 in state units: 1 cm, 0.01 rad) only guards a dimension that never varies;
@@ -56,8 +56,8 @@ MAX_RESIDUAL_BOUND = 0.5   # action_scale * gain: the widened range is the demos
 class NormaliserConfig:
     state_min_std: float = 0.01
     """Floor on the per-dimension state std, in state units (m, rad, rad/s). Only guards a dimension
-    that never varies: the reference code's 0.1 squashes a 2 cm object position to a fifth of its
-    normalised range."""
+    that never varies: the reference code's 0.1 would squash an object position spread over a few
+    centimetres."""
     action_min_half_range: float = 0.05
     """Floor on half the demo range of an action dimension, in joint units (rad): a joint that never
     moves in the demos gets this scale, so small online deviations on it stay small in normalised

@@ -22,7 +22,7 @@ import numpy as np
 
 from resfit_ros.config import ConfigError, require
 from resfit_ros.learning.config import AgentConfig
-from resfit_ros.learning.normaliser import MAX_RESIDUAL_BOUND
+from resfit_ros.learning.normaliser import MAX_RESIDUAL_BOUND, NormaliserConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class SetupError(ValueError):
 
 
 _AGENT = AgentConfig()   # the agent fields' defaults are AgentConfig's (one definition)
+_NORMALISER = NormaliserConfig()   # likewise the normaliser fields'
 
 
 @dataclass
@@ -85,7 +86,7 @@ class OfflineSettings:
     gamma: float = 0.99
     online_capacity: int = 200_000            # online transitions kept (oldest evicted)
     demo_capacity: int = 50_000               # demonstration transitions kept
-    state_min_std: float = 0.01               # floor of each state dimension's std, state units (m, rad, rad/s)
+    state_min_std: float = _NORMALISER.state_min_std  # floor of each state dimension's std, state units (m, rad, rad/s)
     refit_state_statistics: bool = True       # refit them on demos + online states (the warm-up's) before the first update
 
     def __post_init__(self) -> None:
@@ -169,8 +170,6 @@ def demo_normaliser(states: np.ndarray, commands: np.ndarray, base_actions: np.n
     demos: the demo commands (N, A) and the base's actions on the demo observations (M, A).
     The learner, train-offline and the in-process trainer all build it here."""
     from resfit_ros.learning.normaliser import Normaliser
-
-    from resfit_ros.learning.normaliser import NormaliserConfig
 
     actions = np.concatenate([np.asarray(commands, dtype=np.float64), np.asarray(base_actions, dtype=np.float64)])
     return Normaliser.from_demonstrations(states, actions, settings.action_scale,
