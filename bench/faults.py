@@ -20,6 +20,10 @@ one fault at a time, while an episode is running:
   corrupt_checkpoint    kill -9 the learner and truncate its newest checkpoint before the respawn:
                         the restarted learner must refuse it with an error naming it and resume
                         from the previous one.
+  flood                 malformed joint states (every kind of the bad-input catalogue, in turn) at 10x
+                        the sensor rate (--flood-rate, default 200/s) for --flood-s seconds during an
+                        episode, beside the robot's own: the loop must keep 95 % of the control steps
+                        it made in as long just before, send nothing unsafe and finish the episode.
   full_disk             the recorder's episode directory is a small tmpfs (mount -t tmpfs; root in
                         a container is enough); it is filled to the last byte while an episode
                         runs: recording must stop with a clear error, the e-stop engage, no
@@ -57,7 +61,8 @@ import numpy as np
 from resfit_ros.runner import stop_process
 
 KILLABLE = ("synchronizer", "base_chunk_server", "residual_policy", "episode_manager", "recorder", "learner")
-ALL_FAULTS = KILLABLE + ("corrupt_checkpoint", "full_disk")
+ALL_FAULTS = KILLABLE + ("corrupt_checkpoint", "flood", "full_disk")
+MIN_TICKS_UNDER_FLOOD = 0.95         # of the control steps in the same time just before
 CONTROL_RATE_HZ = 20.0
 TOL = 1e-6
 
@@ -167,6 +172,7 @@ class Monitor:
         self.recent_commands: list[tuple[int, str, np.ndarray]] = []
         self.traces: list[list[str]] = []                   # what happened around each unsafe command
         self.last_state_stamp = 0
+        self.last_state_msg = None
         self.pending: list[tuple[int, str, np.ndarray, object]] = []   # commands not checked yet
         self.prev: dict[str, np.ndarray | None] = {g: None for g in self.groups}
         self.prev_ts: dict[str, int] = {g: 0 for g in self.groups}
@@ -214,6 +220,7 @@ class Monitor:
                 or not np.all(np.isfinite(msg.position)) or stamp < self.last_state_stamp):
             return
         self.last_state_stamp = stamp
+        self.last_state_msg = msg
         q = np.full(self.robot.dof, np.nan)
         for name, pos in zip(msg.name, msg.position):
             q[self.index[name]] = pos
@@ -643,6 +650,65 @@ class Suite:
             res.notes.append(f"same buffer: {online_after} online transitions = the {len(bags)} complete bags "
                              f"(killed learner had {online_before})")
 
+    # -- flood of malformed joint states ---------------------------------------------------------
+    def flood(self) -> FaultResult:
+        """Malformed joint states (the catalogue's, in turn) at `--flood-rate` per second for
+        `--flood-s` seconds during an episode, beside the robot's own. The loop must keep
+        MIN_TICKS_UNDER_FLOOD of the control steps it made in the same time just before, send no
+        unsafe command, and finish the episode it was in."""
+        from sensor_msgs.msg import JointState
+
+        from resfit_ros.faults.bad_inputs import Context, catalogue
+        from resfit_ros.nodes.common import STREAM
+
+        mon, args = self.mon, self.args
+        res = FaultResult(f"flood {args.flood_rate:g} bad joint states/s")
+        topic = self.robot.joint_state_topics[0]
+        entries = [e for e in catalogue(self.robot) if e.kind == "topic" and e.target == topic]
+        pub = mon.node.create_publisher(JointState, topic, STREAM)
+        try:
+            if not mon.wait(lambda: mon.running(3) is not None and mon.last_state_msg is not None, 120, self.graph):
+                res.problems.append("no running episode to flood")
+                return res
+            t_base = time.time()
+            mon.spin(args.flood_s)
+            t0 = res.t_fault = time.time()
+            eid = mon.running()
+            sent, period, nxt = 0, 1.0 / args.flood_rate, time.monotonic()
+            end = nxt + args.flood_s
+            while time.monotonic() < end:
+                if time.monotonic() >= nxt:
+                    ctx = Context(self.robot, mon.last_state_stamp, {topic: mon.last_state_msg})
+                    pub.publish(entries[sent % len(entries)].build(ctx))
+                    sent += 1
+                    nxt += period
+                mon.executor.spin_once(timeout_sec=max(0.0, min(0.002, nxt - time.monotonic())))
+            t1 = time.time()
+            base, flooded = mon.commands_between(t_base, t0), mon.commands_between(t0, t1)
+            ratio = flooded / max(base, 1)
+            res.notes.append(f"{sent} bad joint states in {t1 - t0:.1f} s ({sent / (t1 - t0):.0f}/s, "
+                             f"{len(entries)} kinds); control steps {flooded} against {base} in as long just "
+                             f"before ({ratio:.0%})")
+            res.downtime_s = 0.0
+            res.commands_while_down = flooded
+            res.unsafe_while_down = len(mon.unsafe_between(t0, t1 + 1.0))
+            if ratio < MIN_TICKS_UNDER_FLOOD:
+                res.problems.append(f"the loop kept {ratio:.0%} of its control steps under the flood "
+                                    f"(at least {MIN_TICKS_UNDER_FLOOD:.0%} required)")
+            if eid is not None and not mon.wait(lambda: eid in mon.labelled or eid in mon.aborted, 60, self.graph):
+                res.problems.append(f"episode {eid}, running when the flood began, never finished")
+            elif eid is not None:
+                res.notes.append(f"episode {eid} " + ("labelled" if eid in mon.labelled else
+                                                      f"aborted ({mon.aborted[eid][1]})"))
+            if not mon.wait(lambda: len(mon.labelled_started_after(t1)) >= 1, self.recovery_timeout, self.graph):
+                res.problems.append("no episode labelled after the flood")
+            else:
+                res.recovered_s = time.time() - t1
+        finally:
+            mon.node.destroy_publisher(pub)
+        res.survived = not res.problems
+        return res
+
     # -- full disk ------------------------------------------------------------------------------------
     def full_disk(self) -> FaultResult:
         mon = self.mon
@@ -822,6 +888,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bad-inputs", dest="bad_inputs", action="store_false",
                         help="do not inject the catalogue of malformed messages")
     parser.add_argument("--domain", type=int, default=0, help="ROS_DOMAIN_ID (default: random 215..232)")
+    parser.add_argument("--flood-rate", type=float, default=10 * CONTROL_RATE_HZ,
+                        help="malformed joint states per second in the flood (default: 10x the sensor rate)")
+    parser.add_argument("--flood-s", type=float, default=20.0, help="length of the flood, seconds")
     args = parser.parse_args(argv)
     faults = [f for f in args.faults.split(",") if f]
     unknown = sorted(set(faults) - set(ALL_FAULTS))
@@ -850,6 +919,8 @@ def main(argv: list[str] | None = None) -> int:
         for fault, at_step in plan:
             if fault == "full_disk":
                 r = suite.full_disk()
+            elif fault == "flood":
+                r = suite.flood()
             elif fault == "corrupt_checkpoint":
                 r = suite.kill("learner", corrupt=True, min_steps=at_step)
             else:

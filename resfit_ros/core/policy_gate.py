@@ -51,21 +51,20 @@ class LearnerPacer:
 
     The learner publishes how many training steps its updates allow (`pace/steps_allowed`,
     learning/schedule.py) with its count of our steps (env_steps); a training step waits while our
-    count is more than `free_steps` beyond what it allows."""
+    count is more than `free_steps` beyond what it allows, and only while the learner's own count
+    shows it owes updates (beyond what it allows). A learner whose count does not (restarted,
+    started after our steps, or their records lost on a link) waits for our steps: waiting for it
+    would wait for ever. Our next step records tell it our count; in-flight records let us run a
+    few steps beyond the pace at most."""
     enabled: bool = True
     free_steps: int = 20
     timeout_s: float = 60.0          # a learner silent this long (or never seen) is not waited for
     steps_allowed: int | None = None  # None: the learner's metrics did not say
-    env_steps: int = 0
-    restarted: bool = False          # its count went back: not paced until it counts ours again
+    env_steps: int = 0               # the learner's count of our training steps
     seen_at: float = 0.0             # monotonic s of its last metrics (or of our start)
 
     def on_metrics(self, env_steps: int, steps_allowed: float | None, now: float) -> None:
         self.steps_allowed = None if steps_allowed is None else int(steps_allowed)
-        if env_steps < self.env_steps:
-            self.restarted = True
-        elif self.restarted and env_steps > self.env_steps:
-            self.restarted = False   # a step record of ours reached it: it knows our count
         self.env_steps = env_steps
         self.seen_at = now
 
@@ -75,10 +74,6 @@ class LearnerPacer:
             return False
         if now - self.seen_at > self.timeout_s:
             return False   # no learner (or it died): do not wait for it
-        if self.restarted:
-            # a restarted learner counts the steps it has seen (none yet) for its update budget: it
-            # would wait for steps while we wait for updates. Our step records tell it our count;
-            # the first ones may be lost while DDS still matches it, so we go on unpaced until its
-            # metrics show that one arrived.
-            return False
+        if self.env_steps <= self.steps_allowed:
+            return False   # it owes no update: it waits for our steps
         return train_steps - self.free_steps > self.steps_allowed

@@ -28,6 +28,14 @@ LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL, history=HistoryPolicy.KEEP_LAST)
 # Sensor-like streams: keep only the newest few, never block the publisher.
 STREAM = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Raw sensor inputs (joint states, cameras, task state): a burst of other traffic on the topic (a
+# flood of malformed messages from a faulty publisher) must not push the robot's own samples out
+# of the queue before the node reads them; rejecting one costs microseconds, losing one a tick.
+SENSORS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# What the recorder must get whole (observations, step records): the writer keeps enough history
+# to resend what a slow or briefly interrupted link (robot and learner on two machines) did not
+# acknowledge; a 10-deep one overwrote steps before they crossed and left episodes unlabellable.
+RECORDED = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 # Presence: every node offers one publisher on names.ALIVE_TOPIC (its own node name) with AUTOMATIC
 # liveliness, asserted by the DDS participant itself; it publishes nothing. When the process dies
 # (kill -9 included) DDS declares the writer not alive within PRESENCE_LEASE_S and subscribers'

@@ -35,7 +35,7 @@ from std_msgs.msg import Bool
 from resfit_ros import names
 from resfit_ros.config import require
 from resfit_ros.msg import EpisodeStatus, Observation, RecorderProgress, StepRecord
-from resfit_ros.nodes.common import (LATCHED, STREAM, Rejections, make_node, node_config, run, status_problem,
+from resfit_ros.nodes.common import (LATCHED, RECORDED, STREAM, Rejections, make_node, node_config, run, status_problem,
                                      steady_timer)
 from resfit_ros.robot import RobotDescription
 
@@ -84,14 +84,14 @@ class Recorder:
         from resfit_ros.bags import EpisodeWriter  # noqa: F401  (import now, not while the first episode starts)
         self.pub_estop = self.node.create_publisher(Bool, names.ESTOP, LATCHED)
         self.pub_progress = self.node.create_publisher(RecorderProgress, names.RECORDER_PROGRESS, STREAM)
-        topics = [(Observation, names.OBSERVATION), (StepRecord, names.STEP_RECORD)]
+        # the episode's own data as deep as its writers' history (a burst resent after a link's hiccup)
+        topics = [(Observation, names.OBSERVATION, RECORDED), (StepRecord, names.STEP_RECORD, RECORDED)]
         if cfg.record_raw_inputs:
-            topics += [(JointState, t) for t in self.robot.joint_state_topics]
-            topics += [(Image, t) for t in self.robot.cameras.values()]
-            topics += [(JointState, t) for t in cfg.extra_raw_topics]
-        for msg_type, topic in topics:
-            self.node.create_subscription(msg_type, topic, lambda data, t=topic: self.on_raw(t, data),
-                                          RECORDING, raw=True)
+            topics += [(JointState, t, RECORDING) for t in self.robot.joint_state_topics]
+            topics += [(Image, t, RECORDING) for t in self.robot.cameras.values()]
+            topics += [(JointState, t, RECORDING) for t in cfg.extra_raw_topics]
+        for msg_type, topic, qos in topics:
+            self.node.create_subscription(msg_type, topic, lambda data, t=topic: self.on_raw(t, data), qos, raw=True)
         self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status_raw, STATUS_HISTORY, raw=True)
         steady_timer(self.node, 0.05, self.on_timer)
         # raw inputs are recorded as they came (validated by their consumers); only the episode

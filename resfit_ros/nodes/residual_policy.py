@@ -35,7 +35,7 @@ from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.stamps import StampOrder
 from resfit_ros.core.weights import WeightsRejected, unpack_weights
 from resfit_ros.msg import EpisodeStatus, LearnerMetrics, Observation, PolicyWeights, StepRecord
-from resfit_ros.nodes.common import (LATCHED, STREAM, Rejections, diagnostic_name, make_node, node_config,
+from resfit_ros.nodes.common import (LATCHED, RECORDED, STREAM, Rejections, diagnostic_name, make_node, node_config,
                                      ns_to_stamp, run, stamp_to_ns, status_problem, steady_timer)
 from resfit_ros.nodes.controllers import INTERFACES, ControllerOutput
 from resfit_ros.nodes.convert import ObservationError, msg_to_observation
@@ -122,7 +122,7 @@ class ResidualPolicyNode:
         self.rejections = Rejections(self.node)
         self.obs_order = StampOrder(cfg.future_tolerance_s)
 
-        self.pub_step = self.node.create_publisher(StepRecord, names.STEP_RECORD, STREAM)
+        self.pub_step = self.node.create_publisher(StepRecord, names.STEP_RECORD, RECORDED)
         self.pub_diag = self.node.create_publisher(DiagnosticArray, names.DIAGNOSTICS, 10)
         self.chunk_client = self.node.create_client(GetActionChunk, names.GET_ACTION_CHUNK)
         # One executor thread (the EventsExecutor, see main) runs every callback of this node, chunk

@@ -10,7 +10,9 @@ has sent a command for the current step, so training runs faster than real time 
 can pace it. While an episode runs it waits for those commands (the episode's steps are exactly
 the policy's steps); between episodes the episode manager's homing commands step it the same way.
 Without any command for `idle_period_s` it publishes its current state again (same stamp, no
-physics step) so late subscribers (a restarted node) see the robot. It never steps on its own:
+physics step), also during an episode: a sample lost on the way (a restarted node, a subscriber
+queue overrun by a flood of bad messages) would otherwise stall the loop for good, as the next
+step waits for a command that waits for that sample. It never steps on its own:
 a step that nobody commanded could land between the episode's start and its first command, and the
 policy would then act one observation late for the whole episode (lockstep keeps any lag it gets).
 
@@ -173,7 +175,7 @@ class SimRobotNode:
         self.episode_running = msg.state == EpisodeStatus.RUNNING
 
     def on_timer(self) -> None:
-        if not self.episode_running and time.monotonic() - self.last_step_wall >= self.cfg.idle_period_s:
+        if time.monotonic() - self.last_step_wall >= self.cfg.idle_period_s:
             self.last_step_wall = time.monotonic()
             self.publish()                 # same stamp: the synchronizer emits no second observation
 

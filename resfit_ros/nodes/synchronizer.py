@@ -16,7 +16,7 @@ from resfit_ros import names
 from resfit_ros.core.sync import DROP_DUPLICATE
 from resfit_ros.core.synchronizer import INPUT_CAMERA, SynchronizerConfig, SynchronizerCore
 from resfit_ros.msg import Observation
-from resfit_ros.nodes.common import STREAM, diagnostic_name, make_node, node_config, run, steady_timer
+from resfit_ros.nodes.common import RECORDED, SENSORS, diagnostic_name, make_node, node_config, run, steady_timer
 from resfit_ros.nodes.convert import observation_to_msg
 from resfit_ros.robot import RobotDescription
 
@@ -31,11 +31,11 @@ class Synchronizer:
         self.core = SynchronizerCore(cfg, robot, on_reject=self._warn)
         self.sync = self.core.sync
         self.inputs = self.core.inputs
-        self.pub = self.node.create_publisher(Observation, names.OBSERVATION, STREAM)
+        self.pub = self.node.create_publisher(Observation, names.OBSERVATION, RECORDED)
         self.pub_diag = self.node.create_publisher(DiagnosticArray, names.DIAGNOSTICS, 10)
         for i, (topic, kind) in enumerate(zip(self.core.topics, self.core.kinds)):
             msg_type = Image if kind == INPUT_CAMERA else JointState
-            self.node.create_subscription(msg_type, topic, lambda m, i=i: self.offer(i, m), STREAM)
+            self.node.create_subscription(msg_type, topic, lambda m, i=i: self.offer(i, m), SENSORS)
         steady_timer(self.node, cfg.diagnostics_period_s, self.publish_diagnostics)
         self.node.get_logger().info(f"synchronising {self.inputs} at {cfg.control_rate_hz} Hz")
 

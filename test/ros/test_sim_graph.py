@@ -130,7 +130,8 @@ def assert_trained_and_recorded(out, seen, robot, text: str) -> None:
     # ones at once) and the residual node ran with weights the learner pushed
     assert metrics and max(m.learner_step for m in metrics) >= 30
     allowed = [dict(zip(m.names, m.values)).get(names.PACE_STEPS_ALLOWED) for m in metrics]
-    assert all(a is not None for a in allowed) and min(allowed) == 20 and max(allowed) > 20
+    # (a watcher that joins late misses the first ones, at exactly the 20 random warm-up steps)
+    assert all(a is not None for a in allowed) and 20 <= min(allowed) < max(allowed)
     assert weights and max(w.version for w in weights) >= 2
     assert steps and max(s.weights_version for s in steps) >= 1
     # every command that went to the controllers was within the joint limits and rate limits

@@ -70,6 +70,34 @@ def test_sim_robot_lockstep_commands_and_reset(ros_context, spawn):
     assert all(b > a for a, b in zip(stamps, stamps[1:]))
 
 
+
+def test_sim_robot_lockstep_republishes_a_lost_sample_during_an_episode(ros_context, spawn):
+    """Lockstep waits for the commands of every step. If the state of a step never reached the
+    policy (a subscriber queue overrun by a flood of bad messages, a restarted node), no command
+    comes: the simulator publishes the same state again after idle_period_s, while an episode runs
+    too, and never steps on its own."""
+    from sensor_msgs.msg import JointState
+
+    from resfit_ros.msg import EpisodeStatus
+    from resfit_ros.nodes.common import LATCHED, STREAM
+
+    cfg = config_dir() / "sim.yaml"
+    spawn(node_argv("sim_robot", "--params-file", str(cfg), "-p", "idle_period_s:=0.3", "-p", "render:=false"),
+          name="sim")
+    node = ros_context.node
+    states = []
+    node.create_subscription(JointState, names.JOINT_STATES, states.append, STREAM)
+    status = node.create_publisher(EpisodeStatus, names.EPISODE_STATUS, LATCHED)
+    status.publish(EpisodeStatus(state=EpisodeStatus.RUNNING, episode_id=1, label=EpisodeStatus.LABEL_NONE))
+    assert ros_context.spin_until(lambda: len(states) > 0, 30)
+    ros_context.spin_until(lambda: False, 1.0)      # the status has arrived; no command is sent
+    n = len(states)
+    ros_context.spin_until(lambda: False, 1.5)
+    again = states[n:]
+    assert len(again) >= 3, f"{len(again)} states re-published in 1.5 s of a running episode without commands"
+    stamps = {s.header.stamp.sec * 10**9 + s.header.stamp.nanosec for s in states}
+    assert len(stamps) == 1, "the simulator stepped without a command"
+
 def test_sim_robot_real_time_streams_stamps_and_held_command(ros_context, spawn):
     """Real time (config/robot_sim.yaml): joint states and frames on their own timers at their rates,
     stamped with the node clock at acquisition and published after the configured latency; the
