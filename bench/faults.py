@@ -62,6 +62,8 @@ from resfit_ros.runner import stop_process
 
 KILLABLE = ("synchronizer", "base_chunk_server", "residual_policy", "episode_manager", "recorder", "learner")
 ALL_FAULTS = KILLABLE + ("corrupt_checkpoint", "flood", "full_disk")
+# across the link between the robot's computer and the learner's machine (the graphs split, test/netns.py)
+NETWORK_FAULTS = ("link_down", "netem", "learner_gone")
 MIN_TICKS_UNDER_FLOOD = 0.95         # of the control steps in the same time just before
 CONTROL_RATE_HZ = 20.0
 TOL = 1e-6
@@ -419,7 +421,10 @@ class Suite:
         self.robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
         # 215..232: valid with default Fast DDS ports and away from the tests' 1..100
         self.domain = args.domain or random.SystemRandom().randint(215, 232)
-        self.graph: subprocess.Popen | None = None
+        self.graph: subprocess.Popen | None = None          # train_sim, or the robot side when split
+        self.learner_graph: subprocess.Popen | None = None  # the learner side when split
+        self.learner_log = work / "learner.log"
+        self.link = None                                     # test/netns.VethLink when split
         self.mon: Monitor | None = None
         self.learner_statuses: list[tuple[float, object]] = []   # the monitor's, kept when it closes
         self.mounted = False
@@ -441,7 +446,7 @@ class Suite:
             return None
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "".join(p.read_text(errors="replace") for p in (self.log, self.learner_log) if p.exists())
 
     def start(self, demos: Path, base: Path, config: Path, full_disk: bool) -> None:
         for d in (self.run, self.pids):      # a fresh run in a reused --workdir
@@ -452,11 +457,26 @@ class Suite:
             self.mounted = not why
             self.mount_problem = why
         env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain), PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "resfit_ros.cli", "launch", "--pid-dir", str(self.pids), "--max-restarts", "3",
-               "train_sim", f"base_artifact:={base}", f"demos_dir:={demos}", f"output_dir:={self.run}",
-               f"config:={config}", f"max_steps:={self.args.max_steps}"]
-        self.graph = subprocess.Popen(cmd, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        launch = [sys.executable, "-m", "resfit_ros.cli", "launch", "--pid-dir", str(self.pids), "--max-restarts", "3"]
+        args = [f"base_artifact:={base}", f"demos_dir:={demos}", f"output_dir:={self.run}", f"config:={config}"]
+        if not self.args.split:
+            self.graph = subprocess.Popen(launch + ["train_sim", *args, f"max_steps:={self.args.max_steps}"], env=env,
+                                          stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+        else:
+            # the learner graph on a second machine: a network namespace behind a veth link
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from test.netns import VethLink
+
+            self.link = VethLink.create()
+            os.environ.update(self.link.robot_env())          # this monitor watches from the robot's side
+            self.learner_graph = subprocess.Popen(
+                self.link.prefix() + launch + ["learner", *args, "use_sim_time:=true"],
+                env={**env, **self.link.learner_env()}, stdout=open(self.learner_log, "w"), stderr=subprocess.STDOUT,
+                start_new_session=True)
+            self.graph = subprocess.Popen(
+                launch + ["robot", *args, "use_sim:=true", "use_sim_time:=true", f"max_steps:={self.args.max_steps}"],
+                env={**env, **self.link.robot_env()}, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+                start_new_session=True)
         self.mon = Monitor(self.domain, self.robot, KILLABLE)
 
     def stop(self) -> None:
@@ -477,6 +497,11 @@ class Suite:
             if self.mon is not None:
                 self.mon.spin(1.5)
             stop_process(self.graph, grace=15.0, term_s=5.0, kill_s=5.0)
+        if self.learner_graph is not None and self.learner_graph.poll() is None:
+            stop_process(self.learner_graph, grace=15.0, term_s=5.0, kill_s=5.0)
+        if self.link is not None:
+            self.link.close()
+            self.link = None
         for f in self.pids.glob("*.pid") if self.pids.is_dir() else []:
             # the runner removes these on a clean shutdown; any left name an orphaned node of ours
             try:
@@ -675,11 +700,13 @@ class Suite:
             t0 = res.t_fault = time.time()
             eid = mon.running()
             sent, period, nxt = 0, 1.0 / args.flood_rate, time.monotonic()
-            end = nxt + args.flood_s
+            end, built_at, msgs = nxt + args.flood_s, 0.0, []
             while time.monotonic() < end:
                 if time.monotonic() >= nxt:
-                    ctx = Context(self.robot, mon.last_state_stamp, {topic: mon.last_state_msg})
-                    pub.publish(entries[sent % len(entries)].build(ctx))
+                    if time.monotonic() - built_at > 0.25:   # stamps near the robot's own (built 4x/s: cheap to send)
+                        ctx = Context(self.robot, mon.last_state_stamp, {topic: mon.last_state_msg})
+                        msgs, built_at = [e.build(ctx) for e in entries], time.monotonic()
+                    pub.publish(msgs[sent % len(msgs)])
                     sent += 1
                     nxt += period
                 mon.executor.spin_once(timeout_sec=max(0.0, min(0.002, nxt - time.monotonic())))
@@ -706,6 +733,78 @@ class Suite:
                 res.recovered_s = time.time() - t1
         finally:
             mon.node.destroy_publisher(pub)
+        res.survived = not res.problems
+        return res
+
+    # -- the link between the machines -------------------------------------------------------------
+    def network(self, fault: str) -> FaultResult:
+        """link_down: the link down for --link-down-s during an episode; netem: --netem-delay-ms added
+        latency and --netem-loss % loss both ways for --netem-s; learner_gone: the learner's machine
+        stops for good (kill -9 of its whole graph). The robot side sends nothing unsafe, aborts an
+        episode whose steps could not be recorded, and (but after learner_gone) trains again once
+        the link is back; learner_gone: it stays up, safe and idle."""
+        mon, args, link = self.mon, self.args, self.link
+        titles = {"link_down": f"link down {args.link_down_s:g} s",
+                  "netem": f"link +{args.netem_delay_ms:g} ms, {args.netem_loss:g} % loss for {args.netem_s:g} s",
+                  "learner_gone": "learner machine gone for good"}
+        res = FaultResult(titles[fault])
+        if not mon.wait(lambda: mon.running(3) is not None, 120, self.graph):
+            res.problems.append("no running episode to interrupt")
+            return res
+        eid = res.interrupted_episode = mon.running(3)
+        t0 = res.t_fault = time.time()
+        if fault == "link_down":
+            link.down()
+            mon.spin(args.link_down_s)
+            link.up()
+        elif fault == "netem":
+            problem = link.netem(args.netem_delay_ms, args.netem_loss)
+            if problem:
+                res.notes.append(f"skipped: tc netem: {problem}")
+                res.interrupted_episode = None
+                return res
+            mon.spin(args.netem_s)
+            link.clear_netem()
+        else:
+            res.notes.append(f"kill -9 of the {link.power_off()} processes on the learner's machine")
+            self.learner_graph.wait(10)
+            mon.spin(15.0)
+        t1 = time.time()
+        res.downtime_s = t1 - t0
+        res.commands_while_down = mon.commands_between(t0, t1)
+        mon.wait(lambda: eid in mon.labelled or eid in mon.aborted, 30, self.graph)
+        if eid in mon.labelled:
+            res.interrupted_episode = None   # it ended before the link failed it: a complete episode, kept
+            res.notes.append(f"episode {eid} labelled (its bag is checked)")
+        elif eid in mon.aborted:
+            res.notes.append(f"episode {eid} aborted ({mon.aborted[eid][1].split(' aborted: ', 1)[-1]})")
+        else:
+            res.problems.append(f"episode {eid}, running at the fault, neither labelled nor aborted")
+        if fault == "learner_gone":
+            mon.spin(5.0)
+            res.unsafe_while_down = len(mon.unsafe_between(t0, time.time()))
+            # the learner machine's disk outlives it: what its recorder does at the next boot
+            from resfit_ros.bags.recover import recover_episodes
+
+            for path, result in recover_episodes(self.episodes):
+                res.notes.append(f"at the next boot the recorder finishes {path.name}: "
+                                 + (result.name if isinstance(result, Path) else f"stays incomplete ({result})"))
+            started = [e for e, t in mon.started.items() if t > t1]
+            if self.graph.poll() is not None:
+                res.problems.append("the robot graph stopped")
+            if started:
+                res.problems.append(f"episodes {started} started without a recorder")
+            else:
+                res.notes.append("robot side up and idle; no episode started without the recorder")
+        else:
+            recovered = mon.wait(lambda: len(mon.labelled_started_after(t1)) >= 1 and mon.learner_progress_after(t1),
+                                 self.recovery_timeout, self.graph)
+            res.unsafe_while_down = len(mon.unsafe_between(t0, time.time()))
+            if not recovered:
+                res.problems.append(f"no labelled episode and learner progress within {self.recovery_timeout:.0f} s "
+                                    "of the link's return")
+            else:
+                res.recovered_s = time.time() - t1
         res.survived = not res.problems
         return res
 
@@ -880,7 +979,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="each fault once, one labelled episode as proof of recovery (default: the kills "
                              "twice, early and late in an episode, two labelled episodes as proof)")
     parser.add_argument("--faults", default=",".join(ALL_FAULTS),
-                        help=f"comma-separated subset of {','.join(ALL_FAULTS)} (default: all, in this order)")
+                        help=f"comma-separated subset of {','.join(ALL_FAULTS)} (default: all, in this order), "
+                             f"or of the network faults {','.join(NETWORK_FAULTS)} (the robot and learner graphs "
+                             "then run on two machines: a network namespace behind a veth link; needs root)")
     parser.add_argument("--max-steps", type=int, default=30, help="episode step limit (default 30)")
     parser.add_argument("--tmpfs-mb", type=int, default=64, help="size of the episodes tmpfs for full_disk")
     parser.add_argument("--workdir", default="", help="keep everything here (default: a temporary directory, removed)")
@@ -891,11 +992,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flood-rate", type=float, default=10 * CONTROL_RATE_HZ,
                         help="malformed joint states per second in the flood (default: 10x the sensor rate)")
     parser.add_argument("--flood-s", type=float, default=20.0, help="length of the flood, seconds")
+    parser.add_argument("--link-down-s", type=float, default=5.0, help="link_down: how long the link is down")
+    parser.add_argument("--netem-delay-ms", type=float, default=200.0, help="netem: added latency each way")
+    parser.add_argument("--netem-loss", type=float, default=5.0, help="netem: packet loss each way, percent")
+    parser.add_argument("--netem-s", type=float, default=20.0, help="netem: how long the link is degraded")
     args = parser.parse_args(argv)
     faults = [f for f in args.faults.split(",") if f]
-    unknown = sorted(set(faults) - set(ALL_FAULTS))
+    unknown = sorted(set(faults) - set(ALL_FAULTS) - set(NETWORK_FAULTS))
     if unknown:
-        parser.error(f"unknown fault(s) {unknown}; known: {', '.join(ALL_FAULTS)}")
+        parser.error(f"unknown fault(s) {unknown}; known: {', '.join(ALL_FAULTS + NETWORK_FAULTS)}")
+    # network faults need the graphs split over two machines (the learner's in a network namespace)
+    args.split = any(f in NETWORK_FAULTS for f in faults)
 
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_faults_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -904,7 +1011,11 @@ def main(argv: list[str] | None = None) -> int:
     demos, base = tiny_base(work)
     suite = Suite(args, work)
     try:
-        suite.start(demos, base, bench_config(work), "full_disk" in faults)
+        try:
+            suite.start(demos, base, bench_config(work), "full_disk" in faults)
+        except RuntimeError as exc:      # test/netns.Unavailable: no second machine here
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         print(f"graph launched on ROS_DOMAIN_ID={suite.domain}; warming up ...", flush=True)
         if not suite.warm_up():
             print("error: the graph never made progress; log tail:\n" + suite.log_text()[-4000:], file=sys.stderr)
@@ -912,13 +1023,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warm: {len(suite.mon.labelled)} episodes labelled ({time.monotonic() - t0:.0f} s)", flush=True)
         # the full disk last: it leaves the robot e-stopped. Without --quick every kill runs twice:
         # early in an episode (step 3) and in its second half
-        plan = [(f, 3) for f in faults if f != "full_disk"]
+        plan = [(f, 3) for f in faults if f not in ("full_disk", "learner_gone")]
         if not args.quick:
             plan += [(f, args.max_steps * 2 // 3) for f in faults if f in KILLABLE]
-        plan += [("full_disk", 0)] if "full_disk" in faults else []
+        plan += [(f, 0) for f in ("learner_gone", "full_disk") if f in faults]
         for fault, at_step in plan:
             if fault == "full_disk":
                 r = suite.full_disk()
+            elif fault in NETWORK_FAULTS:
+                r = suite.network(fault)
             elif fault == "flood":
                 r = suite.flood()
             elif fault == "corrupt_checkpoint":
@@ -928,7 +1041,9 @@ def main(argv: list[str] | None = None) -> int:
             if at_step > 3:
                 r.fault += f" @{at_step}"
             suite.results.append(r)
-            print(f"  {r.fault}: {'survived' if r.survived else 'FAILED'} ({time.monotonic() - t0:.0f} s)"
+            skipped = any(n.startswith("skipped") for n in r.notes)
+            print(f"  {r.fault}: {'skipped' if skipped else 'survived' if r.survived else 'FAILED'} "
+                  f"({time.monotonic() - t0:.0f} s)"
                   + "".join(f"\n    problem: {p}" for p in r.problems), flush=True)
             if suite.graph.poll() is not None:
                 print("error: the graph stopped; log tail:\n" + suite.log_text()[-4000:], file=sys.stderr)

@@ -90,6 +90,18 @@ class VethLink:
             cmd = (["ip", "netns", "exec", netns] if netns else []) + ["tc", "qdisc", "del", "dev", dev, "root"]
             subprocess.run(cmd, capture_output=True, timeout=10)
 
+    def power_off(self) -> int:
+        """kill -9 every process on the learner's machine (the namespace), as a power cut; how many."""
+        r = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True, timeout=10)
+        pids = [int(p) for p in r.stdout.split()]
+        for pid in pids:
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        return len(pids)
+
     def close(self) -> None:
+        self.power_off()
         _ip("netns", "del", self.netns)      # takes its end of the veth pair, and so the pair, with it
         _ip("link", "del", self.host_if)

@@ -226,8 +226,12 @@ class Learner:
             if path not in self.skipped_reported:
                 self.skipped_reported.add(path)
                 new = True
-                (log.info if reason.startswith(EXCLUDED_ABORTED) else log.error)(
-                    f"episode {Path(path).name} not trained on: {reason}")
+                text = f"episode {Path(path).name} not trained on: {reason}"
+                # two call sites: rclpy refuses a second severity from one logging line
+                if reason.startswith(EXCLUDED_ABORTED):
+                    log.info(text)
+                else:
+                    log.error(text)
         return new
 
     def publish_status(self) -> None:

@@ -18,7 +18,7 @@ EXTRA_NAMES = [f"task_{i}" for i in range(EXTRA)]
 
 
 def write_online(root: Path, episode_id: int, steps: int, *, seed: int, success: bool = True,
-                 cameras=(), size: int = 16, explore: bool = True):
+                 cameras=(), size: int = 16, explore: bool = True, aborted: bool = False):
     """Write one episode; returns (path, observations, base actions (T, A), commands (T, A))."""
     rng = np.random.default_rng(seed)
     w = EpisodeWriter(root, episode_id, metadata={"task": "synthetic_online"})
@@ -39,7 +39,7 @@ def write_online(root: Path, episode_id: int, steps: int, *, seed: int, success:
             commands.append(base + res)
             w.write_step(StepData(step=t, observation_sequence=t, command=base + res, base_action=base,
                                   residual=res, exploration=explore, weights_version=episode_id), stamp)
-    path = w.finish(success=success)
+    path = w.finish(aborted=True) if aborted else w.finish(success=success)
     return path, observations, np.array(bases), np.array(commands)
 
 
