@@ -16,7 +16,7 @@ from resfit_ros import names
 from resfit_ros.core.sync import DROP_DUPLICATE
 from resfit_ros.core.synchronizer import INPUT_CAMERA, SynchronizerConfig, SynchronizerCore
 from resfit_ros.msg import Observation
-from resfit_ros.nodes.common import RECORDED, SENSORS, diagnostic_name, make_node, node_config, run, steady_timer
+from resfit_ros.nodes.common import RECORDED, SENSORS, Throttle, diagnostic_name, make_node, node_config, run, steady_timer
 from resfit_ros.nodes.convert import observation_to_msg
 from resfit_ros.robot import RobotDescription
 
@@ -28,6 +28,7 @@ class Synchronizer:
         robot = RobotDescription.load(cfg.robot_description)
         # topics -> inputs, JointState checks, matching, control-rate gate, assembly: the ROS-free
         # core that offline replay of raw bags runs too (resfit_ros/bags/raw_record.py)
+        self.log_throttle = Throttle(2.0)
         self.core = SynchronizerCore(cfg, robot, on_reject=self._warn)
         self.sync = self.core.sync
         self.inputs = self.core.inputs
@@ -42,7 +43,8 @@ class Synchronizer:
     def _warn(self, reason: str, text: str) -> None:
         if reason == DROP_DUPLICATE:
             return   # counted on /diagnostics; drivers (and the idle simulator) re-publish a state as is
-        self.node.get_logger().warning(f"rejected ({reason}): {text}", throttle_duration_sec=2.0)
+        if self.log_throttle.due(reason):
+            self.node.get_logger().warning(f"rejected ({reason}): {text}")
 
     def offer(self, index: int, msg) -> None:
         for obs in self.core.offer(index, msg, self.node.get_clock().now().nanoseconds):
