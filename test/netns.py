@@ -33,8 +33,7 @@ class VethLink:
     @classmethod
     def create(cls) -> "VethLink":
         tag = f"{os.getpid() % 100000}{random.randint(0, 99):02d}"
-        # one subnet per process: Fast DDS reads a process's network interfaces once, so a watcher in
-        # this process announces the first link's address to every later link's learner too
+        # one subnet per process: Fast DDS reads a process's network interfaces once
         link = cls(f"resfit_learner_{tag}", f"rfh{tag}", f"rfl{tag}", os.getpid() % 250 + 1)
         steps = [
             (("netns", "add", link.netns), ""),
@@ -47,6 +46,9 @@ class VethLink:
             (("link", "set", "lo", "up"), link.netns),
             # discovery within the namespace (multicast looped back on its one link)
             (("route", "add", "224.0.0.0/4", "dev", link.ns_if), link.netns),
+            # the robot computer is its gateway: every address the host's participants announce is
+            # reachable (a process that started DDS before this link existed announces only those)
+            (("route", "add", "default", "via", link.host_ip), link.netns),
         ]
         for args, netns in steps:
             r = _ip(*args, netns=netns)
