@@ -11,3 +11,8 @@ class BagError(Exception):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class AbortedBeforeFirstStep(BagError):
+    """The episode was aborted before its first step (a node it needs went down): nothing to train
+    on, but no damaged bag either."""

@@ -19,7 +19,7 @@ import yaml
 from resfit_ros.bags import convert
 from resfit_ros.bags import types as t
 from resfit_ros.bags.cdr_fast import LayoutError, decode_observations, decode_step_records
-from resfit_ros.bags.errors import BagError
+from resfit_ros.bags.errors import AbortedBeforeFirstStep, BagError
 from resfit_ros.bags.mcap_scan import McapError, read_mcap
 from resfit_ros.bags.writer import FORMAT_VERSION, INCOMPLETE_SUFFIX
 from resfit_ros.core.observation import ObservationData
@@ -223,9 +223,16 @@ def read_episode(path: str | Path, *, images: bool = True) -> Episode:
     raw = raw_messages(path, info, set(EPISODE_TOPICS))
     obs_raw = [d for _, d in raw[t.TOPIC_OBSERVATION]]
     step_raw = [d for _, d in raw[t.TOPIC_STEP_RECORD]]
-    if not obs_raw or not step_raw:
-        raise BagError(path, f"empty episode: {len(obs_raw)} observations and {len(step_raw)} step records")
     episode_id = int(custom["episode_id"]) if custom.get("episode_id", "").isdigit() else None
+    if not obs_raw or not step_raw:
+        empty = f"{len(obs_raw)} observations and {len(step_raw)} step records"
+        try:
+            aborted = _label(path, raw[t.TOPIC_EPISODE_STATUS], episode_id)[1]
+        except BagError:
+            aborted = False
+        if aborted:
+            raise AbortedBeforeFirstStep(path, f"aborted before its first step ({empty})")
+        raise BagError(path, f"empty episode: {empty}")
     label, aborted, status_episode, counted = _label(path, raw[t.TOPIC_EPISODE_STATUS], episode_id)
 
     keep: Callable[[str], bool] | None = None if images else (lambda n: not n.startswith("images."))

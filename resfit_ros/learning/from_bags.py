@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from resfit_ros.bags import INCOMPLETE_SUFFIX, Episode, read_episode
+from resfit_ros.bags.errors import AbortedBeforeFirstStep
 from resfit_ros.bags.reader import is_episode_dir, is_raw_bag, raw_bag_hint
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,8 @@ class BagIngest:
                 self.buffer.add_episode(arrays.states, arrays.base_actions, arrays.actions, arrays.success,
                                         demo=demo, images=arrays.images)
             except Exception as exc:  # one bad episode never stops the others (reason kept and logged)
+                if isinstance(exc, AbortedBeforeFirstStep):
+                    exc = ValueError(f"{EXCLUDED_ABORTED}: excluded from training ({exc.problem})")
                 self.stats[kind].skipped[str(path)] = str(exc)
                 log.warning("skipped episode %s: %s", path, exc)
                 continue

@@ -455,3 +455,17 @@ def test_an_unclosed_mcap_file_reads_up_to_its_last_complete_record(tmp_path):
     got = read_mcap(mcap, allow_truncated=True)
     assert got.truncated_at == size
     assert len(got.messages[t.TOPIC_STEP_RECORD]) == len(commands) == 6
+
+
+def test_an_episode_aborted_before_its_first_step_is_left_out_not_an_error(tmp_path):
+    """A node went down right after the start: the bag has no step. The reader says so with its own
+    error type (the replay ingest leaves such an episode out as aborted: test/offline/test_ingest.py)."""
+    from resfit_ros.bags.errors import AbortedBeforeFirstStep
+
+    path = EpisodeWriter(tmp_path, 4).finish(aborted=True, message="recorder stopped during the episode")
+    with pytest.raises(AbortedBeforeFirstStep, match="aborted before its first step"):
+        read_episode(path)
+    empty = EpisodeWriter(tmp_path / "other", 5).finish(success=True)
+    with pytest.raises(BagError, match="empty episode") as info:
+        read_episode(empty)
+    assert not isinstance(info.value, AbortedBeforeFirstStep)

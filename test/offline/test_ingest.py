@@ -107,3 +107,16 @@ def test_an_episode_with_another_state_size_is_refused_with_the_fix(tmp_path):
     reason = ingest.stats["online"].skipped[str(path)]
     assert f"{STATE}-D" in reason and f"{2 * DOF}-D" in reason and "--no-task-state" in reason, reason
     assert buffer.num_online_transitions == 0
+
+
+def test_an_episode_aborted_before_its_first_step_is_left_out_as_aborted(tmp_path):
+    """Not reported as a damaged bag (the learner logs those as errors): left out on purpose."""
+    from resfit_ros.bags import EpisodeWriter
+    from resfit_ros.learning.from_bags import EXCLUDED_ABORTED
+
+    write_online(tmp_path, 1, 4, seed=0)
+    path = EpisodeWriter(tmp_path, 2).finish(aborted=True, message="recorder stopped during the episode")
+    buffer, _ = _buffers((), 16)
+    ingest = BagIngest(buffer, [])
+    assert len(ingest.poll(tmp_path, demo=False)) == 1
+    assert ingest.stats["online"].skipped[str(path)].startswith(EXCLUDED_ABORTED)
