@@ -216,10 +216,12 @@ class Monitor:
 
     # -- callbacks ---------------------------------------------------------------------------------
     def on_joints(self, msg, info) -> None:
-        # only whole, finite, in-order robot states (the bad-input injection sends others)
+        # only whole, finite, in-order robot states (the bad-input injection sends others); one
+        # stamped far ahead of the robot's (the flood's) would freeze this view of the robot
         stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         if (sorted(msg.name) != sorted(self.index) or len(msg.position) != len(msg.name)
-                or not np.all(np.isfinite(msg.position)) or stamp < self.last_state_stamp):
+                or not np.all(np.isfinite(msg.position)) or stamp < self.last_state_stamp
+                or (self.last_state_stamp and stamp > self.last_state_stamp + 10_000_000_000)):
             return
         self.last_state_stamp = stamp
         self.last_state_msg = msg

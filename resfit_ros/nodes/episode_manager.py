@@ -81,6 +81,7 @@ class EpisodeManagerNode:
         self.core = EpisodeManager(require_reset=cfg.require_reset)
         self.merger = JointStateMerger(self.robot.joint_names, velocity_required=False)
         self.joint_positions: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # topic -> (idx, pos, t)
+        self.joint_stamps: dict[str, int] = {}   # topic -> stamp of the state in joint_positions
         self.reset = ResetSequencer(self.limits, ResetTiming(
             reset_quiet_s=cfg.reset_quiet_s,
             scene_reset_timeout_s=cfg.scene_reset_timeout_s, joint_state_timeout_s=cfg.joint_state_timeout_s,
@@ -342,12 +343,20 @@ class EpisodeManagerNode:
             return self.rejections.reject("joint_state_missing", f"ignored joint state on {topic}: "
                                           f"{len(sample.indices)} of the robot's {self.robot.dof} joints")
         stamp = stamp_to_ns(msg.header.stamp)
+        now = self.node.get_clock().now().nanoseconds
+        if stamp > now + 1_000_000_000:   # a wrong clock's (or a forged) state is no picture of the robot
+            return self.rejections.reject("joint_state_future", f"ignored joint state on {topic} stamped "
+                                          f"{(stamp - now) / 1e9:.1f} s in the future")
         with self.joint_lock:   # the homing tick (another thread) sets the minimum and clears
             if self.reset.min_state_stamp is not None and stamp <= self.reset.min_state_stamp:
                 return   # from before the scene reset (delivered late): the robot is elsewhere now
-            if stamp <= self.node.get_clock().now().nanoseconds + 1_000_000_000:   # a wrong clock's is no reference
-                self.max_joint_stamp = stamp if self.max_joint_stamp is None else max(self.max_joint_stamp, stamp)
-            self.joint_positions[topic] = (sample.indices, sample.position, self.node.get_clock().now().nanoseconds)
+            newest = self.joint_stamps.get(topic)
+            if newest is not None and newest - 10_000_000_000 < stamp < newest:
+                return   # a late delivery of an older state: homing plans from the newest (a clock that
+                         # went back by more, a restarted simulator's, starts over)
+            self.max_joint_stamp = stamp if self.max_joint_stamp is None else max(self.max_joint_stamp, stamp)
+            self.joint_positions[topic] = (sample.indices, sample.position, now)
+            self.joint_stamps[topic] = stamp
             self.joint_states_received += 1
 
     def current_positions(self) -> np.ndarray | None:
@@ -439,6 +448,7 @@ class EpisodeManagerNode:
             tick = self.reset.tick(time.monotonic(), self.last_step_wall, stream, positions, self._scene_reply())
             if tick.clear_positions:
                 self.joint_positions.clear()
+                self.joint_stamps.clear()
         if tick.call_scene_reset:
             self.scene_future = self.scene_client.call_async(ResetScene.Request())
         if tick.command is not None:

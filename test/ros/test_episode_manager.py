@@ -1,4 +1,6 @@
 """The operator's services on a real episode_manager process over DDS."""
+import time
+
 import numpy as np
 import pytest
 
@@ -329,3 +331,49 @@ def test_a_label_right_after_the_start_waits_for_the_recorder_instead_of_abortin
     r = ros_context.call(label, LabelEpisode.Request(success=True, note="quick"))
     assert r.accepted, r.message
     assert ros_context.spin_until(lambda: statuses[-1].successes == 1 and not statuses[-1].aborted, 10)
+
+
+def test_homing_plans_from_the_newest_state_not_a_late_or_future_stamped_one(ros_context, manager):
+    """Beside the robot's own states, each tick, a state stamped 40 ms older (delivered late) and
+    one stamped an hour ahead, both showing the arm somewhere else (a flood of replayed or forged
+    states). The reset's first homing command starts from the robot's newest state: taking the
+    last one to arrive moved the arm by more than a step's limit (seen in the flood fault)."""
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+    from std_srvs.srv import Trigger
+
+    from resfit_ros.nodes.common import STREAM
+
+    node = ros_context.node
+    robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
+    q_true, q_other = robot.home.copy(), robot.home.copy()
+    q_true[8] += 0.3
+    q_other[8] -= 0.6
+    js_pub = node.create_publisher(JointState, names.JOINT_STATES, STREAM)
+    commands = []
+    controller = robot.controllers["right_arm"]
+    idx = robot.group_indices()["right_arm"]
+    node.create_subscription(Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=controller),
+                             lambda m: commands.append(np.array(m.data)), STREAM)
+    stamp = {"ns": time.time_ns()}
+
+    def publish(stamp_ns: int, position: np.ndarray) -> None:
+        js = JointState(name=robot.joint_names, position=position.tolist(), velocity=[0.0] * robot.dof)
+        js.header.stamp.sec, js.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        js_pub.publish(js)
+
+    def tick() -> None:
+        stamp["ns"] += 50_000_000
+        publish(stamp["ns"], q_true)
+        publish(stamp["ns"] - 40_000_000, q_other)              # late
+        publish(stamp["ns"] + 3600 * 1_000_000_000, q_other)    # from a wrong clock
+
+    node.create_timer(0.05, tick)
+    assert ros_context.spin_until(lambda: js_pub.get_subscription_count() > 0, 20)
+    ros_context.spin_until(lambda: False, 1.0)
+    r = ros_context.call(node.create_client(Trigger, names.RESET), Trigger.Request())
+    assert r.success, r.message
+    assert ros_context.spin_until(lambda: len(commands) > 0, 10)
+    first = commands[0]
+    max_step = robot.max_velocity[idx] / 20.0
+    assert np.all(np.abs(first - q_true[idx]) <= max_step + 1e-6), (first, q_true[idx])
