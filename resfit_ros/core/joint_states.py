@@ -5,7 +5,7 @@ values (per message) and missing or doubly covered joints (per set) are rejected
 counted, and reported by name.
 
 ExtraStateParser: named task-state values (a JointState used as names + positions), checked the
-same way. No rclpy.
+same way. `stale_or_future`: whether a state may stand for the robot's position now. No rclpy.
 """
 from __future__ import annotations
 
@@ -178,3 +178,19 @@ class ExtraStateParser:
             raise self._reject(EXTRA_NAMES_CHANGED,
                                f"{source}: names {list(names)} differ from the first message's {list(expected)}")
         return list(names), vals.tolist()
+
+
+FUTURE_TOLERANCE_NS = 1_000_000_000     # a state stamped further ahead comes from a wrong (or forged) clock
+CLOCK_RESTART_NS = 10_000_000_000       # older than the newest by more: a restarted clock, not a late delivery
+
+
+def stale_or_future(stamp_ns: int, newest_ns: int | None, now_ns: int) -> str | None:
+    """Why a state stamped `stamp_ns` must not replace the newest one (`newest_ns`, None: none yet)
+    as the robot's position: "future" (beyond the clock's tolerance) or "late" (an older state
+    delivered after it); None if it may. A clock that went back by more than CLOCK_RESTART_NS (a
+    restarted simulator's) starts over."""
+    if stamp_ns > now_ns + FUTURE_TOLERANCE_NS:
+        return "future"
+    if newest_ns is not None and newest_ns - CLOCK_RESTART_NS < stamp_ns < newest_ns:
+        return "late"
+    return None

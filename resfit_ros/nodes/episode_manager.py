@@ -34,7 +34,7 @@ from resfit_ros import names
 from resfit_ros.config import require
 from resfit_ros.core.command import CommandLimits
 from resfit_ros.core.episode import EpisodeManager, EpisodeState
-from resfit_ros.core.joint_states import JointStateError, JointStateMerger
+from resfit_ros.core.joint_states import JointStateError, JointStateMerger, stale_or_future
 from resfit_ros.core.reset import JointStream, ResetSequencer, ResetTiming, SceneReply
 from resfit_ros.msg import EpisodeStatus, RecorderProgress, StepRecord
 from resfit_ros.nodes.common import (LATCHED, PRESENCE, SENSORS, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
@@ -80,8 +80,8 @@ class EpisodeManagerNode:
         self.limits = CommandLimits.from_robot(self.robot, cfg.control_rate_hz, 0.0)
         self.core = EpisodeManager(require_reset=cfg.require_reset)
         self.merger = JointStateMerger(self.robot.joint_names, velocity_required=False)
-        self.joint_positions: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # topic -> (idx, pos, t)
-        self.joint_stamps: dict[str, int] = {}   # topic -> stamp of the state in joint_positions
+        # topic -> (joint indices, positions, received ns, stamp ns) of its newest state
+        self.joint_positions: dict[str, tuple[np.ndarray, np.ndarray, int, int]] = {}
         self.reset = ResetSequencer(self.limits, ResetTiming(
             reset_quiet_s=cfg.reset_quiet_s,
             scene_reset_timeout_s=cfg.scene_reset_timeout_s, joint_state_timeout_s=cfg.joint_state_timeout_s,
@@ -344,25 +344,24 @@ class EpisodeManagerNode:
                                           f"{len(sample.indices)} of the robot's {self.robot.dof} joints")
         stamp = stamp_to_ns(msg.header.stamp)
         now = self.node.get_clock().now().nanoseconds
-        if stamp > now + 1_000_000_000:   # a wrong clock's (or a forged) state is no picture of the robot
-            return self.rejections.reject("joint_state_future", f"ignored joint state on {topic} stamped "
-                                          f"{(stamp - now) / 1e9:.1f} s in the future")
         with self.joint_lock:   # the homing tick (another thread) sets the minimum and clears
             if self.reset.min_state_stamp is not None and stamp <= self.reset.min_state_stamp:
                 return   # from before the scene reset (delivered late): the robot is elsewhere now
-            newest = self.joint_stamps.get(topic)
-            if newest is not None and newest - 10_000_000_000 < stamp < newest:
-                return   # a late delivery of an older state: homing plans from the newest (a clock that
-                         # went back by more, a restarted simulator's, starts over)
+            newest = self.joint_positions.get(topic)
+            why = stale_or_future(stamp, None if newest is None else newest[3], now)
+            if why == "late":
+                return   # homing plans from the newest state
+            if why == "future":
+                return self.rejections.reject("joint_state_future", f"ignored joint state on {topic} stamped "
+                                              f"{(stamp - now) / 1e9:.1f} s in the future")
             self.max_joint_stamp = stamp if self.max_joint_stamp is None else max(self.max_joint_stamp, stamp)
-            self.joint_positions[topic] = (sample.indices, sample.position, now)
-            self.joint_stamps[topic] = stamp
+            self.joint_positions[topic] = (sample.indices, sample.position, now, stamp)
             self.joint_states_received += 1
 
     def current_positions(self) -> np.ndarray | None:
         now = self.node.get_clock().now().nanoseconds
         q = np.full(self.robot.dof, np.nan)
-        for idx, pos, t in self.joint_positions.values():
+        for idx, pos, t, _ in self.joint_positions.values():
             if now - t <= self.cfg.joint_state_timeout_s * 1e9:
                 q[idx] = pos
         return q if np.all(np.isfinite(q)) else None
@@ -448,7 +447,6 @@ class EpisodeManagerNode:
             tick = self.reset.tick(time.monotonic(), self.last_step_wall, stream, positions, self._scene_reply())
             if tick.clear_positions:
                 self.joint_positions.clear()
-                self.joint_stamps.clear()
         if tick.call_scene_reset:
             self.scene_future = self.scene_client.call_async(ResetScene.Request())
         if tick.command is not None:

@@ -104,3 +104,15 @@ def test_rejected_message_does_not_poison_the_name_cache():
         m.parse(["waist", "l_arm"], [np.nan, 0.0], [0.0, 0.0])
     s = m.parse(["waist", "l_arm"], [1.0, 2.0], [0.0, 0.0])
     assert s.position.tolist() == [1.0, 2.0]
+
+
+def test_a_state_stands_for_the_robot_only_if_newest_and_not_from_the_future():
+    from resfit_ros.core.joint_states import stale_or_future
+
+    s = 1_000_000_000
+    assert stale_or_future(100 * s, None, 100 * s) is None            # the first one
+    assert stale_or_future(100 * s, 99 * s, 100 * s) is None          # newer
+    assert stale_or_future(100 * s, 100 * s, 100 * s) is None         # the same state again
+    assert stale_or_future(99 * s, 100 * s, 100 * s) == "late"        # delivered after a newer one
+    assert stale_or_future(2 * s, 100 * s, 100 * s) is None           # a restarted clock starts over
+    assert stale_or_future(100 * s + 3600 * s, None, 100 * s) == "future"

@@ -57,6 +57,14 @@ def _short_warmup_config(tmp_path):
     return config_file
 
 
+def _split_args(tmp_path, tiny_base):
+    """(output dir, the launch arguments both halves of the robot/learner split take)."""
+    demos, base = tiny_base
+    out = tmp_path / "run"
+    return out, (f"base_artifact:={base}", f"demos_dir:={demos}", f"output_dir:={out}", "use_sim_time:=true",
+                 f"config:={_short_warmup_config(tmp_path)}")
+
+
 def _launch(ros_domain, log, graph, *args):
     return subprocess.Popen([sys.executable, "-m", "resfit_ros.cli", "launch", graph, *args],
                             env=dict(os.environ, ROS_DOMAIN_ID=str(ros_domain)), stdout=open(log, "w"),
@@ -93,12 +101,9 @@ def test_the_robot_and_learner_graphs_side_by_side_train_as_train_sim(ros_contex
     """The two-machine split on one host: the robot graph (with the simulator and judge) and the
     learner graph as two launches on one ROS domain record, train and broadcast weights as
     train_sim does; the learner side keeps running after the robot side stops and saves on Ctrl-C."""
-    demos, base = tiny_base
-    out = tmp_path / "run"
+    out, common = _split_args(tmp_path, tiny_base)
     robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
     seen = _watch(ros_context, robot)
-    common = (f"base_artifact:={base}", f"demos_dir:={demos}", f"output_dir:={out}", "use_sim_time:=true",
-              f"config:={_short_warmup_config(tmp_path)}")
     learner_log, robot_log = tmp_path / "learner.log", tmp_path / "robot.log"
     learner = _launch(ros_domain, learner_log, "learner", *common)
     robot_side = _launch(ros_domain, robot_log, "robot", *common, "use_sim:=true", "episodes:=3", "max_steps:=25")
@@ -115,7 +120,7 @@ def test_the_robot_and_learner_graphs_side_by_side_train_as_train_sim(ros_contex
     assert_trained_and_recorded(out, seen, robot, text + learner_log.read_text(errors="replace"))
 
 
-def assert_trained_and_recorded(out, seen, robot, text: str) -> None:
+def assert_trained_and_recorded(out, seen, robot, text: str, lockstep_aligned: bool = True) -> None:
     from resfit_ros.bags import scan_episodes
 
     metrics, weights, steps, commands = seen["metrics"], seen["weights"], seen["steps"], seen["commands"]
@@ -144,7 +149,7 @@ def assert_trained_and_recorded(out, seen, robot, text: str) -> None:
     # lockstep alignment: every step acted on the state its previous command produced (replaying the
     # recorded commands in a fresh simulator reproduces the recorded observations); a step that
     # nobody commanded would leave the policy one observation late for the whole episode
-    for e in labelled:
+    for e in labelled if lockstep_aligned else ():
         assert_lockstep_aligned(e)
     # clean shutdown: the learner saved a checkpoint on the way out
     assert (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()), text[-3000:]
