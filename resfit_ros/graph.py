@@ -193,7 +193,8 @@ def _learner_side() -> tuple[NodeSpec, ...]:
 def _simulated_robot(enabled_if: str = "") -> tuple[NodeSpec, ...]:
     """The lockstep simulator and the judge that labels its episodes (train_sim's robot)."""
     return (
-        _node("sim_robot", parameters={"task": "$(arg task)"}, required=True, enabled_if=enabled_if),
+        _node("sim_robot", parameters={"task": "$(arg task)", "operator_share": "$(arg operator_share)"},
+              required=True, enabled_if=enabled_if),
         _node("judge", parameters={"max_episodes": "$(arg episodes)", "max_steps": "$(arg max_steps)",
                                    "eval_every": "$(arg eval_every)"}, required=True, enabled_if=enabled_if),
     )
@@ -217,6 +218,8 @@ _SIM_ARGS = (
     LaunchArg("episodes", "0", "stop after this many training episodes (0 = run until Ctrl-C)", "count"),
     LaunchArg("max_steps", "200", "the judge labels an episode a failure after this many steps", "count"),
     LaunchArg("eval_every", "0", "every N-th episode is an evaluation episode without exploration (0 = none)", "count"),
+    LaunchArg("operator_share", "0.0", "share of the training episodes a scripted operator (the task's expert) "
+              "watches and takes over when the robot strays (interventions; 0 = none)"),
 )
 
 _register(GraphSpec(

@@ -19,6 +19,8 @@ POLICY_WEIGHTS = "resfit/policy_weights"       # resfit_ros/PolicyWeights (learn
 LEARNER_METRICS = "resfit/learner_metrics"     # resfit_ros/LearnerMetrics
 LEARNER_STATUS = "resfit/learner/status"       # resfit_ros/LearnerStatus (latched)
 ESTOP = "resfit/estop"                         # std_msgs/Bool, latched: true = stop commanding
+INTERVENTION_TARGET = "resfit/intervention/target"  # sensor_msgs/JointState: an operator's joint targets (any subset)
+INTERVENTION_ACTIVE = "resfit/intervention/active"  # std_msgs/Bool, latched: true = the operator drives
 CONTROLLER_COMMANDS = "{controller}/commands"  # std_msgs/Float64MultiArray (ros2_control forward)
 JOINT_TRAJECTORY = "{controller}/joint_trajectory"  # trajectory_msgs/JointTrajectory
 RECORDER_PROGRESS = "resfit/recorder/progress"  # resfit_ros/RecorderProgress
@@ -62,6 +64,7 @@ Q_MEAN = "values/q_mean"
 SUCCESS_RATE = "charts/success_rate"
 EPISODE_LENGTH = "charts/episode_length"
 ACHIEVED_UTD = "charts/achieved_utd"
+INTERVENTION_SHARE = "charts/intervention_share"   # share of the online steps an operator drove
 PACE_STEPS_ALLOWED = "pace/steps_allowed"   # training steps the robot may have taken (learning/schedule.py)
 
 # --- safety flags in StepRecord.safety_flags (bitmask) ---------------------------------------
@@ -71,3 +74,4 @@ SAFETY_RATE_LIMITED = 1 << 2       # command hit the per-step change limit
 SAFETY_NONFINITE_INPUT = 1 << 3    # NaN/inf in base or residual: replaced by the safe fallback
 SAFETY_BASE_ONLY = 1 << 4          # residual disabled (fallback mode)
 SAFETY_HOLD = 1 << 5               # holding the last safe command (stale observations, e-stop)
+SAFETY_OPERATOR = 1 << 6           # an operator's target (intervention) instead of base + residual

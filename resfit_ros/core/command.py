@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from resfit_ros.config import ConfigError, require
-from resfit_ros.names import (SAFETY_BASE_ONLY, SAFETY_HOLD, SAFETY_NONFINITE_INPUT,
+from resfit_ros.names import (SAFETY_BASE_ONLY, SAFETY_HOLD, SAFETY_NONFINITE_INPUT, SAFETY_OPERATOR,
                               SAFETY_POSITION_CLIPPED, SAFETY_RATE_LIMITED, SAFETY_RESIDUAL_CLIPPED)
 
 NS_PER_S = 1_000_000_000
@@ -206,6 +206,20 @@ def compose_command(base: Any, residual: Any, previous_command: Any, limits: Com
             with np.errstate(over="ignore"):
                 target = b + r_clipped  # finite + bounded: at worst +-inf, clipped just below
     return _finish(target, reference, limits, flags)
+
+
+def operator_command(target: Any, previous_command: Any, limits: CommandLimits,
+                     fallback: Any = None) -> tuple[np.ndarray, int]:
+    """(command, flags) for an operator's joint target (an intervention): within the joint limits and
+    rate-limited from the previous command like every command, but not bound to the base (the
+    operator drives). Taking over and handing back are smooth because both start from the previous
+    command. An invalid target holds the previous command (NONFINITE_INPUT | HOLD)."""
+    reference, flags = _safe_reference(previous_command, limits, fallback)
+    t = _valid_vector(target, limits.dof)
+    if t is None:
+        cmd, f = hold_command(reference, limits)
+        return cmd, flags | f | SAFETY_NONFINITE_INPUT | SAFETY_OPERATOR
+    return _finish(t, reference, limits, flags | SAFETY_OPERATOR)
 
 
 def _finish(target: np.ndarray, reference: np.ndarray, limits: CommandLimits, flags: int) -> tuple[np.ndarray, int]:

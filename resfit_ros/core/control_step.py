@@ -5,6 +5,8 @@
              | actor(state, base) + held noise     training step (explore)
              | actor(state, base)                  evaluation step
     command  = compose_command(base, residual, previous command)   (core/command.py)
+             | operator_command(target, previous command)   an operator's target (an intervention):
+                                                             the residual recorded is command - base
 
 With the policy's action_repeat R > 1 the residual is decided at the episode's steps 0, R, 2R, ...
 and held (joint units) for the R - 1 steps after each, in evaluation as in training: the learner's
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from resfit_ros.core.command import CommandLimits, compose_command
+from resfit_ros.core.command import CommandLimits, compose_command, operator_command
 from resfit_ros.learning.exploration import HeldNoise
 
 
@@ -33,6 +35,7 @@ class StepResult:
     residual: np.ndarray          # (dof,) joint units as the policy proposed it (NaN: not computed)
     flags: int                    # SAFETY_* of compose_command
     error: str | None = None      # why the residual was not computed (the command fell back to the base)
+    intervention: bool = False    # the command is an operator's target (the residual: what it did beyond the base)
 
 
 class ControlStep:
@@ -86,9 +89,18 @@ class ControlStep:
         return policy.act(state, base, images=images, features=features, explore=explore, rng=rng, noise=noise)
 
     def step(self, policy, state, base: np.ndarray, position, images=None, features=None, explore: bool = False,
-             train_steps: int = 0) -> StepResult:
+             train_steps: int = 0, operator: np.ndarray | None = None) -> StepResult:
         """This tick's command. A residual that cannot be computed (the policy raised) gives the base
-        alone for this tick, with the reason in `error`; the command is safe whatever the inputs."""
+        alone for this tick, with the reason in `error`; the command is safe whatever the inputs.
+        With an `operator` target (dof,) the operator drives this tick instead of the policy."""
+        if operator is not None:
+            command, flags = operator_command(operator, self.previous, self.limits, fallback=position)
+            self.previous = command
+            self.noise.reset()                        # the policy's next decision after the hand-back is fresh
+            self.held, self.held_left = None, 0
+            base = np.asarray(base, dtype=np.float64).reshape(-1)
+            beyond_base = command - base if base.shape == command.shape else np.full_like(command, np.nan)
+            return StepResult(command, beyond_base, int(flags), None, intervention=True)
         error = None
         try:
             residual = self.residual(policy, state, base, images, features, explore, train_steps)

@@ -28,7 +28,8 @@ The catalogue (`catalogue(robot)`), by consumer:
                   not take, camera image of another size; stamps in the future, duplicate, out of
                   order, far in the past. Weights: old version, wrong dof, NaN, wrong shape, bytes
                   not matching the shape, unreadable spec. Episode status: unknown state, unknown
-                  label. Learner metrics: names/values mismatch.
+                  label. Learner metrics: names/values mismatch. Intervention targets: unknown
+                  joint, NaN, length mismatch, stamped far in the past or the future.
   sim_robot       controller commands: wrong length, NaN, inf; episode status as above;
                   reset_scene while an episode runs.
   recorder, judge episode status as above.
@@ -519,6 +520,31 @@ def catalogue(robot, extra_topic: str = names.TASK_STATE) -> list[BadInput]:
 
     topic("metrics_length_mismatch", "learner metrics with 2 names and 1 value", names.LEARNER_METRICS, _metrics,
           _e(RES, "rejected/metrics_malformed"))
+
+    # an operator's joint targets (interventions): residual policy; none is ever executed (the
+    # take-over flag is not touched), and a bad one must not even be kept
+    def operator_target(mutate, stamp=lambda ctx: ctx.now_ns):
+        def build(ctx: Context):
+            from sensor_msgs.msg import JointState
+
+            r = ctx.robot
+            name, pos = mutate(list(r.joint_names), [float(x) for x in r.home])
+            return _set_stamp(JointState(name=name, position=[float(x) for x in pos]), stamp(ctx))
+        return build
+
+    topic("intervention_unknown_name", "intervention target naming a joint the robot does not have",
+          names.INTERVENTION_TARGET, operator_target(lambda n, p: (["bogus_joint"] + n[1:], p)),
+          _e(RES, "rejected/intervention_unknown_name"))
+    topic("intervention_nan", "intervention target with a NaN position", names.INTERVENTION_TARGET,
+          operator_target(lambda n, p: (n, _nan_at(5)(p))), _e(RES, "rejected/intervention_nonfinite"))
+    topic("intervention_length_mismatch", "intervention target with one position fewer than names",
+          names.INTERVENTION_TARGET, operator_target(lambda n, p: (n, p[:-1])),
+          _e(RES, "rejected/intervention_wrong_length"))
+    topic("intervention_stamp_far_past", "intervention target stamped at time 0", names.INTERVENTION_TARGET,
+          operator_target(lambda n, p: (n, p), stamp=lambda ctx: 0), _e(RES, "rejected/intervention_stale"))
+    topic("intervention_stamp_future", f"intervention target stamped {FAR_S:.0f} s in the future",
+          names.INTERVENTION_TARGET, operator_target(lambda n, p: (n, p), stamp=lambda ctx: ctx.now_ns + int(FAR_S * NS)),
+          _e(RES, "rejected/intervention_future"))
 
     # step records: episode manager (counts steps) and learner (paces its updates by them)
     def running_step(ctx):

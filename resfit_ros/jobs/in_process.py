@@ -9,7 +9,10 @@ The same pieces as the train_sim graph, called the same way:
                 step (here in lockstep, so the achieved UTD is exactly the configured one);
   * episodes    every `eval_every`-th one without exploration (the judge's rule), each entering the
                 replay when it ends, as a recorded bag would; the base's chunk queue reset at every start;
-  * evaluation  the fixed scenes of the main job (seed 1000), paired with the base on the same scenes.
+  * evaluation  the fixed scenes of the main job (seed 1000), paired with the base on the same scenes;
+  * operator    optionally (`intervention.share` > 0) the scripted operator of sim/intervener.py
+                watches that share of the training episodes and takes over when the robot strays;
+                its steps enter the replay as interventions.
 What it leaves out is the graph's transport: DDS, bags, the pacing slack of `pace_free_steps`.
 """
 from __future__ import annotations
@@ -32,18 +35,20 @@ class Recipe:
     learner: object               # nodes.learner.LearnerConfig
     policy: object                # nodes.residual_policy.ResidualPolicyConfig
     eval_every: int = 5           # every N-th training-run episode runs without exploration (judge)
+    intervention: object = None   # sim.intervener.InterventionConfig
 
 
 def parse_overrides(entries: list[str]) -> dict[str, dict]:
-    """["learner.utd=4", "residual_policy.exploration_hold_steps=1"] -> {section: {key: value}} (YAML values)."""
+    """["learner.utd=4", "intervention.share=0.5"] -> {section: {key: value}} (YAML values)."""
     import yaml
 
     out: dict[str, dict] = {}
     for entry in entries:
         key, sep, value = entry.partition("=")
         section, dot, name = key.partition(".")
-        if not (sep and dot and name) or section not in ("learner", "residual_policy"):
-            raise ValueError(f"override '{entry}' must be learner.KEY=VALUE or residual_policy.KEY=VALUE")
+        if not (sep and dot and name) or section not in ("learner", "residual_policy", "intervention"):
+            raise ValueError(f"override '{entry}' must be learner.KEY=VALUE, residual_policy.KEY=VALUE "
+                             "or intervention.KEY=VALUE")
         parsed = yaml.safe_load(value)
         if isinstance(parsed, str):          # YAML 1.1 reads 1e-6 as a string
             try:
@@ -55,11 +60,13 @@ def parse_overrides(entries: list[str]) -> dict[str, dict]:
 
 
 def load_recipe(config: str | Path | None = None, overrides: dict[str, dict] | None = None) -> Recipe:
-    """The train_sim graph's learner and residual_policy configs (config/sim.yaml), overridden."""
+    """The train_sim graph's learner and residual_policy configs (config/sim.yaml), overridden;
+    the scripted operator's (InterventionConfig) from the overrides alone."""
     from resfit_ros.config import component_values, config_from_dict, read_parameters
     from resfit_ros.nodes.learner import LearnerConfig
     from resfit_ros.nodes.residual_policy import ResidualPolicyConfig
     from resfit_ros.robot import config_dir
+    from resfit_ros.sim.intervener import InterventionConfig
 
     path = Path(config) if config else config_dir() / "sim.yaml"
     overrides = overrides or {}
@@ -68,7 +75,8 @@ def load_recipe(config: str | Path | None = None, overrides: dict[str, dict] | N
         values = component_values(cls, read_parameters(path, section))
         values.update(overrides.get(section, {}))
         sections[section] = config_from_dict(cls, values, source=f"{path} [{section}] + overrides")
-    return Recipe(sections["learner"], sections["residual_policy"])
+    intervention = config_from_dict(InterventionConfig, overrides.get("intervention", {}), source="intervention overrides")
+    return Recipe(sections["learner"], sections["residual_policy"], intervention=intervention)
 
 
 @dataclass
@@ -77,6 +85,7 @@ class RunResult:
     episodes: int = 0
     train_minutes: float = 0.0
     train_results: list = field(default_factory=list)        # (explore, success) per training-run episode
+    interventions: list = field(default_factory=list)        # (watched, operator steps, steps) per training-run episode
     curve: list = field(default_factory=list)                # (env_steps, train minutes, outcomes)
     final_outcomes: list = field(default_factory=list)
     log: list = field(default_factory=list)                  # periodic learner statistics
@@ -113,27 +122,40 @@ class InProcessRun:
         self.policy = ResidualPolicy(self.agent.config, self.agent.state_dim, self.agent.action_dim, [], 84, 0,
                                      weights=self.agent.get_weights())
         self.control = ControlStep(self.limits, hold_steps=pc.exploration_hold_steps, seed=seed + 12345)
+        self.intervener = None
+        if recipe.intervention is not None and recipe.intervention.share > 0:
+            from resfit_ros.sim.intervener import ScriptedIntervener
+            self.intervener = ScriptedIntervener(self.env, task, recipe.intervention)
         self.train_steps = 0
         self.last_push = 0
         self.stats: dict = {}
 
     # -- one episode ------------------------------------------------------------------------------
     def episode(self, reset_seed: int, explore: bool, policy=None, control=None,
-                on_step: Callable[[], None] | None = None):
-        """(success, states (T+1, S), base actions (T+1, A), commands (T, A)) of one episode."""
+                on_step: Callable[[], None] | None = None, watched: bool = False):
+        """(success, states (T+1, S), base actions (T+1, A), commands (T, A), operator (T,) bool) of one
+        episode; `watched`: the scripted operator watches it (and may take over)."""
         control = control or self.control
         obs = self.env.reset(seed=reset_seed)
         self.base.reset()
         control.start_episode(obs.position)
-        states, bases, commands = [], [], []
+        operator = self.intervener if watched else None
+        if operator is not None:
+            operator.start_episode(watch=True)
+        states, bases, commands, intervened = [], [], [], []
         success = False
         for _ in range(self.max_steps):
             state = obs.state_vector()
             base = self.base.select_action(obs)
-            result = control.step(policy, state, base, obs.position, explore=explore, train_steps=self.train_steps)
+            target = operator.target() if operator is not None else None
+            result = control.step(policy, state, base, obs.position, explore=explore, train_steps=self.train_steps,
+                                  operator=target)
+            if operator is not None:
+                operator.observe(result.command)
             states.append(state)
             bases.append(base)
             commands.append(result.command)
+            intervened.append(result.intervention)
             obs, success = self.env.step(result.command)
             if explore:
                 self.train_steps += 1
@@ -143,7 +165,7 @@ class InProcessRun:
                 break
         states.append(obs.state_vector())
         bases.append(bases[-1])          # as episode_arrays: the next base action only matters when bootstrapped
-        return success, np.array(states), np.array(bases), np.array(commands)
+        return success, np.array(states), np.array(bases), np.array(commands), np.array(intervened, dtype=bool)
 
     def learn_to_schedule(self) -> None:
         """The updates the paced learner makes before the robot's next step."""
@@ -182,6 +204,7 @@ class InProcessRun:
         `curve_episodes` scenes (and call `on_curve(steps, outcomes)`, e.g. to keep a checkpoint)."""
         result = RunResult()
         seeds = np.random.SeedSequence([self.seed, 777])
+        watch_rng = np.random.default_rng([self.seed, 778])     # which training episodes the operator watches
         t_train = time.perf_counter()
         excluded = 0.0                                   # evaluation time does not count as training
         next_curve = curve_every
@@ -192,19 +215,29 @@ class InProcessRun:
                 break
             explore = not (self.recipe.eval_every > 0 and (result.episodes + 1) % self.recipe.eval_every == 0)
             reset_seed = int(seeds.spawn(1)[0].generate_state(1)[0])
-            success, states, bases, commands = self.episode(reset_seed, explore, self.policy,
-                                                            on_step=self.learn_to_schedule)
-            self.buffer.add_episode(states, bases, commands, success, demo=False)
+            watched = (self.intervener is not None and explore
+                       and watch_rng.random() < self.recipe.intervention.share)
+            success, states, bases, commands, operator = self.episode(reset_seed, explore, self.policy,
+                                                                      on_step=self.learn_to_schedule,
+                                                                      watched=watched)
+            self.buffer.add_episode(states, bases, commands, success, demo=False, intervention=operator)
             result.episodes += 1
             result.train_results.append((explore, bool(success)))
+            result.interventions.append((watched, int(operator.sum()), len(operator)))
             if result.episodes % 20 == 0:
-                recent = [s for e, s in result.train_results[-40:] if e]
+                # exploring episodes the operator did not watch: the policy's own training success
+                recent = [s for (e, s), (w, _, _) in zip(result.train_results[-40:], result.interventions[-40:])
+                          if e and not w]
                 s = self.stats
                 line = (f"ep {result.episodes} env_steps {self.train_steps} train_success(last) "
                         f"{np.mean(recent) if recent else float('nan'):.2f} critic_updates {self.agent.critic_updates} "
                         f"actor_updates {self.agent.actor_updates} q {s.get('values/q_mean', float('nan')):.3f} "
                         f"|res| {s.get('values/residual_abs_mean', float('nan')):.4f} "
                         f"t {trained / 60:.1f} min")
+                watched_recent = [(o, n) for w, o, n in result.interventions[-40:] if w]
+                if watched_recent:
+                    line += (f" watched {len(watched_recent)} taken_over {sum(o > 0 for o, _ in watched_recent)} "
+                             f"operator_steps {sum(o for o, _ in watched_recent) / sum(n for _, n in watched_recent):.2f}")
                 result.log.append(line)
                 progress(line)
             if curve_every and self.train_steps >= next_curve:

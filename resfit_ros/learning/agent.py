@@ -57,6 +57,7 @@ RESIDUAL_ABS_MEAN = "values/residual_abs_mean"      # mean |residual| in normali
 CRITIC_GRAD_NORM = "grad_norms/critic"              # before clipping
 ACTOR_GRAD_NORM = "grad_norms/actor"                # before clipping
 LOSS_DEMO_BC = "losses/demo_bc"                     # the actor's regression onto the demos' residual
+LOSS_INTERVENTION_BC = "losses/intervention_bc"     # ... onto the operator's corrections
 CRITIC_UPDATES = "counters/critic_updates"
 ACTOR_UPDATES = "counters/actor_updates"
 
@@ -220,14 +221,16 @@ class ResidualAgent:
             # maximise Q; optionally pay for leaving the base (AgentConfig.residual_penalty)
             fraction_of_bound = residual * self._inverse_residual_scale                 # (B, A) in [-1, 1]
             actor_loss = -q_pi.mean() + cfg.residual_penalty * fraction_of_bound.pow(2).sum(dim=1).mean()
-            bc_loss = None
-            if cfg.demo_bc_weight > 0 and batch.demo is not None and bool(batch.demo.any()):
-                demo = batch.demo
-                # what the demo did beyond the base, as a residual the actor could have output
-                target = torch.clamp(action[demo] - base[demo].clamp(-1.0, 1.0),
-                                     -self._residual_scale, self._residual_scale)          # (D, A)
-                bc_loss = ((residual[demo] - target) * self._inverse_residual_scale).pow(2).sum(dim=1).mean()
+            bc_loss = operator_loss = None
+            none = torch.zeros(residual.shape[0], dtype=torch.bool)
+            operator = batch.intervention if batch.intervention is not None else none    # (B,) operator's steps
+            demo = (batch.demo if batch.demo is not None else none) & ~operator          # (B,) the demos' own
+            if cfg.demo_bc_weight > 0 and bool(demo.any()):
+                bc_loss = self._regression_onto_command(residual, base, action, demo)
                 actor_loss = actor_loss + cfg.demo_bc_weight * bc_loss
+            if cfg.intervention_bc_weight > 0 and bool(operator.any()):
+                operator_loss = self._regression_onto_command(residual, base, action, operator)
+                actor_loss = actor_loss + cfg.intervention_bc_weight * operator_loss
             self.actor_optimizer.zero_grad(set_to_none=True)
             # inputs=: gradients only for the actor; the critic's weights get none.
             actor_loss.backward(inputs=list(self.actor.parameters()))
@@ -239,8 +242,18 @@ class ResidualAgent:
                           RESIDUAL_ABS_MEAN: residual.detach().abs().mean().item()})
             if bc_loss is not None:
                 stats[LOSS_DEMO_BC] = bc_loss.item()
+            if operator_loss is not None:
+                stats[LOSS_INTERVENTION_BC] = operator_loss.item()
         stats[ACTOR_UPDATES] = float(self.actor_updates)
         return stats
+
+    def _regression_onto_command(self, residual: torch.Tensor, base: torch.Tensor, action: torch.Tensor,
+                                 rows: torch.Tensor) -> torch.Tensor:
+        """Mean over `rows` of sum_j ((r_j - target_j) / bound_j)^2, target = what the executed
+        command did beyond the base (normalised), clamped to the residual's bound."""
+        target = torch.clamp(action[rows] - base[rows].clamp(-1.0, 1.0),
+                             -self._residual_scale, self._residual_scale)                  # (D, A)
+        return ((residual[rows] - target) * self._inverse_residual_scale).pow(2).sum(dim=1).mean()
 
     def _polyak(self, target: nn.Module, online: nn.Module) -> None:
         # target <- target + tau * (online - target), one vectorised kernel over all tensors

@@ -34,6 +34,12 @@ class AgentConfig:
     each batch: mean over them of sum_j ((r_j - target_j) / bound_j)^2 (0: plain TD3, as ResFiT).
     Why: the demos show where the base departs from the expert (here: 30 demos against a base
     trained on 5); the critic alone sees that only through the few successes it causes."""
+    intervention_bc_weight: float = 0.0
+    """Weight of the actor's regression onto what an operator did beyond the base, (operator
+    command - base action) in normalised units clamped to each joint's bound, on the intervention
+    transitions of each batch (same loss as demo_bc_weight). Why: an intervention is a correction
+    at a state the base itself reached, the residual's own job (the demos' states are the
+    expert's, where the base's error is another one)."""
     random_warmup_steps: int = 0
     """The first this many training steps act with a uniform random residual (no actor), and the
     learner makes no update during them; then `critic_warmup_updates` critic-only updates on that
@@ -117,6 +123,8 @@ class AgentConfig:
         require(self.exploration_std >= 0, f"exploration_std must be >= 0, got {self.exploration_std}")
         require(self.residual_penalty >= 0, f"residual_penalty must be >= 0, got {self.residual_penalty}")
         require(self.demo_bc_weight >= 0, f"demo_bc_weight must be >= 0, got {self.demo_bc_weight}")
+        require(self.intervention_bc_weight >= 0,
+                f"intervention_bc_weight must be >= 0, got {self.intervention_bc_weight}")
         require(isinstance(self.action_repeat, int) and self.action_repeat >= 1,
                 f"action_repeat must be an integer >= 1, got {self.action_repeat!r}")
         require(self.target_noise_clip >= 0, f"target_noise_clip must be >= 0, got {self.target_noise_clip}")

@@ -20,6 +20,7 @@ import numpy as np
 from resfit_ros.bags import INCOMPLETE_SUFFIX, Episode, read_episode
 from resfit_ros.bags.errors import AbortedBeforeFirstStep
 from resfit_ros.bags.reader import is_episode_dir, is_raw_bag, raw_bag_hint
+from resfit_ros.core.intervention import intervention_steps
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class EpisodeArrays:
     actions: np.ndarray       # (T, A) executed commands
     success: bool
     images: np.ndarray | None  # (T+1, ncam, 3, H, W) uint8
+    intervention: np.ndarray | None = None  # (T,) bool: steps an operator drove (online episodes)
 
 
 def episode_arrays(ep: Episode, base_actions: np.ndarray | None = None,
@@ -50,6 +52,7 @@ def episode_arrays(ep: Episode, base_actions: np.ndarray | None = None,
     last_next = int(ep.next_obs_index[-1])
     idx = np.concatenate([obs_idx, [last_next if last_next >= 0 else obs_idx[-1]]])  # (T+1,)
     states = ep.states()[idx]
+    recorded = base_actions is None
     if base_actions is None:
         if ep.base_action.shape[0] != T:
             raise ValueError(f"{ep.path}: no recorded base actions (a demonstration? pass base_actions)")
@@ -57,8 +60,10 @@ def episode_arrays(ep: Episode, base_actions: np.ndarray | None = None,
     if base_actions.shape[0] != T + 1:
         raise ValueError(f"{ep.path}: base_actions has {base_actions.shape[0]} rows for {T} steps")
     images = ep.image_stack(camera_names)[idx] if camera_names else None
+    # recorded episodes only (a demonstration is the expert's throughout)
+    operator = intervention_steps(ep.safety_flags) if recorded and len(ep.safety_flags) == T else None
     return EpisodeArrays(states.astype(np.float32), np.asarray(base_actions, np.float32),
-                         np.asarray(ep.command, np.float32), bool(ep.success), images)
+                         np.asarray(ep.command, np.float32), bool(ep.success), images, operator)
 
 
 def file_digest(path: str | Path) -> str:
@@ -114,6 +119,7 @@ class IngestStats:
     episodes: int = 0
     transitions: int = 0
     successes: int = 0
+    intervention_steps: int = 0      # steps an operator drove (online episodes)
     skipped: dict[str, str] = field(default_factory=dict)   # episode dir -> reason
 
 
@@ -128,7 +134,8 @@ class BagIngest:
         self.base_digest = file_digest(base_artifact) if base_artifact else ""
         self.seen: set[Path] = set()
         self.stats = {"demo": IngestStats(), "online": IngestStats()}
-        self.history: list[tuple[str, bool, bool, int]] = []  # (episode dir, success, explore, steps)
+        # (episode dir, success, explore, steps, steps an operator drove) per online episode
+        self.history: list[tuple[str, bool, bool, int, int]] = []
 
     def poll(self, root: str | Path, demo: bool) -> list[Path]:
         """Ingest new complete episodes under `root`; returns the directories added."""
@@ -162,7 +169,7 @@ class BagIngest:
                 if arrays.states.shape[1] != self.buffer.state_dim:
                     raise ValueError(state_size_mismatch(arrays.states.shape[1], self.buffer.state_dim))
                 self.buffer.add_episode(arrays.states, arrays.base_actions, arrays.actions, arrays.success,
-                                        demo=demo, images=arrays.images)
+                                        demo=demo, images=arrays.images, intervention=arrays.intervention)
             except Exception as exc:  # one bad episode never stops the others (reason kept and logged)
                 if isinstance(exc, AbortedBeforeFirstStep):
                     exc = ValueError(f"{EXCLUDED_ABORTED}: excluded from training ({exc.problem})")
@@ -173,8 +180,10 @@ class BagIngest:
             s.episodes += 1
             s.transitions += ep.num_steps
             s.successes += int(ep.success)
+            s.intervention_steps += int(arrays.intervention.sum()) if arrays.intervention is not None else 0
             explore = bool(ep.exploration.any()) if ep.exploration.size else False
             if not demo:
-                self.history.append((path.name, ep.success, explore, ep.num_steps))
+                operator = int(arrays.intervention.sum()) if arrays.intervention is not None else 0
+                self.history.append((path.name, ep.success, explore, ep.num_steps, operator))
             added.append(path)
         return added

@@ -68,6 +68,7 @@ class OfflineSettings:
     residual_gains: list[str] = field(default_factory=list)
     residual_penalty: float = _AGENT.residual_penalty  # actor loss weight of |residual / bound|^2
     demo_bc_weight: float = _AGENT.demo_bc_weight  # actor loss weight of its regression onto the demos' residual
+    intervention_bc_weight: float = _AGENT.intervention_bc_weight  # ... onto the operator's correction (interventions)
     exploration_std: float = _AGENT.exploration_std  # Gaussian exploration (and target smoothing) std, normalised units
     random_warmup_steps: int = _AGENT.random_warmup_steps  # first N training steps: random residual, no update (then the critic warm-up)
     random_warmup_fraction: float = _AGENT.random_warmup_fraction  # ... uniform over this fraction of each joint's bound
@@ -86,6 +87,7 @@ class OfflineSettings:
     gamma: float = 0.99
     online_capacity: int = 200_000            # online transitions kept (oldest evicted)
     demo_capacity: int = 50_000               # demonstration transitions kept
+    intervention_capacity: int = 20_000       # operator (intervention) transitions kept (oldest evicted)
     state_min_std: float = _NORMALISER.state_min_std  # floor of each state dimension's std, state units (m, rad, rad/s)
     refit_state_statistics: bool = True       # refit them on demos + online states (the warm-up's) before the first update
 
@@ -118,6 +120,7 @@ class OfflineSettings:
             mask = tuple(float(any(n.startswith(p) for p in self.random_warmup_joints)) for n in joint_names)
         return AgentConfig(action_scale=self.action_scale, exploration_std=self.exploration_std,
                            residual_penalty=self.residual_penalty, demo_bc_weight=self.demo_bc_weight,
+                           intervention_bc_weight=self.intervention_bc_weight,
                            random_warmup_steps=self.random_warmup_steps,
                            random_warmup_fraction=self.random_warmup_fraction, random_warmup_mask=mask,
                            action_repeat=self.action_repeat,
@@ -140,6 +143,7 @@ class OfflineSettings:
         from resfit_ros.learning.replay import ReplayConfig
 
         return ReplayConfig(online_capacity=self.online_capacity, demo_capacity=self.demo_capacity,
+                            intervention_capacity=self.intervention_capacity,
                             demo_fraction=self.demo_fraction, nstep=self.nstep, gamma=self.gamma,
                             action_repeat=self.action_repeat)
 

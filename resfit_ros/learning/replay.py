@@ -1,4 +1,5 @@
-"""Replay buffer with n-step targets precomputed per transition, separate demo and online stores.
+"""Replay buffer with n-step targets precomputed per transition, separate demo, intervention and
+online stores.
 
 Episodes are added whole. For an episode of T actions there are T+1 observations: obs index T is the
 final observation after the last action. Reward is sparse: 1 on the last step if the episode
@@ -19,7 +20,14 @@ Storage: one "slot" per observation; the transition that STARTS at observation t
 slot (the final observation of an episode has no transition). An episode occupies a contiguous run of
 slots (a ring that wraps to 0 when an episode does not fit at the end), so the bootstrap observation
 of slot i is slot i + next_offset[i], always inside the same episode. Eviction removes whole episodes,
-oldest first (online store only: demonstrations are never evicted; a full demo store is an error).
+oldest first (online and intervention stores: demonstrations are never evicted; a full demo store
+is an error).
+
+Interventions (an operator drove the robot for some steps of an online episode): the whole episode
+goes to the online store as any other; a copy goes to the intervention store, in which only the
+operator's steps start a transition. A batch's demonstration share is drawn from the demos and
+the interventions together, in proportion to their transitions (HIL-SERL puts interventions with
+the demonstrations), and `Batch.intervention` marks the operator's rows.
 """
 from __future__ import annotations
 
@@ -48,6 +56,9 @@ class ReplayConfig:
     """Observation slots of the online store (about one per env step); oldest episodes evicted."""
     demo_capacity: int = 50_000
     """Observation slots of the demonstration store; demos are never evicted (full = error)."""
+    intervention_capacity: int = 20_000
+    """Observation slots of the intervention store (copies of the online episodes an operator took
+    part in); the oldest evicted."""
     demo_fraction: float = 0.5
     """Fraction of each batch drawn from the demos (ResFiT: 0.5). If one store is empty, all from the other."""
     nstep: int = 3
@@ -66,6 +77,8 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         require(self.online_capacity >= 2, f"online_capacity must be >= 2, got {self.online_capacity}")
         require(self.demo_capacity >= 2, f"demo_capacity must be >= 2, got {self.demo_capacity}")
+        require(self.intervention_capacity >= 2,
+                f"intervention_capacity must be >= 2, got {self.intervention_capacity}")
         require(0.0 <= self.demo_fraction <= 1.0, f"demo_fraction must be in [0, 1], got {self.demo_fraction}")
         require(self.nstep >= 1, f"nstep must be >= 1, got {self.nstep}")
         require(isinstance(self.action_repeat, int) and self.action_repeat >= 1,
@@ -82,7 +95,8 @@ class Batch(NamedTuple):
     nstep_discount: torch.Tensor       # (B,) f32 gamma^k, or 0 when the window must not bootstrap
     next_obs: dict[str, torch.Tensor]  # observation t+k (the bootstrap observation), same keys as obs
     next_base_action: torch.Tensor     # (B, A) f32 base action at observation t+k
-    demo: torch.Tensor | None = None   # (B,) bool: the transition comes from the demonstrations
+    demo: torch.Tensor | None = None   # (B,) bool: from the demonstration share (demos or interventions)
+    intervention: torch.Tensor | None = None   # (B,) bool: an operator's step (its command is the operator's)
 
 
 def nstep_targets(num_steps: int, success: bool, truncated: bool, nstep: int, gamma: float,
@@ -201,11 +215,13 @@ class ReplayBuffer:
         self._lock = threading.Lock()
         self._rng = np.random.default_rng(seed)
         per_slot = _Store.bytes_per_slot(state_dim, action_dim, n_cameras, self.image_size, feature_dim)
-        self.memory_bytes = per_slot * (config.online_capacity + config.demo_capacity)
+        self.memory_bytes = per_slot * (config.online_capacity + config.demo_capacity
+                                        + config.intervention_capacity)
         # np.zeros is lazily backed by the OS: pages are committed as the buffer fills, so the
         # estimate is what a FULL buffer will use. Say it loudly if that exceeds this machine's RAM.
-        log.info("replay buffer: %d online + %d demo slots x %d B = %.2f GiB when full",
-                 config.online_capacity, config.demo_capacity, per_slot, self.memory_bytes / 2**30)
+        log.info("replay buffer: %d online + %d demo + %d intervention slots x %d B = %.2f GiB when full",
+                 config.online_capacity, config.demo_capacity, config.intervention_capacity, per_slot,
+                 self.memory_bytes / 2**30)
         try:
             ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError, AttributeError):
@@ -216,6 +232,8 @@ class ReplayBuffer:
         args = (state_dim, action_dim, n_cameras, self.image_size, feature_dim)
         self._demo = _Store("demo", config.demo_capacity, *args, evict=False)
         self._online = _Store("online", config.online_capacity, *args, evict=True)
+        self._intervention = _Store("intervention", config.intervention_capacity, *args, evict=True)
+        self._stores = (self._demo, self._online, self._intervention)
 
     # --- sizes ---------------------------------------------------------------------------------
     @property
@@ -225,6 +243,11 @@ class ReplayBuffer:
     @property
     def num_online_transitions(self) -> int:
         return self._online.num_transitions
+
+    @property
+    def num_intervention_transitions(self) -> int:
+        """Operator steps held (copies of online steps: not counted again in len())."""
+        return self._intervention.num_transitions
 
     def __len__(self) -> int:
         return self.num_demo_transitions + self.num_online_transitions
@@ -242,12 +265,14 @@ class ReplayBuffer:
     # --- add -----------------------------------------------------------------------------------
     def add_episode(self, states: np.ndarray, base_actions: np.ndarray, actions: np.ndarray,
                     success: bool, demo: bool, images: np.ndarray | None = None,
-                    features: np.ndarray | None = None, truncated: bool = False) -> None:
+                    features: np.ndarray | None = None, truncated: bool = False,
+                    intervention: np.ndarray | None = None) -> None:
         """Add one whole episode of T steps.
 
         states (T+1, S), base_actions (T+1, A) (the base policy's action at every observation,
         including the final one: the target may bootstrap there), actions (T, A) executed commands
-        in joint units, images (T+1, ncam, 3, H, W) uint8, features (T+1, F) float32.
+        in joint units, images (T+1, ncam, 3, H, W) uint8, features (T+1, F) float32,
+        intervention (T,) bool: the steps an operator drove (online episodes only).
         """
         states = np.asarray(states, dtype=np.float32)
         base_actions = np.asarray(base_actions, dtype=np.float32)
@@ -280,43 +305,66 @@ class ReplayBuffer:
         elif features is not None:
             raise ValueError("this buffer has feature_dim 0 but features were given")
 
+        operator = None
+        if intervention is not None:
+            operator = np.asarray(intervention, dtype=bool).reshape(-1)
+            if operator.shape != (T,):
+                raise ValueError(f"intervention must be (T,) = ({T},), got {np.shape(intervention)}")
+            if demo and operator.any():
+                raise ValueError("a demonstration has no intervention steps (the whole episode is the expert's)")
+
         cfg = self.config
         repeat = cfg.action_repeat
         reward_sum, discount, offset = nstep_targets(T, bool(success), bool(truncated), cfg.nstep * repeat,
                                                      cfg.gamma, cfg.bootstrap_on_truncation)
+        # the copy in the intervention store: a transition starts at each operator step (every
+        # step is the operator's own decision) and nowhere else
+        operator_offset = None if operator is None or not operator.any() else np.where(operator, offset, 0)
         if not demo and repeat > 1:
             offset[np.arange(T) % repeat != 0] = 0    # between decisions: no transition starts here
-        store = self._demo if demo else self._online
         with self._lock:
-            start = store.claim(T + 1)
-            obs_slots = slice(start, start + T + 1)
-            step_slots = slice(start, start + T)
-            store.state[obs_slots] = states
-            store.base_action[obs_slots] = base_actions
-            if store.images is not None:
-                store.images[obs_slots] = images
-            if store.features is not None:
-                store.features[obs_slots] = features
-            store.action[step_slots] = actions
-            store.nstep_reward[step_slots] = reward_sum
-            store.nstep_discount[step_slots] = discount
-            store.next_offset[step_slots] = offset
-            store.next_offset[start + T] = 0       # the final observation starts no transition
-            store.action[start + T] = 0
-            store.nstep_reward[start + T] = 0
-            store.nstep_discount[start + T] = 0
-            store.episodes.append((start, T + 1))
-            store.episodes_added += 1
-            store._rebuild_valid()
+            self._write(self._demo if demo else self._online, states, base_actions, actions, images, features,
+                        reward_sum, discount, offset)
+            if operator_offset is not None:
+                self._write(self._intervention, states, base_actions, actions, images, features,
+                            reward_sum, discount, operator_offset.astype(np.int32))
+
+    @staticmethod
+    def _write(store: _Store, states, base_actions, actions, images, features, reward_sum, discount,
+               offset) -> None:
+        """One episode into `store` (the caller holds the lock)."""
+        T = actions.shape[0]
+        start = store.claim(T + 1)
+        obs_slots = slice(start, start + T + 1)
+        step_slots = slice(start, start + T)
+        store.state[obs_slots] = states
+        store.base_action[obs_slots] = base_actions
+        if store.images is not None:
+            store.images[obs_slots] = images
+        if store.features is not None:
+            store.features[obs_slots] = features
+        store.action[step_slots] = actions
+        store.nstep_reward[step_slots] = reward_sum
+        store.nstep_discount[step_slots] = discount
+        store.next_offset[step_slots] = offset
+        store.next_offset[start + T] = 0       # the final observation starts no transition
+        store.action[start + T] = 0
+        store.nstep_reward[start + T] = 0
+        store.nstep_discount[start + T] = 0
+        store.episodes.append((start, T + 1))
+        store.episodes_added += 1
+        store._rebuild_valid()
 
     # --- sample --------------------------------------------------------------------------------
     def sample(self, batch_size: int) -> Batch:
-        """A batch with round(batch_size * demo_fraction) demo transitions (all from the other
-        store when one is empty), uniformly within each store."""
+        """A batch with round(batch_size * demo_fraction) transitions from the demos and the
+        interventions (uniform over both together; all from the other side when one is empty),
+        the rest uniformly from the online store. Rows: demos, interventions, online."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         with self._lock:
-            n_demo_avail, n_online_avail = self._demo.num_transitions, self._online.num_transitions
+            n_demo_avail = self._demo.num_transitions + self._intervention.num_transitions
+            n_online_avail = self._online.num_transitions
             if n_demo_avail == 0 and n_online_avail == 0:
                 raise ValueError("cannot sample from an empty replay buffer")
             if n_online_avail == 0:
@@ -325,14 +373,20 @@ class ReplayBuffer:
                 n_demo = 0
             else:
                 n_demo = int(round(batch_size * self.config.demo_fraction))
+            # uniform over demos + interventions: how many of the draws fall on the interventions
+            n_operator = 0
+            if n_demo > 0 and self._intervention.num_transitions > 0:
+                n_operator = int((self._rng.integers(0, n_demo_avail, n_demo) >= self._demo.num_transitions).sum())
             parts = []
-            for store, count in ((self._demo, n_demo), (self._online, batch_size - n_demo)):
+            for store, count in ((self._demo, n_demo - n_operator), (self._intervention, n_operator),
+                                 (self._online, batch_size - n_demo)):
                 if count > 0:
                     slots = store.valid_slots[self._rng.integers(0, store.num_transitions, count)]
                     parts.append(self._gather(store, slots))
         # Concatenate outside the lock: the gathered arrays are private copies.
         cat = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
         as_t = torch.from_numpy
+        rows = torch.arange(batch_size)
 
         def obs(prefix: str) -> dict[str, torch.Tensor]:
             out = {OBS_STATE: as_t(cat[prefix + "state"])}
@@ -345,7 +399,7 @@ class ReplayBuffer:
         return Batch(obs=obs(""), base_action=as_t(cat["base_action"]), action=as_t(cat["action"]),
                      nstep_reward=as_t(cat["nstep_reward"]), nstep_discount=as_t(cat["nstep_discount"]),
                      next_obs=obs("next_"), next_base_action=as_t(cat["next_base_action"]),
-                     demo=torch.arange(batch_size) < n_demo)
+                     demo=rows < n_demo, intervention=(rows >= n_demo - n_operator) & (rows < n_demo))
 
     @staticmethod
     def _gather(store: _Store, slots: np.ndarray) -> dict[str, np.ndarray]:
@@ -382,7 +436,7 @@ class ReplayBuffer:
             meta = self._meta()
             meta["rng"] = self._rng.bit_generator.state
             arrays: dict[str, np.ndarray] = {}
-            for store in (self._demo, self._online):
+            for store in self._stores:
                 meta[store.name] = {"episodes": store.episodes, "cursor": store.cursor,
                                     "high_water": store.high_water, "episodes_added": store.episodes_added}
                 for key, arr in store.arrays().items():
@@ -410,7 +464,10 @@ class ReplayBuffer:
             if meta.get(key) != value:
                 raise ValueError(f"replay file {path}: {key} is {meta.get(key)!r}, this buffer has {value!r}")
         with self._lock:
-            for store in (self._demo, self._online):
+            for store in self._stores:
+                if store.name not in meta:             # a file written before the intervention store existed
+                    meta[store.name] = {"episodes": [], "cursor": 0, "high_water": 0, "episodes_added": 0}
+                    contents.update({f"{store.name}/{key}": arr[:0] for key, arr in store.arrays().items()})
                 info = meta[store.name]
                 high = int(info["high_water"])
                 if high > store.capacity:

@@ -248,15 +248,20 @@ class Learner:
 
     def log_episode(self, path: Path) -> None:
         # this episode's entry (one poll may ingest several: the newest is not necessarily this one)
-        name, success, explore, steps = next(h for h in reversed(self.ingest.history) if h[0] == path.name)
-        window = [s for (_, s, e, _) in self.ingest.history[-20:] if e == explore]
+        name, success, explore, steps, operator = next(h for h in reversed(self.ingest.history) if h[0] == path.name)
+        window = [s for (_, s, e, _, _) in self.ingest.history[-20:] if e == explore]
         rate = float(np.mean(window)) if window else 0.0
         kind = "training" if explore else "eval"
         self.tb.add_scalar(f"{names.SUCCESS_RATE}_{kind}", rate, len(self.ingest.history))
         self.tb.add_scalar(names.EPISODE_LENGTH, steps, len(self.ingest.history))
+        online = self.ingest.stats["online"]
+        share = online.intervention_steps / max(1, online.transitions)
+        self.tb.add_scalar(names.INTERVENTION_SHARE, share, len(self.ingest.history))
         self.node.get_logger().info(
-            f"ingested {name} ({kind}, {'success' if success else 'failure'}, {steps} steps); "
-            f"{self.buffer.num_online_transitions} online transitions; recent {kind} success {rate:.2f}")
+            f"ingested {name} ({kind}, {'success' if success else 'failure'}, {steps} steps"
+            + (f", {operator} driven by the operator" if operator else "") + "); "
+            f"{self.buffer.num_online_transitions} online transitions; recent {kind} success {rate:.2f}"
+            + (f"; interventions {share:.1%} of the online steps" if online.intervention_steps else ""))
 
     def close(self) -> None:
         self.stop.set()

@@ -8,7 +8,10 @@ Per tick (only while an episode runs and the e-stop is clear):
              the weights); 0 until weights arrive: core/control_step.py, as every in-process loop
   command  = compose_command(...): joint limits, per-step change limit, residual bound
              (resfit_ros/core/command.py: finite and within limits for ANY input)
-and a StepRecord for the recorder. Weights from the learner are validated and loaded between
+and a StepRecord for the recorder. While an operator holds the take-over flag
+(`resfit/intervention/active`), its newest joint target (`resfit/intervention/target`) replaces
+base + residual, through the same limits and rate limit (core/intervention.py); the step record
+marks those steps (SAFETY_OPERATOR) and the learner treats them as interventions. Weights from the learner are validated and loaded between
 ticks (one executor thread runs every callback), never mid-tick. Observations older than
 `watchdog_timeout_s` are not acted on: the node stops commanding (hold) or runs the base chunk
 open loop for a short while (base_only) and says so on /diagnostics.
@@ -24,12 +27,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool
 
 from resfit_ros import names
 from resfit_ros.config import ConfigError, require
 from resfit_ros.core.chunks import ChunkScheduler
 from resfit_ros.core.command import CommandLimits, Watchdog, WatchdogAction
+from resfit_ros.core.intervention import OperatorInput
+from resfit_ros.core.joint_states import JointStateError
 from resfit_ros.core.policy_gate import EpisodeGate, LearnerPacer
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.stamps import StampOrder
@@ -63,6 +69,7 @@ class ResidualPolicyConfig:
     seed: int = 0                        # exploration noise
     num_threads: int = 1                 # torch threads for the actor: more only add scheduling jitter to a ~1 ms forward
     future_tolerance_s: float = 1.0      # observations stamped further ahead of the node's clock are rejected
+    intervention_max_age_s: float = 0.5  # an operator's joint target older than this is never executed
     diagnostics_period_s: float = 1.0
 
     def __post_init__(self):
@@ -77,6 +84,8 @@ class ResidualPolicyConfig:
                 f"exploration_hold_steps must be >= 1, got {self.exploration_hold_steps}")
         require(self.chunk_length >= 1, f"chunk_length must be >= 1, got {self.chunk_length}")
         require(self.future_tolerance_s >= 0, f"future_tolerance_s must be >= 0, got {self.future_tolerance_s}")
+        require(self.intervention_max_age_s > 0,
+                f"intervention_max_age_s must be > 0, got {self.intervention_max_age_s}")
         require(self.diagnostics_period_s > 0, f"diagnostics_period_s must be > 0, got {self.diagnostics_period_s}")
 
 
@@ -115,12 +124,14 @@ class ResidualPolicyNode:
         self.latencies = np.zeros(1000)
         self.n_latency = 0
         self.counts = {k: 0 for k in ("ticks", "malformed_observations", "stale_observations", "chunk_underruns",
-                                      "chunk_errors", "weights_loaded", "weights_rejected", "paced_waits")}
+                                      "chunk_errors", "weights_loaded", "weights_rejected", "paced_waits",
+                                      "intervention_steps", "intervention_holds")}
         self.watchdog_reason = "ok"
         # rejected inputs by reason (rejected/<reason> on /diagnostics): observation_*, weights_*,
         # status_invalid, metrics_malformed; observations are acted on once, in stamp order
         self.rejections = Rejections(self.node)
         self.obs_order = StampOrder(cfg.future_tolerance_s)
+        self.operator = OperatorInput(self.robot.joint_names, cfg.intervention_max_age_s, cfg.future_tolerance_s)
 
         self.pub_step = self.node.create_publisher(StepRecord, names.STEP_RECORD, RECORDED)
         self.pub_diag = self.node.create_publisher(DiagnosticArray, names.DIAGNOSTICS, 10)
@@ -132,6 +143,8 @@ class ResidualPolicyNode:
         self.node.create_subscription(Bool, names.ESTOP, self.on_estop, LATCHED)
         self.node.create_subscription(PolicyWeights, names.POLICY_WEIGHTS, self.on_weights, LATCHED)
         self.node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, self.on_metrics, STREAM)
+        self.node.create_subscription(JointState, names.INTERVENTION_TARGET, self.on_intervention_target, STREAM)
+        self.node.create_subscription(Bool, names.INTERVENTION_ACTIVE, self.on_intervention_active, LATCHED)
         steady_timer(self.node, 1.0 / cfg.control_rate_hz, self.on_watchdog)
         steady_timer(self.node, cfg.diagnostics_period_s, self.publish_diagnostics)
         if cfg.residual_checkpoint not in ("", "none"):
@@ -225,6 +238,19 @@ class ResidualPolicyNode:
 
     def running(self) -> bool:
         return self.gate.running
+
+    # -- operator (interventions) ----------------------------------------------------------------
+    def on_intervention_active(self, msg: Bool) -> None:
+        if bool(msg.data) != self.operator.active:
+            self.node.get_logger().warning("operator takes over" if msg.data else "operator hands back to the policy")
+        self.operator.set_active(bool(msg.data))
+
+    def on_intervention_target(self, msg: JointState) -> None:
+        try:
+            self.operator.on_target(msg.name, msg.position, stamp_to_ns(msg.header.stamp),
+                                    self.node.get_clock().now().nanoseconds)
+        except JointStateError as exc:
+            self.rejections.reject(f"intervention_{exc.reason}", f"ignored intervention target: {exc}")
 
     # -- control tick -------------------------------------------------------------------------------
     def on_observation(self, msg: Observation) -> None:
@@ -335,8 +361,14 @@ class ResidualPolicyNode:
                 images = obs.image_stack(list(self.spec.camera_names))
             except KeyError:
                 pass
+        operator = self.operator.tick(self.node.get_clock().now().nanoseconds, base)
+        if operator.hold:               # the operator holds the flag but its device is silent: hold
+            self.counts["intervention_holds"] += 1
+            operator.target = np.full(self.robot.dof, np.nan)
         result = self.control.step(self.policy, obs.state_vector(), base, obs.position, images=images,
-                                   explore=explore, train_steps=self.train_steps)
+                                   explore=explore, train_steps=self.train_steps, operator=operator.target)
+        if result.intervention and not operator.hold:
+            self.counts["intervention_steps"] += 1
         if result.error is not None:                       # never kill the control loop
             self.rejections.reject("residual_error", f"residual not computed ({result.error}): base only this tick")
         residual, command, flags = result.residual, result.command, result.flags
@@ -392,7 +424,8 @@ class ResidualPolicyNode:
         values.update({"weights_version": self.weights_version, "train_steps": self.train_steps,
                        "tick_latency_p50_ms": float(np.percentile(lat, 50)) if n else float("nan"),
                        "tick_latency_p99_ms": float(np.percentile(lat, 99)) if n else float("nan"),
-                       "watchdog": self.watchdog_reason, "estopped": self.gate.estopped})
+                       "watchdog": self.watchdog_reason, "estopped": self.gate.estopped,
+                       "operator_active": self.operator.active})
         level = DiagnosticStatus.ERROR if self.gate.estopped else (
             DiagnosticStatus.WARN if self.watchdog_reason != "ok" else DiagnosticStatus.OK)
         status = DiagnosticStatus(name=diagnostic_name(self.node), hardware_id="resfit_ros", level=level,

@@ -25,6 +25,10 @@ by a publishing thread, as a driver delivers them; a command is applied when it 
 until the next one (ros2_control's forward controllers have no timeout). The core is
 resfit_ros/sim/realtime.py. config/robot_sim.yaml holds the stand-in's parameters for the
 robot_sim graph.
+
+A scripted operator (lockstep, `operator_share` > 0): in that share of the training episodes the
+task's expert watches and, once the robot strays from it, takes over through the residual policy's
+intervention topics, as a person with a teleoperation device would (resfit_ros/sim/intervener.py).
 """
 from __future__ import annotations
 
@@ -67,6 +71,9 @@ class SimRobotConfig:
     joint_jitter_s: float = 0.0005       # ... plus U(0, this)
     camera_latency_s: float = 0.015      # a frame is published this long after its acquisition (= its stamp) ...
     camera_jitter_s: float = 0.005       # ... plus U(0, this)
+    # lockstep only: the scripted operator (sim/intervener.py)
+    operator_share: float = 0.0          # fraction of the training episodes it watches (0: none)
+    operator_deviation_rad: float = 0.25 # it takes over when an arm joint's command is this far from the expert's
 
     def __post_init__(self):
         if self.cameras is None:
@@ -86,6 +93,10 @@ class SimRobotConfig:
         for key in ("joint_latency_s", "joint_jitter_s", "camera_latency_s", "camera_jitter_s"):
             value = getattr(self, key)
             require(0 <= value <= 1, f"{key} must be in [0, 1] s, got {value}")
+        require(self.lockstep or self.operator_share == 0, "operator_share needs lockstep (the scripted operator "
+                "follows the episode's steps)")
+        from resfit_ros.sim.intervener import InterventionConfig
+        InterventionConfig(self.operator_share, self.operator_deviation_rad)   # validates both
 
 
 class SimRobotNode:
@@ -130,6 +141,16 @@ class SimRobotNode:
                 lambda msg, g=group: self.on_command(g, msg), STREAM)
         self.node.create_service(ResetScene, "~/reset_scene", self.on_reset_scene)
         self.episode_running = False
+        self.operator = None
+        if self.cfg.operator_share > 0:
+            from resfit_ros.sim.intervener import InterventionConfig, ScriptedIntervener
+
+            self.operator = ScriptedIntervener(self.env, self.cfg.task, InterventionConfig(
+                self.cfg.operator_share, self.cfg.operator_deviation_rad))
+            self.operator_rng = np.random.default_rng(self.cfg.seed + 4242)
+            self.pub_operator_active = self.node.create_publisher(Bool, names.INTERVENTION_ACTIVE, LATCHED)
+            self.pub_operator_target = self.node.create_publisher(JointState, names.INTERVENTION_TARGET, STREAM)
+            self.pub_operator_active.publish(Bool(data=False))
         self.node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, self.on_status, LATCHED)
         if self.cfg.lockstep:
             steady_timer(self.node, min(self.cfg.idle_period_s, 0.01), self.on_timer)
@@ -172,7 +193,10 @@ class SimRobotNode:
         problem = status_problem(msg)
         if problem is not None:
             return self.rejections.reject("status_invalid", f"episode status: {problem}")
-        self.episode_running = msg.state == EpisodeStatus.RUNNING
+        running = msg.state == EpisodeStatus.RUNNING
+        if self.operator is not None and running != self.episode_running:
+            self.operator_episode(running, bool(msg.explore))
+        self.episode_running = running
 
     def on_timer(self) -> None:
         if time.monotonic() - self.last_step_wall >= self.cfg.idle_period_s:
@@ -209,7 +233,34 @@ class SimRobotNode:
         self.fresh.clear()
         self.last_step_wall = time.monotonic()
         self.clock_ns += self.dt_ns
+        if self.operator is not None and self.episode_running:
+            self.operator_step(self.target)
         self.publish(success)
+
+    # -- the scripted operator -----------------------------------------------------------------
+    def operator_episode(self, running: bool, explore: bool) -> None:
+        """An episode starts (watched in `operator_share` of the training ones) or ends (hand back)."""
+        was_active = self.operator.active
+        watch = running and explore and self.operator_rng.random() < self.cfg.operator_share
+        self.operator.start_episode(watch)
+        if was_active:
+            self.pub_operator_active.publish(Bool(data=False))
+        if watch:
+            self.operator.target()          # the expert's command for step 0: its timeline starts here
+
+    def operator_step(self, command: np.ndarray) -> None:
+        """After the step commanded `command`: take over if it strayed; while driving, the next target
+        goes out before the state that the next command will answer."""
+        was_active = self.operator.active
+        self.operator.observe(command)
+        target = self.operator.target()
+        if target is None:
+            return
+        if not was_active:
+            self.pub_operator_active.publish(Bool(data=True))
+        msg = JointState(name=list(self.robot.joint_names), position=target.tolist())
+        msg.header.stamp = ns_to_stamp(self.clock_ns)
+        self.pub_operator_target.publish(msg)
 
     def publish(self, success: bool = False) -> None:
         obs = self.obs

@@ -385,3 +385,37 @@ def test_the_node_refuses_weights_for_another_state_size_with_one_clear_error(ro
     assert records == []                                   # no command computed from those weights
     errors = [line for line in log.splitlines() if "cannot act on this robot's observations" in line]
     assert len(errors) == 1 and "58-D" in errors[0] and "67-D" in errors[0] and "--no-task-state" in errors[0], errors
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=DOF, max_size=DOF))
+def test_an_operators_target_drives_within_the_limits_and_hands_back_smoothly(target):
+    from resfit_ros.names import SAFETY_HOLD, SAFETY_OPERATOR
+
+    control = ControlStep(LIMITS)
+    state, base = np.zeros(STATE_DIM), np.zeros(DOF)
+    control.start_episode([0.0, 0.0, 0.0])
+    previous = control.step(POLICY, state, base, position=[0.0] * DOF).command
+    taken = control.step(POLICY, state, base, position=[0.0] * DOF, operator=np.array(target))
+    assert taken.intervention and taken.flags & SAFETY_OPERATOR
+    # whatever the operator sends: inside the joint limits, one rate-limited step from the last command
+    assert np.all(taken.command >= -1.0) and np.all(taken.command <= 1.0)
+    assert np.all(np.abs(taken.command - previous) <= 0.1 + 1e-12)
+    if not np.isfinite(target).all():
+        assert taken.flags & SAFETY_HOLD and taken.flags & SAFETY_NONFINITE_INPUT
+        np.testing.assert_array_equal(taken.command, previous)
+    # what the operator did beyond the base is recorded as the step's residual
+    np.testing.assert_allclose(taken.residual, taken.command - base)
+    # the hand-back to the policy is rate-limited from the operator's last command
+    back = control.step(POLICY, state, base, position=[0.0] * DOF)
+    assert not back.intervention and np.all(np.abs(back.command - taken.command) <= 0.1 + 1e-12)
+
+
+def test_an_operator_target_beyond_the_residual_bound_is_followed_at_the_rate_limit():
+    control = ControlStep(LIMITS)
+    control.start_episode([0.0, 0.0, 0.0])
+    commands = [control.step(POLICY, np.zeros(STATE_DIM), np.zeros(DOF), position=[0.0] * DOF,
+                             operator=np.array([0.9, -0.9, 0.0])).command for _ in range(12)]
+    # the residual bound (0.2) does not apply to the operator: the target is reached, 0.1 per step
+    np.testing.assert_allclose(commands[3], [0.4, -0.4, 0.0], atol=1e-12)
+    np.testing.assert_allclose(commands[-1][:2], [0.9, -0.9], atol=1e-12)

@@ -141,3 +141,41 @@ def test_without_refit_the_demo_statistics_stay(state_data):
     demo_only = run.agent.normaliser
     run.train(env_steps=70)
     assert run.agent.critic_updates > 0 and run.agent.normaliser is demo_only
+
+
+def test_the_scripted_operator_takes_over_watched_episodes_and_its_steps_reach_the_replay(state_data):
+    """intervention.share 1: every exploring episode is watched; once the robot's arm command strays
+    from the expert's by more than deviation_rad the expert drives to the episode's end, those steps
+    are marked, and they are the intervention store's transitions. Unwatched (evaluation) episodes
+    never are."""
+    from resfit_ros.jobs.in_process import InProcessRun, load_recipe
+
+    demos, base = state_data
+    recipe = load_recipe(overrides={
+        "learner": dict(hidden_dim=16, num_critic_heads=2, batch_size=16, random_warmup_steps=45,
+                        critic_warmup_updates=30, utd=2, publish_every_updates=10, intervention_bc_weight=1.0),
+        "intervention": {"share": 1.0, "deviation_rad": 0.05}})
+    run = InProcessRun(recipe, demos, base, max_steps=30, seed=0)
+    marks = []
+    step = run.control.step
+
+    def recording(policy, state, base_action, position, **kw):
+        out = step(policy, state, base_action, position, **kw)
+        marks.append((kw.get("operator") is not None, out.intervention, run.intervener.expert_command))
+        return out
+
+    run.control.step = recording
+    result = run.train(env_steps=150)
+    watched = [w for w, _, _ in result.interventions]
+    assert all(watched[i] == result.train_results[i][0] for i in range(result.episodes))   # explore episodes only
+    operator_steps = sum(n for _, n, _ in result.interventions)
+    assert operator_steps > 0 and run.buffer.num_intervention_transitions == operator_steps
+    for watched_episode, (_, n, length) in zip(watched, result.interventions):
+        assert n < length or not watched_episode            # the policy drives first, the operator after
+    # a step is an intervention exactly when an operator target was given, and then stays one
+    assert all(given == marked for given, marked, _ in marks)
+    assert run.agent.actor_updates > 0 and "losses/intervention_bc" in run.stats
+
+    # an evaluation never has the operator (and runs its own ControlStep: no step recorded here)
+    assert len(run.evaluate(2)) == 2
+    assert len(marks) == sum(length for _, _, length in result.interventions)

@@ -378,3 +378,32 @@ def test_the_learner_device_is_cpu_or_an_available_gpu_and_a_missing_gpu_is_one_
     moved = batch_to(batch, "cpu")
     assert moved._fields == batch._fields and torch.equal(moved.demo, batch.demo)
     assert set(moved.obs) == set(batch.obs) and torch.equal(moved.obs["state"], batch.obs["state"])
+
+
+def test_intervention_bc_pulls_the_residual_toward_the_operators_correction_on_operator_rows_only():
+    from resfit_ros.learning.agent import LOSS_DEMO_BC, LOSS_INTERVENTION_BC
+
+    batch = filled_buffer(cameras=False, features=False).sample(64)
+    operator = torch.zeros(64, dtype=torch.bool)
+    operator[16:32] = True                       # a quarter of the rows: the operator's (within the demo share)
+    batch = batch._replace(intervention=operator)
+
+    def errors(weight: float) -> tuple[float, float, dict]:
+        agent = make_agent(cameras=False, features=False, intervention_bc_weight=weight, residual_penalty=0.0)
+        stats = {}
+        for _ in range(300):
+            stats = agent.update(batch, update_actor=True)
+        base = agent._normalise_action(batch.base_action)
+        action = agent._normalise_action(batch.action).clamp(-1.0, 1.0)
+        target = torch.clamp(action - base.clamp(-1.0, 1.0), -agent._residual_scale, agent._residual_scale)
+        with torch.no_grad():
+            feats = agent.encoder(batch.obs, augment=False)
+            residual = agent.actor(torch.cat([feats, agent._normalise_state(batch.obs["state"]),
+                                              base.clamp(-1.0, 1.0)], dim=1))
+        err = ((residual - target) / agent._residual_scale).pow(2).sum(dim=1)
+        return float(err[operator].mean()), float(err[batch.demo & ~operator].mean()), stats
+
+    on_operator, on_demos, stats = errors(10.0)
+    without, without_demos, stats0 = errors(0.0)
+    assert LOSS_INTERVENTION_BC in stats and LOSS_INTERVENTION_BC not in stats0 and LOSS_DEMO_BC not in stats
+    assert on_operator < 0.5 * without, (on_operator, without)

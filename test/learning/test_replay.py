@@ -174,3 +174,51 @@ def test_with_action_repeat_online_transitions_start_at_decisions_and_span_nstep
     older = ReplayBuffer(ReplayConfig(nstep=2, gamma=gamma), 1, 1)
     older.load(path)
     assert older.num_online_transitions == 4 and older.num_demo_transitions == T
+
+
+def test_an_interventions_steps_join_the_demo_share_and_the_whole_episode_the_online_store(tmp_path):
+    buffer = ReplayBuffer(ReplayConfig(online_capacity=100, demo_capacity=100, intervention_capacity=20,
+                                       demo_fraction=0.5, nstep=2), 2, 2, seed=3)
+    buffer.add_episode(**marked_episode(1.0, steps=4), success=True, demo=True)          # 4 demo transitions
+    operator = np.array([False, False, True, True])
+    episode = marked_episode(-1.0, steps=4)
+    episode["states"][:, 1] = np.arange(5)                                           # step index in state[1]
+    buffer.add_episode(**episode, success=True, demo=False, intervention=operator)
+    assert buffer.num_online_transitions == 4 and buffer.num_intervention_transitions == 2
+    assert len(buffer) == 8                                          # the copies are not counted twice
+    batch = buffer.sample(400)
+    rows = batch.intervention
+    assert rows is not None and bool((batch.demo[rows]).all())       # interventions are in the demo share
+    assert int(batch.demo.sum()) == 200
+    # uniform over 4 demo + 2 operator transitions: a third of the demo share (binomial, 200 draws)
+    assert 45 <= int(rows.sum()) <= 90
+    # only the operator's steps start a transition of the copy, with the episode's own n-step targets
+    steps = set(batch.obs["state"][rows, 1].long().tolist())
+    assert steps == {2, 3}
+    last = batch.obs["state"][rows, 1] == 3
+    assert bool((batch.nstep_reward[rows][last] == 1.0).all())
+    assert bool((batch.obs["state"][batch.demo & ~rows, 0] == 1.0).all())
+    # an intervention mask must match the episode and never comes with a demonstration
+    with pytest.raises(ValueError, match="intervention must be"):
+        buffer.add_episode(**episode, success=True, demo=False, intervention=operator[:3])
+    with pytest.raises(ValueError, match="demonstration has no intervention"):
+        buffer.add_episode(**marked_episode(1.0, steps=4), success=True, demo=True, intervention=operator)
+    # the intervention store evicts its oldest copies instead of failing like the demo store
+    for _ in range(10):
+        buffer.add_episode(**episode, success=False, demo=False, intervention=operator)
+    assert buffer.num_intervention_transitions <= 20 // 5 * 2
+    # saved and loaded with the rest; a file from before the intervention store loads with none
+    buffer.save(tmp_path / "r.npz")
+    restored = ReplayBuffer(buffer.config, 2, 2)
+    restored.load(tmp_path / "r.npz")
+    assert restored.num_intervention_transitions == buffer.num_intervention_transitions
+    with np.load(tmp_path / "r.npz") as data:
+        old = {k: data[k] for k in data.files if not k.startswith("intervention/")}
+    import json
+    meta = json.loads(bytes(old["meta"]).decode())
+    del meta["intervention"]
+    old["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "old.npz", **old)
+    older = ReplayBuffer(buffer.config, 2, 2)
+    older.load(tmp_path / "old.npz")
+    assert older.num_intervention_transitions == 0 and older.num_online_transitions == buffer.num_online_transitions

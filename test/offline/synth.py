@@ -18,8 +18,9 @@ EXTRA_NAMES = [f"task_{i}" for i in range(EXTRA)]
 
 
 def write_online(root: Path, episode_id: int, steps: int, *, seed: int, success: bool = True,
-                 cameras=(), size: int = 16, explore: bool = True, aborted: bool = False):
-    """Write one episode; returns (path, observations, base actions (T, A), commands (T, A))."""
+                 cameras=(), size: int = 16, explore: bool = True, aborted: bool = False, safety_flags=None):
+    """Write one episode; returns (path, observations, base actions (T, A), commands (T, A)).
+    safety_flags: (T,) the step records' flags (default 0)."""
     rng = np.random.default_rng(seed)
     w = EpisodeWriter(root, episode_id, metadata={"task": "synthetic_online"})
     observations, bases, commands = [], [], []
@@ -38,7 +39,8 @@ def write_online(root: Path, episode_id: int, steps: int, *, seed: int, success:
             bases.append(base)
             commands.append(base + res)
             w.write_step(StepData(step=t, observation_sequence=t, command=base + res, base_action=base,
-                                  residual=res, exploration=explore, weights_version=episode_id), stamp)
+                                  residual=res, exploration=explore, weights_version=episode_id,
+                                  safety_flags=int(safety_flags[t]) if safety_flags is not None else 0), stamp)
     path = w.finish(aborted=True) if aborted else w.finish(success=success)
     return path, observations, np.array(bases), np.array(commands)
 

@@ -120,3 +120,20 @@ def test_an_episode_aborted_before_its_first_step_is_left_out_as_aborted(tmp_pat
     ingest = BagIngest(buffer, [])
     assert len(ingest.poll(tmp_path, demo=False)) == 1
     assert ingest.stats["online"].skipped[str(path)].startswith(EXCLUDED_ABORTED)
+
+
+def test_steps_an_operator_drove_reach_the_replay_as_interventions(tmp_path):
+    """Recorded step records flagged SAFETY_OPERATOR (without SAFETY_HOLD) are the episode's
+    interventions: the whole episode is an online one, those steps are also in the intervention
+    store; a hold while the operator's device was silent is not an intervention."""
+    from resfit_ros.names import SAFETY_HOLD, SAFETY_OPERATOR, SAFETY_RATE_LIMITED
+
+    flags = [0, 0, SAFETY_OPERATOR | SAFETY_RATE_LIMITED, SAFETY_OPERATOR, SAFETY_OPERATOR | SAFETY_HOLD, 0]
+    write_online(tmp_path, 1, 6, seed=0, safety_flags=flags)
+    write_online(tmp_path, 2, 4, seed=1)                        # no operator
+    buffer, _ = _buffers((), 16)
+    ingest = BagIngest(buffer, [])
+    assert len(ingest.poll(tmp_path, demo=False)) == 2
+    assert buffer.num_online_transitions == 10 and buffer.num_intervention_transitions == 2
+    assert [h[4] for h in ingest.history] == [2, 0]
+    assert ingest.stats["online"].intervention_steps == 2

@@ -115,3 +115,91 @@ def test_pacing_survives_a_restarted_learner_that_missed_our_first_step_records(
     ros_context.spin_until(lambda: False, 1.0)
     assert len(records) <= n1 + 1, f"{len(records) - n1} unpaced ticks after the learner counted our steps"
     assert records[-1].training_steps > 1_000                # the count continued across the restart
+
+
+def test_an_operator_takes_over_through_the_safety_layer_and_hands_back_smoothly(ros_context, spawn, tmp_path):
+    """Over DDS: with the take-over flag set, the operator's joint target (one joint named) replaces
+    base + residual, approached at the rate limit; the step records say so (SAFETY_OPERATOR); a target
+    with an unknown joint or NaN is refused and counted, never executed; a silent device makes the
+    robot hold; the hand-back moves back to the base at the rate limit."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Bool
+
+    from resfit_ros.core.command import CommandLimits
+    from resfit_ros.msg import EpisodeStatus, Observation, StepRecord
+    from resfit_ros.names import SAFETY_HOLD, SAFETY_OPERATOR
+    from resfit_ros.nodes.common import LATCHED, STREAM
+    from resfit_ros.policy.hold import make_hold_base
+    from resfit_ros.robot import RobotDescription
+
+    robot_file = config_dir() / "robots" / "g1_sim.yaml"
+    robot = RobotDescription.load(robot_file)
+    base = tmp_path / "hold.pt"
+    make_hold_base(base, robot.joint_names)
+    spawn(node_argv("base_chunk_server", "-p", f"base_artifact:={base}"), name="base")
+    proc = spawn(node_argv("residual_policy", "-p", f"robot_description:={robot_file}",
+                           "-p", "watchdog_timeout_s:=0.5", "-p", "diagnostics_period_s:=0.2",
+                           "-p", "intervention_max_age_s:=0.3"), name="residual")
+    node = ros_context.node
+    records, diag = [], {}
+    node.create_subscription(StepRecord, names.STEP_RECORD, records.append, STREAM)
+    node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, lambda m: [diag.update(
+        {kv.key: kv.value for kv in s.values}) for s in m.status if s.name.endswith("residual_policy")], 10)
+    status = node.create_publisher(EpisodeStatus, names.EPISODE_STATUS, LATCHED)
+    obs_pub = node.create_publisher(Observation, names.OBSERVATION, STREAM)
+    active = node.create_publisher(Bool, names.INTERVENTION_ACTIVE, LATCHED)
+    target_pub = node.create_publisher(JointState, names.INTERVENTION_TARGET, STREAM)
+    joint = robot.joint_names.index("right_elbow_joint")
+    goal = float(np.clip(robot.home[joint] + 0.6, robot.lower[joint], robot.upper[joint]))
+    max_step = CommandLimits.from_robot(robot, 20.0, [0.2]).max_step[joint]
+    sending = {"target": None}
+
+    def tick_robot() -> None:
+        now = node.get_clock().now()
+        obs = Observation(sequence=len(records), joint_names=robot.joint_names, position=robot.home.tolist(),
+                          velocity=[0.0] * robot.dof)
+        obs.header.stamp = now.to_msg()
+        obs_pub.publish(obs)
+        if sending["target"] is not None:
+            names_, positions = sending["target"]
+            msg = JointState(name=names_, position=positions)
+            msg.header.stamp = now.to_msg()
+            target_pub.publish(msg)
+
+    node.create_timer(0.05, tick_robot)
+    status.publish(EpisodeStatus(state=EpisodeStatus.RUNNING, episode_id=1, explore=False))
+    assert ros_context.spin_until(lambda: len(records) >= 5, 60), open(proc.log_path).read()[-3000:]
+    assert not any(r.safety_flags & SAFETY_OPERATOR for r in records)
+
+    sending["target"] = (["right_elbow_joint"], [goal])
+    active.publish(Bool(data=True))
+    assert ros_context.spin_until(lambda: any(r.safety_flags & SAFETY_OPERATOR for r in records), 10)
+    first = next(i for i, r in enumerate(records) if r.safety_flags & SAFETY_OPERATOR)
+    assert ros_context.spin_until(lambda: len(records) >= first + 40, 20)
+    driven = records[first:first + 40]
+    elbow = np.array([records[first - 1].command[joint]] + [r.command[joint] for r in driven])
+    assert np.all(np.abs(np.diff(elbow)) <= max_step + 1e-9)                # taken over at the rate limit
+    assert abs(elbow[-1] - goal) < 1e-6                                      # and the target reached
+    other = [i for i in range(robot.dof) if i != joint]
+    for r in driven:                                                         # unnamed joints follow the base
+        np.testing.assert_allclose(np.array(r.command)[other], np.array(r.base_action)[other], atol=1e-9)
+        np.testing.assert_allclose(r.residual, np.array(r.command) - np.array(r.base_action), atol=1e-9)
+
+    # bad targets: refused, counted, never executed (the last good target stays)
+    sending["target"] = (["right_elbow_joint", "no_such_joint"], [goal - 0.5, 0.0])
+    assert ros_context.spin_until(lambda: int(diag.get("rejected/intervention_unknown_name", 0)) >= 3, 10)
+    sending["target"] = (["right_elbow_joint"], [float("nan")])
+    assert ros_context.spin_until(lambda: int(diag.get("rejected/intervention_nonfinite", 0)) >= 3, 10)
+    # the device stopped (every target refused): the robot holds
+    assert ros_context.spin_until(lambda: int(diag.get("intervention_holds", 0)) >= 3, 10)
+    assert all(abs(r.command[joint] - goal) < 1e-6 for r in records[first + 40:])
+    assert records[-1].safety_flags & SAFETY_HOLD
+
+    # hand back: rate-limited from the operator's last command back to the base
+    sending["target"] = None
+    active.publish(Bool(data=False))
+    assert ros_context.spin_until(
+        lambda: not records[-1].safety_flags & SAFETY_OPERATOR and abs(records[-1].command[joint] - robot.home[joint]) < 1e-6, 20)
+    back = [r.command[joint] for r in records[first + 40:]]
+    assert np.all(np.abs(np.diff(back)) <= max_step + 1e-9)

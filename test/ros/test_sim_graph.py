@@ -47,11 +47,13 @@ def _watch(ros_context, robot):
 
 def _short_warmup_config(tmp_path):
     """The graph's own config with a warm-up that fits three short episodes: 20 random-residual
-    steps without an update, then 30 critic-only updates, then training."""
+    steps without an update, then 30 critic-only updates, then training. A scripted operator, when
+    one is switched on (operator_share), takes over as soon as an arm strays 0.05 rad from the expert."""
     import yaml
 
     config = yaml.safe_load((config_dir() / "sim.yaml").read_text())
     config["/**/learner"]["ros__parameters"].update(random_warmup_steps=20, critic_warmup_updates=30)
+    config["/**/sim_robot"]["ros__parameters"].update(operator_deviation_rad=0.05)
     config_file = tmp_path / "sim.yaml"
     config_file.write_text(yaml.safe_dump(config))
     return config_file
@@ -81,13 +83,20 @@ def _spin_until_exit(ros_context, process, timeout_s: float = 240) -> None:
 
 
 def test_train_sim_graph_end_to_end(ros_context, ros_domain, tmp_path, tiny_base):
+    """... with the scripted operator watching every training episode: it takes over once the robot
+    strays, through the residual policy's intervention topics; the bags and the learner know which
+    steps it drove."""
+    from resfit_ros.bags import scan_episodes
+    from resfit_ros.core.intervention import intervention_steps
+
     demos, base = tiny_base
     out = tmp_path / "run"
     robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
     seen = _watch(ros_context, robot)
     log = tmp_path / "launch.log"
     graph = _launch(ros_domain, log, "train_sim", f"base_artifact:={base}", f"demos_dir:={demos}",
-                    f"output_dir:={out}", "episodes:=3", "max_steps:=25", f"config:={_short_warmup_config(tmp_path)}")
+                    f"output_dir:={out}", "episodes:=3", "max_steps:=25", f"config:={_short_warmup_config(tmp_path)}",
+                    "operator_share:=1.0")
     try:
         _spin_until_exit(ros_context, graph)
         text = log.read_text(errors="replace")
@@ -95,6 +104,14 @@ def test_train_sim_graph_end_to_end(ros_context, ros_domain, tmp_path, tiny_base
     finally:
         stop_process(graph)
     assert_trained_and_recorded(out, seen, robot, text)
+    labelled = [e for _, e in scan_episodes(out / "episodes") if not isinstance(e, str) and e.label is not None]
+    for e in labelled:
+        operator = intervention_steps(e.safety_flags)
+        # the policy drives first; once the operator took over it drives to the episode's end
+        assert not operator[0] and operator.any(), e.safety_flags.tolist()
+        first = int(np.argmax(operator))
+        assert operator[first:].all(), operator.tolist()
+    assert "driven by the operator" in text and "interventions" in text, text[-3000:]
 
 
 def test_the_robot_and_learner_graphs_side_by_side_train_as_train_sim(ros_context, ros_domain, tmp_path, tiny_base):

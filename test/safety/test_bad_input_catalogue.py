@@ -42,7 +42,7 @@ def test_catalogue_is_complete_and_every_entry_builds_its_topic_type():
 
     rob = helpers.robot()
     entries = catalogue(rob)
-    assert len(entries) == 55
+    assert len(entries) == 60
     assert len({e.name for e in entries}) == len(entries)
     assert {e.name for e in entries if e.sim_only} == {"cmd_wrong_length", "cmd_nan", "cmd_inf",
                                                        "reset_scene_while_running"}
@@ -94,6 +94,27 @@ def test_content_entries_are_rejected_by_the_checks_the_nodes_run():
         else:
             raise AssertionError(f"{e.name} was accepted")
     assert checked == 14
+
+
+def test_intervention_entries_are_refused_by_the_residual_nodes_operator_input():
+    """Each bad intervention target of the catalogue fails core/intervention.OperatorInput with the
+    reason its entry expects, and is not kept as the operator's target."""
+    from resfit_ros.core.intervention import OperatorInput
+    from resfit_ros.core.joint_states import JointStateError
+
+    rob = helpers.robot()
+    ctx = _context(rob)
+    entries = [e for e in catalogue(rob) if e.target == names.INTERVENTION_TARGET]
+    assert len(entries) == 5
+    for e in entries:
+        msg = e.build(ctx)
+        operator = OperatorInput(rob.joint_names, max_age_s=0.5, future_tolerance_s=1.0)
+        with pytest.raises(JointStateError) as err:
+            operator.on_target(msg.name, msg.position, msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec,
+                               ctx.now_ns)
+        assert [f"rejected/intervention_{err.value.reason}"] == [k for x in e.expect for k in x.keys], e.name
+        operator.set_active(True)
+        assert operator.tick(ctx.now_ns, np.zeros(rob.dof)).target is None, e.name
 
 
 def test_rounds_never_share_a_counter_or_overflow_a_latched_topic():
