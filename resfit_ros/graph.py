@@ -69,7 +69,7 @@ class NodeSpec:
     respawn: bool = False              # restart when it dies (robot runs last hours)
     respawn_delay_s: float = 1.0
     required: bool = False             # when it exits, the whole graph shuts down
-    enabled_if: str = ""               # launch argument that must be "true" for the node to start
+    enabled_if: str = ""               # launch argument that must be "true" for the node to start ("!arg": "false")
 
 
 @dataclass(frozen=True)
@@ -190,14 +190,38 @@ def _learner_side() -> tuple[NodeSpec, ...]:
     )
 
 
-def _simulated_robot(enabled_if: str = "") -> tuple[NodeSpec, ...]:
-    """The lockstep simulator and the judge that labels its episodes (train_sim's robot)."""
+def _simulated_robot(enabled_if: str = "", detector: bool = False) -> tuple[NodeSpec, ...]:
+    """The lockstep simulator and the judge that labels its episodes (train_sim's robot); with
+    `detector`, the judge gives way to the success detector when use_detector:=true."""
+    loop = {"max_episodes": "$(arg episodes)", "max_steps": "$(arg max_steps)", "eval_every": "$(arg eval_every)"}
+    if detector:
+        return (
+            _node("sim_robot", parameters={"task": "$(arg task)", "operator_share": "$(arg operator_share)"},
+                  required=True),
+            _node("judge", parameters=loop, required=True, enabled_if="!use_detector"),
+            _node("success_detector", parameters={**loop, "detector": "$(arg detector)"}, required=True,
+                  enabled_if="use_detector"),
+        )
     return (
         _node("sim_robot", parameters={"task": "$(arg task)", "operator_share": "$(arg operator_share)"},
               required=True, enabled_if=enabled_if),
-        _node("judge", parameters={"max_episodes": "$(arg episodes)", "max_steps": "$(arg max_steps)",
-                                   "eval_every": "$(arg eval_every)"}, required=True, enabled_if=enabled_if),
+        _node("judge", parameters=loop, required=True, enabled_if=enabled_if),
     )
+
+
+# a learned success detector labels the episodes (resfit-ros train-detector)
+_DETECTOR_ARGS = (
+    LaunchArg("use_detector", "false", "a success detector labels the episodes (the operator labels only those "
+              "it is unsure of)", "bool"),
+    LaunchArg("detector", "none", "the success detector file (resfit-ros train-detector) when use_detector:=true",
+              "checkpoint"),
+)
+
+
+def _labelling_detector() -> NodeSpec:
+    """On the robot the detector only labels: a person resets the scene and starts each episode."""
+    return _node("success_detector", parameters={"detector": "$(arg detector)", "start_episodes": "false"},
+                 required=True, enabled_if="use_detector")
 
 
 GRAPHS: dict[str, GraphSpec] = {}
@@ -226,8 +250,8 @@ _register(GraphSpec(
     name="train_real",
     description="Residual RL on the real robot: no simulator, the operator labels and resets. "
                 "One computer: the union of the robot and learner graphs.",
-    args=_COMMON_ARGS[1:] + (_REAL_CONFIG, DEVICE_ARG),
-    nodes=_robot_side() + _learner_side(),
+    args=_COMMON_ARGS[1:] + (_REAL_CONFIG, DEVICE_ARG) + _DETECTOR_ARGS,
+    nodes=_robot_side() + _learner_side() + (_labelling_detector(),),
 ))
 
 # Two machines (the robot's computer and a learner workstation on one DDS domain): the same nodes
@@ -240,8 +264,8 @@ _register(GraphSpec(
         _REAL_CONFIG,
         LaunchArg("use_sim", "false", "start the lockstep simulated robot and the judge instead of a real robot "
                   "(then also config:=<config_dir>/sim.yaml use_sim_time:=true, on both machines)", "bool"),
-    ) + _SIM_ARGS,
-    nodes=_on_simulated_time(_simulated_robot(enabled_if="use_sim") + _robot_side()),
+    ) + _SIM_ARGS + _DETECTOR_ARGS,
+    nodes=_on_simulated_time(_simulated_robot(enabled_if="use_sim") + _robot_side() + (_labelling_detector(),)),
 ))
 
 _register(GraphSpec(
@@ -290,8 +314,8 @@ _register(GraphSpec(
     args=_COMMON_ARGS[:-1] + (
         LaunchArg("use_sim_time", "true", "use the simulator's /clock (the simulated robot runs in lockstep)", "bool"),
         DEVICE_ARG,
-    ) + _SIM_ARGS,
-    nodes=_on_simulated_time(_simulated_robot() + _robot_side() + _learner_side()),
+    ) + _SIM_ARGS + _DETECTOR_ARGS,
+    nodes=_on_simulated_time(_simulated_robot(detector=True) + _robot_side() + _learner_side()),
 ))
 
 _register(GraphSpec(

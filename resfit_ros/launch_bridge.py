@@ -34,7 +34,7 @@ def to_launch_description(graph: GraphSpec):
     from ament_index_python.packages import get_package_share_directory
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, Shutdown
-    from launch.conditions import IfCondition
+    from launch.conditions import IfCondition, UnlessCondition
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
@@ -59,7 +59,9 @@ def to_launch_description(graph: GraphSpec):
             remappings=[(_substitutions(a), _substitutions(b)) for a, b in spec.remappings],
             respawn=spec.respawn, respawn_delay=spec.respawn_delay_s,
         )
-        if spec.enabled_if:
+        if spec.enabled_if.startswith("!"):
+            kwargs["condition"] = UnlessCondition(LaunchConfiguration(spec.enabled_if[1:]))
+        elif spec.enabled_if:
             kwargs["condition"] = IfCondition(LaunchConfiguration(spec.enabled_if))
         if spec.required:
             kwargs["on_exit"] = Shutdown(reason=f"required node {spec.name} exited")

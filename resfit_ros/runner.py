@@ -61,7 +61,11 @@ def node_command(node: NodeSpec, args: dict[str, str], python: str = sys.executa
 
 
 def enabled_nodes(graph: GraphSpec, args: dict[str, str]) -> list[NodeSpec]:
-    return [n for n in graph.nodes if not n.enabled_if or args.get(n.enabled_if, "").lower() == "true"]
+    def enabled(condition: str) -> bool:
+        negated = condition.startswith("!")
+        return (args.get(condition.lstrip("!"), "").lower() == ("false" if negated else "true"))
+
+    return [n for n in graph.nodes if not n.enabled_if or enabled(n.enabled_if)]
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 5.0, term_s: float = 3.0, kill_s: float = 3.0) -> int:

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "standard error of about 0.02 on the gain)")
     parser.add_argument("--eval-every", type=int, default=5, help="every N-th training-run episode is an evaluation one")
     parser.add_argument("--window", type=positive_int, default=10, help="episodes per printed success window")
+    parser.add_argument("--operator-share", type=float, default=0.0,
+                        help="share of the training episodes a scripted operator (the task's expert) watches and "
+                             "takes over when the robot strays: interventions (default 0: none)")
     parser.add_argument("--fresh", action="store_true", help="start the training run from scratch (keep demos/base)")
     parser.add_argument("--namespace", default="", help="ROS namespace of the training graph's nodes (its "
                         "namespace:=, e.g. robot_a: several runs side by side on one DDS domain; default: the root)")
@@ -122,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     # argument checks first: one message, exit 2, nothing computed or written (nan fails too)
     problem = ("" if args.minutes > 0 else f"--minutes must be > 0, got {args.minutes}") or (
         "" if args.eval_every >= 0 else f"--eval-every must be >= 0, got {args.eval_every}") or (
+        "" if 0 <= args.operator_share <= 1 else f"--operator-share must be in [0, 1], got {args.operator_share}") or (
         "" if args.snapshot_every >= 0 else f"--snapshot-every must be >= 0, got {args.snapshot_every}") or (
         f"--base-demos {args.base_demos} exceeds --demos {args.demos}" if args.base_demos > args.demos else "") or (
         f"--out {args.out} exists and is not a directory" if Path(args.out).exists() and not Path(args.out).is_dir()
@@ -185,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     runner = GraphRunner(GRAPHS["train_sim"], {
         "base_artifact": str(base), "demos_dir": str(demos), "output_dir": str(out),
         "eval_every": str(args.eval_every), "task": TASK, "max_steps": str(args.max_steps),
-        "namespace": args.namespace}, env=env, output=log)
+        "namespace": args.namespace, "operator_share": str(args.operator_share)}, env=env, output=log)
     print(f"training through the train_sim node graph for {args.minutes:g} min (node output: {out / 'graph.log'})",
           flush=True)
     import signal

@@ -5,11 +5,14 @@
     r      reset (robot home; scene reset in simulation)
     a      abort the running episode (no label, excluded from training)
     e      e-stop on/off
+    i      take over / hand back (interventions: the residual policy then sends the joint targets of
+           resfit/intervention/target, e.g. from a teleoperation device, through its safety layer)
     q      quit
 
 Each key is one call of the episode manager's services; the answer (accepted or the reason it was
 refused) and every status change are printed; while an episode runs its step count every few
-seconds (the manager publishes a status at every step). Single keys from a terminal (raw mode);
+seconds (the manager publishes a status at every step), with the success detector's score when one
+runs (use_detector:=true: label the episodes it is unsure of). Single keys from a terminal (raw mode);
 from a pipe it reads characters, so the console can be scripted and tested. `--namespace robot_a`
 talks to the graph started with `namespace:=robot_a` (the services and the status are node-relative).
 """
@@ -23,7 +26,8 @@ import termios
 import time
 import tty
 
-HELP = "keys: [space] start  [s] success  [f] failure  [r] reset  [a] abort  [e] e-stop  [t] train/eval  [q] quit"
+HELP = ("keys: [space] start  [s] success  [f] failure  [r] reset  [a] abort  [e] e-stop  [i] take over/hand back  "
+        "[t] train/eval  [q] quit")
 STATE_NAMES = {0: "IDLE", 1: "RUNNING", 2: "RESETTING", 3: "ESTOPPED"}
 STEPS_EVERY_S = 2.0   # a running episode's step count, at most this often (its status changes 20 times a second)
 
@@ -45,11 +49,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"resfit-ros operator: error: --namespace {args.namespace!r}: not a ROS namespace", file=sys.stderr)
         return 2
     import rclpy
+    from std_msgs.msg import Bool, Float64
     from std_srvs.srv import SetBool, Trigger
 
     from resfit_ros import names
     from resfit_ros.msg import EpisodeStatus
-    from resfit_ros.nodes.common import LATCHED
+    from resfit_ros.nodes.common import LATCHED, STREAM
+    from resfit_ros.nodes.success_detector import SCORE_TOPIC
     from resfit_ros.srv import LabelEpisode, StartEpisode
 
     rclpy.init()
@@ -64,9 +70,15 @@ def run(args: argparse.Namespace) -> int:
     }
     status: list[EpisodeStatus] = []
     shown = {"key": None, "at": 0.0}
+    score: list[float] = []                 # the success detector's latest, if one runs
+    take_over = node.create_publisher(Bool, names.INTERVENTION_ACTIVE, LATCHED)
+    driving = False
+    node.create_subscription(Float64, SCORE_TOPIC, lambda m: score.__setitem__(slice(None), [m.data]), STREAM)
 
     def on_status(msg: EpisodeStatus) -> None:
         status[:] = [msg]
+        if msg.state != EpisodeStatus.RUNNING:
+            score.clear()                   # a score belongs to the episode that is running
         key = (msg.state, msg.episode_id, msg.label, msg.aborted, msg.ready, msg.episodes_completed,
                msg.successes, msg.message)
         now = time.monotonic()
@@ -77,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         state = STATE_NAMES.get(msg.state, msg.state)
         if msg.state == EpisodeStatus.IDLE:
             state = "IDLE (ready)" if msg.ready else "IDLE (not reset)"
-        print(f"[status] {state} episode {msg.episode_id} steps {msg.steps} "
+        detector = f" | detector {score[0]:.2f}" if score and msg.state == EpisodeStatus.RUNNING else ""
+        print(f"[status] {state} episode {msg.episode_id} steps {msg.steps}{detector} "
               f"| {msg.successes}/{msg.episodes_completed} successes | {msg.message}", flush=True)
 
     node.create_subscription(EpisodeStatus, names.EPISODE_STATUS, on_status, LATCHED)
@@ -122,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
             elif key == "e":
                 engaged = bool(status) and status[0].state == EpisodeStatus.ESTOPPED
                 call("estop", SetBool.Request(data=not engaged))
+            elif key == "i":
+                driving = not driving
+                take_over.publish(Bool(data=driving))
+                print("[intervention] you drive: the robot follows resfit/intervention/target" if driving else
+                      "[intervention] handed back to the policy", flush=True)
             elif key == "t":
                 explore = not explore
                 print(f"[mode] {'training' if explore else 'evaluation'} episodes", flush=True)
@@ -131,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
                 continue
             else:
                 print(f"unknown key {key!r}; {HELP}", flush=True)
+        if driving:                         # never leave the robot to a device nobody watches
+            take_over.publish(Bool(data=False))
+            print("[intervention] handed back to the policy", flush=True)
         # let the last status arrive before leaving
         for _ in range(10):
             rclpy.spin_once(node, timeout_sec=0.02)

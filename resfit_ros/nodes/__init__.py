@@ -15,6 +15,7 @@ NODE_MODULES = {
     "recorder": "resfit_ros.nodes.recorder",
     "learner": "resfit_ros.nodes.learner",
     "judge": "resfit_ros.nodes.judge",
+    "success_detector": "resfit_ros.nodes.success_detector",
 }
 
 

@@ -34,7 +34,7 @@ def _fake_launch_modules(monkeypatch):
     mods = {
         "launch": {"LaunchDescription": make("LaunchDescription")},
         "launch.actions": {"DeclareLaunchArgument": make("DeclareLaunchArgument"), "Shutdown": make("Shutdown")},
-        "launch.conditions": {"IfCondition": make("IfCondition")},
+        "launch.conditions": {"IfCondition": make("IfCondition"), "UnlessCondition": make("UnlessCondition")},
         "launch.substitutions": {"LaunchConfiguration": make("LaunchConfiguration")},
         "launch_ros": {},
         "launch_ros.actions": {"Node": make("Node")},
@@ -70,6 +70,10 @@ def test_launch_file_declares_the_graph(monkeypatch, graph_name):
         assert n.kwargs["respawn"] == spec.respawn
         assert ("on_exit" in n.kwargs) == spec.required
         assert ("condition" in n.kwargs) == bool(spec.enabled_if)
+        if spec.enabled_if:
+            condition = n.kwargs["condition"]
+            kind = "UnlessCondition" if spec.enabled_if.startswith("!") else "IfCondition"
+            assert isinstance(condition, classes[kind]) and condition.args[0].args == (spec.enabled_if.lstrip("!"),)
         overrides = n.kwargs["parameters"][-1]
         assert set(overrides) == set(spec.parameters)
     # config_dir defaults to the installed package's share directory
@@ -149,13 +153,18 @@ def test_the_one_machine_graphs_are_the_union_of_the_robot_and_learner_graphs():
                 for n in nodes]
 
     sim_nodes = [n for n in robot.nodes if n.enabled_if == "use_sim"]
-    robot_side = [n for n in robot.nodes if not n.enabled_if]
+    robot_side = [n for n in robot.nodes if n.enabled_if != "use_sim"]
     assert {n.name for n in sim_nodes} == {"sim_robot", "judge"}
-    assert {n.name for n in robot_side} == {"synchronizer", "base_chunk_server", "residual_policy", "episode_manager"}
+    assert {n.name for n in robot_side} == {"synchronizer", "base_chunk_server", "residual_policy", "episode_manager",
+                                            "success_detector"}
     assert {n.name for n in learner.nodes} == {"recorder", "learner"}
-    assert described(robot_side + list(learner.nodes)) == described(GRAPHS["train_real"].nodes)
-    union = [dataclasses.replace(n, enabled_if="") for n in sim_nodes] + robot_side + list(learner.nodes)
-    assert described(union) == described(GRAPHS["train_sim"].nodes)
+    assert described(robot_side[:-1] + list(learner.nodes) + robot_side[-1:]) == described(GRAPHS["train_real"].nodes)
+    # train_sim: the simulator with its judge, or (use_detector:=true) the success detector driving the episodes
+    union = sim_nodes + robot_side[:-1] + list(learner.nodes)
+    train_sim = [n for n in GRAPHS["train_sim"].nodes if n.name != "success_detector"]
+    assert described(union) == described(train_sim)
+    assert [(n.name, n.enabled_if) for n in GRAPHS["train_sim"].nodes if n.name in ("judge", "success_detector")] == \
+        [("judge", "!use_detector"), ("success_detector", "use_detector")]
     # the split graphs read the simulator's time from the namespace as train_sim does
     assert all(n.remappings == GRAPHS["train_sim"].nodes[0].remappings for n in robot.nodes + learner.nodes)
     # every argument a node of the split graphs refers to is declared by its graph

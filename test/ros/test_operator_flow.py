@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from resfit_ros import names
+from resfit_ros.core.intervention import intervention_steps
 from resfit_ros.graph import GRAPHS
+from resfit_ros.names import SAFETY_HOLD, SAFETY_OPERATOR
 from resfit_ros.robot import RobotDescription, config_dir
 from test.support import build_tiny_robot_base
 
@@ -115,6 +117,11 @@ def test_operator_console_in_a_terminal(robot_graph, ros_domain):
             if label_key == "s":              # the wrong-state calls of a running episode
                 key(" ", rf"^\[start\] REFUSED: an episode is running: label or abort it first \(episode {eid}\)$")
                 key("r", rf"^\[reset\] REFUSED: an episode is running: label or abort it first \(episode {eid}\)$")
+                # take over with no teleoperation device sending targets: the robot holds, then hand back
+                key("i", r"^\[intervention\] you drive: the robot follows resfit/intervention/target$")
+                console.settle(1.0)
+                key("i", r"^\[intervention\] handed back to the policy$")
+                console.settle(0.5)
             if label is None:
                 key("a", rf"^\[abort\] OK: episode {eid} aborted: aborted by the operator$")
                 announced[eid] = (None, None)
@@ -153,6 +160,11 @@ def test_operator_console_in_a_terminal(robot_graph, ros_domain):
             assert e.num_steps == steps, f"episode {eid}: console said {steps} steps, the bag has {e.num_steps}"
             assert np.all(e.step_obs_index >= 0), "every step has the observation it acted on"
             assert e.images["head"].shape[1:] == (84, 84, 3), "the bag carries the camera frames"
+        if label == "success":                # the take-over: held steps marked, then the policy again
+            flags = e.safety_flags.astype(np.int64)
+            held = (flags & SAFETY_OPERATOR != 0) & (flags & SAFETY_HOLD != 0)
+            assert held.any() and not held[-1], flags.tolist()
+            assert not intervention_steps(e.safety_flags).any()   # no target was sent: nothing to learn from
     assert "Traceback" not in log_path.read_text(errors="replace")
 
 

@@ -15,11 +15,13 @@ from resfit_ros.nodes.learner import LearnerConfig
 from resfit_ros.nodes.recorder import RecorderConfig
 from resfit_ros.nodes.residual_policy import ResidualPolicyConfig
 from resfit_ros.nodes.sim_robot import SimRobotConfig
+from resfit_ros.nodes.success_detector import SuccessDetectorConfig
 from resfit_ros.nodes.synchronizer import SynchronizerConfig
 
 CONFIGS = [BaseChunkServerConfig, EpisodeManagerConfig, JudgeConfig, LearnerConfig, RecorderConfig,
-           ResidualPolicyConfig, SimRobotConfig, SynchronizerConfig]
-REQUIRED = {BaseChunkServerConfig: {"base_artifact": "base.safetensors"}}   # no default for these
+           ResidualPolicyConfig, SimRobotConfig, SuccessDetectorConfig, SynchronizerConfig]
+REQUIRED = {BaseChunkServerConfig: {"base_artifact": "base.safetensors"},   # no default for these
+            SuccessDetectorConfig: {"detector": "detector.safetensors"}}
 
 
 def test_descriptions_come_from_the_fields_comments():
