@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", default="", help="save the final learner checkpoint here (and one per curve "
                                               "point in <save>/steps<N>)")
     p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--detector", default="", help="a success detector (resfit-ros train-detector) labels the "
+                   "training episodes instead of the simulator (evaluation still counts the simulator's success)")
     p.add_argument("--png", default="", help="plot the curve (success against env steps) here")
     return p
 
@@ -100,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"residual-gain: error: {exc}", file=sys.stderr)
         return 2
     demos, base = ensure_artifacts(args)
-    run = InProcessRun(recipe, demos, base, max_steps=args.max_steps, seed=args.seed, task=args.task)
+    run = InProcessRun(recipe, demos, base, max_steps=args.max_steps, seed=args.seed, task=args.task,
+                       detector=args.detector or None)
     fields = lambda cfg: {k: v for k, v in vars(cfg).items() if not k.startswith("_")}   # noqa: E731
     print("recipe: " + json.dumps({"learner": fields(recipe.learner), "residual_policy": fields(recipe.policy)},
                                   default=str), flush=True)
@@ -141,6 +144,19 @@ def main(argv: list[str] | None = None) -> int:
           f"({result.env_steps / max(result.train_minutes * 60, 1e-9):.1f} steps/s), training-episode success "
           f"{np.mean(train_success) if train_success else float('nan'):.2f}; load average now {os.getloadavg()[0]:.2f}")
     print(f"paired over {len(final)} scenes: {won} solved only with the residual, {lost} only by the base")
+    labels = {}
+    if result.labels:
+        given, truth, asked = (np.array(x) for x in zip(*result.labels))
+        labels = {"episodes": len(given), "right": float(np.mean(given == truth)),
+                  "false_success": int(np.sum(given & ~truth)), "missed_success": int(np.sum(~given & truth)),
+                  "asked": int(asked.sum()), "true_successes": int(truth.sum())}
+        print(f"detector labels: {labels['right']:.3f} right over {labels['episodes']} training episodes "
+              f"({labels['false_success']} false successes, {labels['missed_success']} missed, "
+              f"{labels['asked']} asked the operator; {labels['true_successes']} true successes)")
+    operator = [(o, n) for w, o, n in result.interventions if w]
+    if operator:
+        print(f"interventions: {len(operator)} watched episodes, {sum(o > 0 for o, _ in operator)} taken over, "
+              f"{sum(o for o, _ in operator)} of {sum(n for _, n in operator)} steps driven by the operator")
     if args.png:
         plot_curve(args.png, [("base + residual", [(r["env_steps"], r["success"],
                                                      2 * r["gain_stderr"]) for r in curve_rows])],
@@ -150,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             "settings": vars(args), "base_success": base_rate, "combined_success": float(np.mean(final)),
             "gain": gain, "gain_stderr": se, "won": won, "lost": lost, "env_steps": result.env_steps,
             "episodes": result.episodes, "train_minutes": result.train_minutes, "curve": curve_rows,
-            "wall_minutes": (time.perf_counter() - t0) / 60, "log": result.log,
+            "wall_minutes": (time.perf_counter() - t0) / 60, "log": result.log, "detector_labels": labels,
+            "interventions": result.interventions,
             "base_outcomes": "".join("1" if x else "0" for x in base_out),
             "combined_outcomes": "".join("1" if x else "0" for x in final)}, indent=1))
     print(f"base_success={base_rate:.3f}")

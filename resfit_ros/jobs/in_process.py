@@ -12,7 +12,11 @@ The same pieces as the train_sim graph, called the same way:
   * evaluation  the fixed scenes of the main job (seed 1000), paired with the base on the same scenes;
   * operator    optionally (`intervention.share` > 0) the scripted operator of sim/intervener.py
                 watches that share of the training episodes and takes over when the robot strays;
-                its steps enter the replay as interventions.
+                its steps enter the replay as interventions;
+  * labels      the simulator's success (the judge's), or with a success detector (learning/detector.py)
+                its verdict: the training episode runs until the detector says success or the step limit,
+                an unsure detector is answered from the simulator (a person would), and the replay gets
+                the detector's label; evaluation always counts the simulator's success.
 What it leaves out is the graph's transport: DDS, bags, the pacing slack of `pace_free_steps`.
 """
 from __future__ import annotations
@@ -86,6 +90,7 @@ class RunResult:
     train_minutes: float = 0.0
     train_results: list = field(default_factory=list)        # (explore, success) per training-run episode
     interventions: list = field(default_factory=list)        # (watched, operator steps, steps) per training-run episode
+    labels: list = field(default_factory=list)               # (label given, simulator's success, operator asked) per episode
     curve: list = field(default_factory=list)                # (env_steps, train minutes, outcomes)
     final_outcomes: list = field(default_factory=list)
     log: list = field(default_factory=list)                  # periodic learner statistics
@@ -95,7 +100,7 @@ class InProcessRun:
     """Demos + base -> agent; then `train(...)`; `evaluate(...)` at any time."""
 
     def __init__(self, recipe: Recipe, demos_dir: str | Path, base_artifact: str | Path, max_steps: int = 120,
-                 seed: int = 0, task: str = TASK):
+                 seed: int = 0, task: str = TASK, detector: str | Path | None = None):
         import torch
 
         from resfit_ros.core.command import CommandLimits
@@ -122,6 +127,10 @@ class InProcessRun:
         self.policy = ResidualPolicy(self.agent.config, self.agent.state_dim, self.agent.action_dim, [], 84, 0,
                                      weights=self.agent.get_weights())
         self.control = ControlStep(self.limits, hold_steps=pc.exploration_hold_steps, seed=seed + 12345)
+        self.detector = None
+        if detector:
+            from resfit_ros.learning.detector import load_detector
+            self.detector = load_detector(detector)
         self.intervener = None
         if recipe.intervention is not None and recipe.intervention.share > 0:
             from resfit_ros.sim.intervener import ScriptedIntervener
@@ -132,9 +141,14 @@ class InProcessRun:
 
     # -- one episode ------------------------------------------------------------------------------
     def episode(self, reset_seed: int, explore: bool, policy=None, control=None,
-                on_step: Callable[[], None] | None = None, watched: bool = False):
+                on_step: Callable[[], None] | None = None, watched: bool = False, labelled: bool = False):
         """(success, states (T+1, S), base actions (T+1, A), commands (T, A), operator (T,) bool) of one
-        episode; `watched`: the scripted operator watches it (and may take over)."""
+        episode; `watched`: the scripted operator watches it (and may take over); `labelled`: the
+        success detector labels it (`self.last_label`: (label, simulator's success, asked))."""
+        from resfit_ros.learning.detector import Decision, decide
+
+        judge = self.detector if labelled else None
+        scores, asked, truth = [], False, False
         control = control or self.control
         obs = self.env.reset(seed=reset_seed)
         self.base.reset()
@@ -157,12 +171,27 @@ class InProcessRun:
             commands.append(result.command)
             intervened.append(result.intervention)
             obs, success = self.env.step(result.command)
+            truth = truth or success
             if explore:
                 self.train_steps += 1
                 if on_step is not None:
                     on_step()
-            if success:
+            if judge is None:
+                if success:
+                    break
+                continue
+            scores.append(judge.score(obs))
+            verdict = decide(scores, len(commands), self.max_steps, judge.rule)
+            if verdict is Decision.ASK_OPERATOR:
+                asked = True
+                if truth:                   # the person sees the lifted box and labels it
+                    break
+            elif verdict is not Decision.CONTINUE:
                 break
+        if judge is not None:
+            label = verdict is Decision.SUCCESS or (verdict is Decision.ASK_OPERATOR and truth)
+            self.last_label = (bool(label), bool(truth), asked)
+            success = label
         states.append(obs.state_vector())
         bases.append(bases[-1])          # as episode_arrays: the next base action only matters when bootstrapped
         return success, np.array(states), np.array(bases), np.array(commands), np.array(intervened, dtype=bool)
@@ -219,10 +248,13 @@ class InProcessRun:
                        and watch_rng.random() < self.recipe.intervention.share)
             success, states, bases, commands, operator = self.episode(reset_seed, explore, self.policy,
                                                                       on_step=self.learn_to_schedule,
-                                                                      watched=watched)
+                                                                      watched=watched, labelled=self.detector is not None)
+            if self.detector is not None:
+                result.labels.append(self.last_label)
             self.buffer.add_episode(states, bases, commands, success, demo=False, intervention=operator)
             result.episodes += 1
-            result.train_results.append((explore, bool(success)))
+            # the training success that counts is the simulator's, whoever labelled the episode
+            result.train_results.append((explore, bool(result.labels[-1][1] if self.detector is not None else success)))
             result.interventions.append((watched, int(operator.sum()), len(operator)))
             if result.episodes % 20 == 0:
                 # exploring episodes the operator did not watch: the policy's own training success
@@ -234,6 +266,10 @@ class InProcessRun:
                         f"actor_updates {self.agent.actor_updates} q {s.get('values/q_mean', float('nan')):.3f} "
                         f"|res| {s.get('values/residual_abs_mean', float('nan')):.4f} "
                         f"t {trained / 60:.1f} min")
+                if result.labels:
+                    recent_labels = result.labels[-40:]
+                    line += (f" detector: labels right {np.mean([a == b for a, b, _ in recent_labels]):.2f} "
+                             f"asked {np.mean([c for _, _, c in recent_labels]):.2f}")
                 watched_recent = [(o, n) for w, o, n in result.interventions[-40:] if w]
                 if watched_recent:
                     line += (f" watched {len(watched_recent)} taken_over {sum(o > 0 for o, _ in watched_recent)} "

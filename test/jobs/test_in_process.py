@@ -179,3 +179,36 @@ def test_the_scripted_operator_takes_over_watched_episodes_and_its_steps_reach_t
     # an evaluation never has the operator (and runs its own ControlStep: no step recorded here)
     assert len(run.evaluate(2)) == 2
     assert len(marks) == sum(length for _, _, length in result.interventions)
+
+
+def test_a_success_detector_labels_the_training_episodes_and_the_simulator_still_judges_evaluation(state_data, tmp_path):
+    """--detector: each training episode runs until the detector's rule gives a verdict and enters the
+    replay with the detector's label, the simulator's success is kept beside it; evaluation counts
+    the simulator's success. Here a detector that is sure of success at once (a network whose output
+    bias is large): every training episode ends after `consecutive` steps, labelled success, though
+    the box never moved."""
+    import torch
+
+    from resfit_ros.jobs.in_process import InProcessRun
+    from resfit_ros.learning.detector import (DecisionRule, DetectorConfig, DetectorNet, SuccessDetector,
+                                              save_detector)
+    from resfit_ros.sim import make_env
+
+    demos, base = state_data
+    env = make_env("g1_pick_lift", render=False, cameras=(), control_hz=20.0, seed=0)
+    obs = env.reset(seed=0)
+    config = DetectorConfig(list(obs.joint_names), list(obs.extra_names), velocity=True, hidden_dims=[4])
+    net = DetectorNet(config.state_dim, config.hidden_dims)
+    with torch.no_grad():
+        net.mlp[-1].bias.fill_(20.0)
+        net.mlp[-1].weight.zero_()
+    path = save_detector(SuccessDetector(net, config, DecisionRule(consecutive=3)), tmp_path / "sure.safetensors")
+    run = InProcessRun(small_recipe(), demos, base, max_steps=20, seed=0, detector=path)
+    result = run.train(env_steps=30)
+    # 3 steps each; every 5th episode without exploration (its steps are not training steps)
+    assert result.episodes == 12 and result.env_steps == 30
+    assert result.labels == [(True, False, False)] * 12                     # labelled success, not one true
+    assert run.buffer.num_online_transitions == 36
+    assert [s for _, s in result.train_results] == [False] * 12            # training success: the simulator's
+    outcomes = run.evaluate(1)
+    assert outcomes == [False]                                             # the simulator judges evaluation
