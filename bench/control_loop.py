@@ -74,7 +74,7 @@ class LoopRig:
         self.domain = random.SystemRandom().randint(120, 200)
         self.env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain), PYTHONUNBUFFERED="1")
         base = work / "hold.pt"
-        from resfit_ros.policy.hold import make_hold_base
+        from resfit_ros_testing.hold_base import make_hold_base
 
         make_hold_base(base, self.robot.joint_names)
         common = ["-p", f"robot_description:={robot_file}", "-p", f"control_rate_hz:={control_rate_hz}"]

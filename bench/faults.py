@@ -1,12 +1,14 @@
 """Fault suite: kill -9 each node of a running train_sim graph in turn, a corrupt newest
 checkpoint, a full disk under the recorder; a monitor node checks every command and every episode.
 
-    resfit-ros bench faults [--quick] [--faults synchronizer,recorder,...] [--json report.json]
+    resfit-ros bench faults [--quick] [--faults synchronizer,recorder,...] [--json report.json] [--namespace NS]
 
 It launches the train_sim graph (`resfit-ros launch train_sim`, respawn on, `--pid-dir` so each
 node's process id is known) with a tiny state-only base on a random ROS_DOMAIN_ID, and a monitor
 node in this process subscribed to every controller command topic, /joint_states,
-/resfit/episode_status, /resfit/estop, the learner metrics and each node's presence topic. Then,
+/resfit/episode_status, /resfit/estop, the learner metrics and each node's presence topic. With
+`--namespace NS` the graph runs in namespace NS (its namespace:=) and the monitor node too, so
+these names are /NS/joint_states etc. Then,
 one fault at a time, while an episode is running:
 
   kill -9 <node>        the runner respawns it; the graph must make progress again (a new episode
@@ -38,8 +40,8 @@ topic) is lost when its bag is missing, incomplete or carries another label.
 
 Ends with `faults_survived=<n>/<n> bad_inputs_rejected=<n> unsafe_commands=<n> episodes_lost=<n>`.
 bad_inputs_rejected: a malformed observation, weights message, chunk-size command and status
-are injected into the running graph (resfit_ros.faults.bad_inputs when it exists, else a small
-built-in set) and the nodes' rejection counters (/diagnostics) must grow by as many.
+are injected into the running graph (the catalogue of resfit_ros_testing.bad_inputs) and the
+nodes' rejection counters (/diagnostics) must grow by as many.
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
+from resfit_ros.graph import NAMESPACE_ARG, absolute_namespace, arg_problem
 from resfit_ros.runner import stop_process
 
 KILLABLE = ("synchronizer", "base_chunk_server", "residual_policy", "episode_manager", "recorder", "learner")
@@ -140,7 +143,7 @@ def fill_disk(path: Path, leave: int = 0, name: str = ".filler") -> int:
 class Monitor:
     """An rclpy node on the graph's domain: command safety, episodes, e-stop, learner progress, presence."""
 
-    def __init__(self, domain: int, robot, watched: tuple[str, ...]):
+    def __init__(self, domain: int, robot, watched: tuple[str, ...], namespace: str = ""):
         import rclpy
         from rclpy.event_handler import SubscriptionEventCallbacks
         from rclpy.executors import SingleThreadedExecutor
@@ -156,7 +159,8 @@ class Monitor:
         self.rclpy = rclpy
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node(f"faults_monitor_{os.getpid()}", context=self.ctx)
+        # in the graph's namespace ('' = the root): the graph's names are node-relative
+        self.node = rclpy.create_node(f"faults_monitor_{os.getpid()}", context=self.ctx, namespace=namespace or "/")
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.robot = robot
@@ -460,7 +464,8 @@ class Suite:
             self.mount_problem = why
         env = dict(os.environ, ROS_DOMAIN_ID=str(self.domain), PYTHONUNBUFFERED="1")
         launch = [sys.executable, "-m", "resfit_ros.cli", "launch", "--pid-dir", str(self.pids), "--max-restarts", "3"]
-        args = [f"base_artifact:={base}", f"demos_dir:={demos}", f"output_dir:={self.run}", f"config:={config}"]
+        args = [f"base_artifact:={base}", f"demos_dir:={demos}", f"output_dir:={self.run}", f"config:={config}",
+                f"namespace:={self.args.namespace}"]
         if not self.args.split:
             self.graph = subprocess.Popen(launch + ["train_sim", *args, f"max_steps:={self.args.max_steps}"], env=env,
                                           stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
@@ -479,7 +484,7 @@ class Suite:
                 launch + ["robot", *args, "use_sim:=true", "use_sim_time:=true", f"max_steps:={self.args.max_steps}"],
                 env={**env, **self.link.robot_env()}, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
                 start_new_session=True)
-        self.mon = Monitor(self.domain, self.robot, KILLABLE)
+        self.mon = Monitor(self.domain, self.robot, KILLABLE, absolute_namespace(self.args.namespace))
 
     def stop(self) -> None:
         """Stop the graph and the monitor, check the bags (before the tmpfs goes), unmount."""
@@ -685,8 +690,8 @@ class Suite:
         unsafe command, and finish the episode it was in."""
         from sensor_msgs.msg import JointState
 
-        from resfit_ros.faults.bad_inputs import Context, catalogue
         from resfit_ros.nodes.common import STREAM
+        from resfit_ros_testing.bad_inputs import Context, catalogue
 
         mon, args = self.mon, self.args
         res = FaultResult(f"flood {args.flood_rate:g} bad joint states/s")
@@ -874,14 +879,14 @@ class Suite:
         mon.wait(lambda: future.done() and mon.status is not None and mon.status.state == mon.EpisodeStatus.ESTOPPED,
                  10.0)
         mon.spin(1.0)     # the recorder finishes the aborted episode's bag (finish_delay_s)
-        return "robot e-stopped through /resfit/set_estop"
+        return f"robot e-stopped through {client.service_name}"
 
     def bad_inputs(self) -> tuple[int, list[str]]:
-        """The catalogue of malformed messages (resfit_ros/faults/bad_inputs.py) into the running
+        """The catalogue of malformed messages (resfit_ros_testing/bad_inputs.py) into the running
         graph; (rejections counted on /diagnostics, notes). Controller commands and the scene
         reset are left out (sim=False): this monitor must see only the graph's own commands."""
         try:
-            from resfit_ros.faults.bad_inputs import catalogue, inject_bad_inputs
+            from resfit_ros_testing.bad_inputs import catalogue, inject_bad_inputs
         except ImportError as exc:
             return 0, [f"no bad-input catalogue ({exc})"]
         # this graph's synchronizer takes no camera (bench_config): camera inputs have no consumer
@@ -957,15 +962,6 @@ class Suite:
         return problems
 
 
-def bad_inputs_catalogue():
-    """resfit_ros.faults.bad_inputs when it exists (owned by the safety work), else None."""
-    try:
-        from resfit_ros.faults import bad_inputs  # type: ignore
-    except ImportError:
-        return None
-    return bad_inputs
-
-
 def print_table(results: list[FaultResult]) -> None:
     print(f"{'fault':<26} {'ok':<4} {'episode':>7} {'down s':>7} {'cmds down':>9} {'unsafe':>6} {'recov s':>7}  notes")
     for r in results:
@@ -991,6 +987,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bad-inputs", dest="bad_inputs", action="store_false",
                         help="do not inject the catalogue of malformed messages")
     parser.add_argument("--domain", type=int, default=0, help="ROS_DOMAIN_ID (default: random 215..232)")
+    parser.add_argument("--namespace", default="", help="ROS namespace of the graph (its namespace:=, e.g. robot_a; "
+                                                        "the monitor node joins it; default: the root)")
     parser.add_argument("--flood-rate", type=float, default=10 * CONTROL_RATE_HZ,
                         help="malformed joint states per second in the flood (default: 10x the sensor rate)")
     parser.add_argument("--flood-s", type=float, default=20.0, help="length of the flood, seconds")
@@ -999,6 +997,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--netem-loss", type=float, default=5.0, help="netem: packet loss each way, percent")
     parser.add_argument("--netem-s", type=float, default=20.0, help="netem: how long the link is degraded")
     args = parser.parse_args(argv)
+    if arg_problem(NAMESPACE_ARG, args.namespace) is not None:
+        parser.error(f"--namespace {args.namespace!r}: not a ROS namespace")
     faults = [f for f in args.faults.split(",") if f]
     unknown = sorted(set(faults) - set(ALL_FAULTS) - set(NETWORK_FAULTS))
     if unknown:
@@ -1018,7 +1018,8 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:      # test/netns.Unavailable: no second machine here
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        print(f"graph launched on ROS_DOMAIN_ID={suite.domain}; warming up ...", flush=True)
+        where = f" in namespace {absolute_namespace(args.namespace)}" if absolute_namespace(args.namespace) else ""
+        print(f"graph launched on ROS_DOMAIN_ID={suite.domain}{where}; warming up ...", flush=True)
         if not suite.warm_up():
             print("error: the graph never made progress; log tail:\n" + suite.log_text()[-4000:], file=sys.stderr)
             return 1

@@ -148,7 +148,7 @@ def print_stages(rig, recs: list[tuple[int, int]], commands: np.ndarray, total_m
               f"slowest 1 %: {r[slow, i].mean():6.2f}")
     print(f"  total         {np.percentile(r[:, 1], 50):6.2f} / {np.percentile(r[:, 1], 99):6.2f};  "
           f"slowest 1 %: {r[slow, 1].mean():6.2f}  ({int(slow.sum())} ticks)")
-    chunk = 20                                      # the hold base's chunk length (make_hold_base)
+    chunk = 20                                      # the hold base's chunk length (resfit_ros_testing.hold_base)
     phase = r[:, 0].astype(int) % chunk
     worst = sorted(((np.percentile(r[phase == k, 1], 99), k) for k in range(chunk) if (phase == k).sum() > 10),
                    reverse=True)[:3]

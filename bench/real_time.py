@@ -1,6 +1,6 @@
 """Real time: a user's first training session on a robot, rehearsed on the stand-in (not in CI).
 
-    resfit-ros bench real-time [--minutes 25] [--base FILE --demos DIR] [--out DIR]
+    resfit-ros bench real-time [--minutes 25] [--base FILE --demos DIR] [--out DIR] [--namespace NS]
 
 Runs the robot_sim graph (resfit_ros/graph.py: train_real's nodes with config/real.yaml, the
 camera and the real config's learner, against the simulated robot in real time) on these cores,
@@ -8,6 +8,7 @@ and this process plays the operator with the operator's public services only: it
 graph's reset puts the object back first), starts a training episode, watches the stand-in's
 success signal like a person watching the robot, and labels success 1-3 s after it first shows
 (a human's reaction, uniform), or failure 1-3 s after the task's step limit (200 steps, 10 s).
+With `--namespace NS` the graph runs in namespace NS (its namespace:=) and the operator's node too.
 
 Without --base/--demos it first makes what a lab would bring: 2 scripted demonstrations with the
 head camera and without the simulator's task state (what the robot observes), and a BC base on
@@ -258,9 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", default="g1_pick_lift", help="simulated task (default g1_pick_lift)")
     parser.add_argument("--seed", type=int, default=0, help="the operator's reaction times")
     parser.add_argument("--json", default="", help="also write the results here")
+    parser.add_argument("--namespace", default="", help="ROS namespace of the graph (its namespace:=, e.g. robot_a; "
+                                                        "the operator's node joins it; default: the root)")
     args = parser.parse_args(argv)
     if not args.minutes > 0:
         parser.error("--minutes must be > 0")
+    from resfit_ros.graph import NAMESPACE_ARG, arg_problem
+
+    if arg_problem(NAMESPACE_ARG, args.namespace) is not None:
+        parser.error(f"--namespace {args.namespace!r}: not a ROS namespace")
     if bool(args.base) != bool(args.demos):
         parser.error("--base and --demos go together (the learner needs the demos the base was made from)")
     for flag, path in (("--base", args.base), ("--demos", args.demos)):
@@ -283,16 +290,20 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True)
     log = open(log_path, "w")
     runner = GraphRunner(GRAPHS["robot_sim"], {"base_artifact": str(base), "demos_dir": str(demos),
-                                                "output_dir": str(run_dir), "task": args.task},
+                                                "output_dir": str(run_dir), "task": args.task,
+                                                "namespace": args.namespace},
                          env=env, output=log, pid_dir=run_dir / "pids")
     print(f"bench real-time: robot_sim graph (config/real.yaml + config/robot_sim.yaml), task {args.task}, "
-          f"{args.minutes:g} min, ROS_DOMAIN_ID {domain}, load average {os.getloadavg()[0]:.1f}; logs {log_path}",
+          f"{args.minutes:g} min, ROS_DOMAIN_ID {domain}"
+          + (f", namespace {runner.namespace}" if runner.namespace else "")
+          + f", load average {os.getloadavg()[0]:.1f}; logs {log_path}",
           flush=True)
     t_launch = time.monotonic()
     runner.start()
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
-    node = rclpy.create_node("bench_real_time_operator", context=ctx)
+    # in the graph's namespace: its services and topics are node-relative
+    node = rclpy.create_node("bench_real_time_operator", context=ctx, namespace=runner.namespace or "/")
     from rclpy.executors import SingleThreadedExecutor
 
     executor = SingleThreadedExecutor(context=ctx)

@@ -37,5 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"error: no benchmark '{args.name}' ({path} does not exist)", file=sys.stderr)
         return 2
+    # the benchmarks' tooling (resfit_ros_testing) sits beside bench/: in the source tree and in share/resfit_ros
+    sys.path.insert(0, str(BENCH_DIR.parent))
     module = runpy.run_path(str(path), run_name="resfit_bench")
     return int(module["main"](list(args.bench_args)) or 0)

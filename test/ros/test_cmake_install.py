@@ -1,7 +1,9 @@
 """CMakeLists.txt builds and installs the whole package the way colcon does on a ROS 2 machine
 (RESFIT_INSTALL_PYTHON=ON): generated interfaces AND the Python package in one site-packages
 directory, one launcher per node in lib/resfit_ros (`ros2 run`), launch/ and config/ in share/.
-The installed launcher then runs a node from the install space, not from this source tree."""
+The installed launcher then runs a node from the install space, not from this source tree.
+The test and bench tooling (resfit_ros_testing/) is not part of the installed Python package: it
+goes to share/resfit_ros beside bench/, for `resfit-ros bench` only."""
 import os
 import shutil
 import subprocess
@@ -23,7 +25,9 @@ VENV = Path(sys.prefix)
 def test_cmake_install_gives_the_ros_layout_and_runs(tmp_path, ros_domain):
     src = tmp_path / "src" / "resfit_ros"   # a workspace outside the source tree, like colcon's
     src.mkdir(parents=True)
-    for item in ("CMakeLists.txt", "package.xml", "msg", "srv", "resfit_ros", "launch", "config", "bench"):
+    # what colcon sees of the package directory, with setup.py and the test tooling beside it
+    for item in ("CMakeLists.txt", "package.xml", "setup.py", "msg", "srv", "resfit_ros", "resfit_ros_testing",
+                 "launch", "config", "bench"):
         (shutil.copytree if (REPO / item).is_dir() else shutil.copy)(REPO / item, src / item)
     install = tmp_path / "install"
     env = dict(os.environ, AMENT_PREFIX_PATH=str(VENV))
@@ -42,6 +46,13 @@ def test_cmake_install_gives_the_ros_layout_and_runs(tmp_path, ros_domain):
     pkg = site / "resfit_ros"
     assert (pkg / "msg" / "_observation.py").is_file() and (pkg / "nodes" / "learner.py").is_file()
     assert "extend_path" in (pkg / "__init__.py").read_text()
+    # test and bench tooling stays out of the installed Python package; the benchmarks find it in share/
+    shipped = sorted(str(p.relative_to(install)) for p in site.rglob("*")
+                     if p.name == "faults" or p.name.startswith("resfit_ros_testing"))
+    assert not shipped, shipped
+    assert not (pkg / "policy" / "hold.py").exists()
+    share = install / "share" / "resfit_ros"
+    assert (share / "bench" / "faults.py").is_file() and (share / "resfit_ros_testing" / "bad_inputs.py").is_file()
 
     # what `source install/setup.bash && ros2 run resfit_ros echo_observation` does
     # the ROS wheels' bootstrapper re-executes Python with its library dirs appended; let it run

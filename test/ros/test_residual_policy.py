@@ -69,7 +69,7 @@ def test_pacing_survives_a_restarted_learner_that_missed_our_first_step_records(
 
     from resfit_ros.msg import EpisodeStatus, LearnerMetrics, Observation, StepRecord
     from resfit_ros.nodes.common import LATCHED, STREAM
-    from resfit_ros.policy.hold import make_hold_base
+    from resfit_ros_testing.hold_base import make_hold_base
     from resfit_ros.robot import RobotDescription
 
     robot_file = config_dir() / "robots" / "g1_sim.yaml"
@@ -130,7 +130,7 @@ def test_an_operator_takes_over_through_the_safety_layer_and_hands_back_smoothly
     from resfit_ros.msg import EpisodeStatus, Observation, StepRecord
     from resfit_ros.names import SAFETY_HOLD, SAFETY_OPERATOR
     from resfit_ros.nodes.common import LATCHED, STREAM
-    from resfit_ros.policy.hold import make_hold_base
+    from resfit_ros_testing.hold_base import make_hold_base
     from resfit_ros.robot import RobotDescription
 
     robot_file = config_dir() / "robots" / "g1_sim.yaml"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from resfit_ros import names
-from resfit_ros.faults.bad_inputs import LATCHED_TOPICS, Context, _msg_type, _rounds, catalogue
+from resfit_ros_testing.bad_inputs import LATCHED_TOPICS, Context, _msg_type, _rounds, catalogue
 from test.safety import helpers
 
 REPO = Path(__file__).resolve().parents[2]

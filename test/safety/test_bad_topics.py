@@ -1,7 +1,7 @@
 """Malformed messages on every subscribed topic, over real DDS into real node processes.
 
 Each test starts the nodes that consume a group of topics, keeps good traffic flowing, sends the
-whole bad-input catalogue for those topics through `resfit_ros.faults.bad_inputs.inject_bad_inputs`
+whole bad-input catalogue for those topics through `resfit_ros_testing.bad_inputs.inject_bad_inputs`
 (the function `resfit-ros bench faults` uses) and checks, per entry, that the consumer counted it
 under its reason on /diagnostics; then that the nodes are alive and still work, and that no
 command outside the limits -- or any command at all caused by a bad input -- reached the robot.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from resfit_ros import names
-from resfit_ros.faults.bad_inputs import catalogue, inject_bad_inputs
+from resfit_ros_testing.bad_inputs import catalogue, inject_bad_inputs
 from test.safety import helpers
 from test.support import node_argv
 

@@ -2,8 +2,8 @@
 (state (B, S) + images -> chunk (B, k, dof), the chunk repeating the current joint positions).
 
 Benches and tests that measure the stack rather than a model use it (bench/control_loop.py,
-bench/load.py, the residual node's pacing test): it loads through the same `load_base_policy`
-path as any foreign TorchScript base.
+bench/load.py, the residual node's tests in test/ros/test_residual_policy.py): it loads through the
+same `load_base_policy` path as any foreign TorchScript base.
 """
 from __future__ import annotations
 

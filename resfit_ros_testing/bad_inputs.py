@@ -14,6 +14,9 @@ the caller's rclpy node, in rounds in which no two entries share a counter, wait
 expected counter to rise and returns an `InjectionReport` (`.figures()` gives
 `bad_inputs_rejected=<n> bad_inputs_injected=<m>`). It never clears an e-stop, never starts,
 labels or resets an episode, and sends controller commands only when told the robot is simulated.
+The graph is the one in the caller node's namespace (its names are node-relative): the diagnostics
+read are those of the nodes in that namespace (/diagnostics is global, each status names its
+node's namespace), the time that of the graph's simulator when it has one.
 
 The catalogue (`catalogue(robot)`), by consumer:
   synchronizer    joint states: missing joint, names/values length mismatch, unknown name,
@@ -642,7 +645,8 @@ def inject_bad_inputs(node, spin: Callable[[float], None], robot, *, sim: bool =
                       log: Callable[[str], None] | None = None) -> InjectionReport:
     """Send every applicable bad input into the graph reachable from `node`; count the rejections.
 
-    node: an rclpy Node the caller spins with `spin(seconds)` (e.g. an executor's spin_once loop).
+    node: an rclpy Node the caller spins with `spin(seconds)` (e.g. an executor's spin_once loop),
+    in the graph's namespace (the root for a graph launched without namespace:=).
     robot: the graph's RobotDescription. sim: the robot is simulated (controller commands and the
     scene reset are included). include_recorded=False leaves out inputs the recorder would write
     into an open episode bag (step records). templates: topic -> the newest good message, for topics
@@ -667,10 +671,15 @@ def inject_bad_inputs(node, spin: Callable[[float], None], robot, *, sim: bool =
     clock = {"ns": None}
     created_subs, created_pubs, created_clients = [], {}, {}
 
+    # /diagnostics is global: only the statuses of the nodes in our namespace ("resfit_ros: <node>"
+    # at the root, "resfit_ros: /robot_a/<node>" in /robot_a; resfit_ros.nodes.common.diagnostic_name)
+    namespace = node.get_namespace()
+    prefix = DIAG_PREFIX if namespace == "/" else f"{DIAG_PREFIX}{namespace}/"
+
     def on_diag(msg):
         for s in msg.status:
-            if s.name.startswith(DIAG_PREFIX):
-                diag[s.name[len(DIAG_PREFIX):]] = {kv.key: kv.value for kv in s.values}
+            if s.name.startswith(prefix) and "/" not in s.name[len(prefix):]:
+                diag[s.name[len(prefix):]] = {kv.key: kv.value for kv in s.values}
 
     # What we published ourselves is never a template. Compared as the repr of the deserialised
     # message (NaN-safe; raw CDR bytes may differ in padding between two serialisations).
@@ -685,7 +694,8 @@ def inject_bad_inputs(node, spin: Callable[[float], None], robot, *, sim: bool =
 
     ctx = Context(robot, 0, latest, extra_topic)
     created_subs.append(node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, on_diag, 50))
-    created_subs.append(node.create_subscription(Clock, "/clock", lambda m: clock.__setitem__(
+    # a simulated graph's time is its simulator's, in the graph's namespace (/clock at the root)
+    created_subs.append(node.create_subscription(Clock, names.SIM_CLOCK, lambda m: clock.__setitem__(
         "ns", int(m.clock.sec) * NS + int(m.clock.nanosec)), 10))
     watched = [(JointState, t, STREAM) for t in robot.joint_state_topics]
     watched += [(Image, t, STREAM) for t in robot.cameras.values()]
@@ -813,18 +823,22 @@ def inject_bad_inputs(node, spin: Callable[[float], None], robot, *, sim: bool =
     return InjectionReport(ordered, len(entries))
 
 
-def run_bad_inputs(robot=None, *, sim: bool = False, domain_id: int | None = None, **kw) -> InjectionReport:
+def run_bad_inputs(robot=None, *, sim: bool = False, domain_id: int | None = None, namespace: str = "",
+                   **kw) -> InjectionReport:
     """inject_bad_inputs with its own rclpy context, node and executor (for `resfit-ros bench faults`):
 
-        from resfit_ros.faults.bad_inputs import run_bad_inputs
-        report = run_bad_inputs(sim=True)          # the graph on this ROS_DOMAIN_ID
+        from resfit_ros_testing.bad_inputs import run_bad_inputs
+        report = run_bad_inputs(sim=True)          # the graph on this ROS_DOMAIN_ID, at the root
         print(report.figures())                    # bad_inputs_rejected=<n> bad_inputs_injected=<m>
 
-    robot: RobotDescription (default: the package's g1_sim.yaml). Keyword arguments go to
+    robot: RobotDescription (default: the package's g1_sim.yaml). namespace: the graph's namespace:=
+    ('' = the root). Keyword arguments go to
     inject_bad_inputs (entries, include_recorded, warmup_s, round_timeout_s, extra_topic, templates, log).
     """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
+
+    from resfit_ros.graph import absolute_namespace
 
     if robot is None:
         from resfit_ros.robot import RobotDescription, config_dir
@@ -832,7 +846,7 @@ def run_bad_inputs(robot=None, *, sim: bool = False, domain_id: int | None = Non
         robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain_id)
-    node = rclpy.create_node("resfit_bad_inputs", context=ctx)
+    node = rclpy.create_node("resfit_bad_inputs", context=ctx, namespace=absolute_namespace(namespace) or "/")
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
 
