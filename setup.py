@@ -4,9 +4,9 @@ On a ROS 2 machine colcon builds CMakeLists.txt instead (ament_cmake + ament_cma
 generates the interfaces and installs this same package, the node executables, launch/ and config/.
 
 resfit_ros_testing (test and bench tooling: the bad-input catalogue, the hold base) is installed
-here, for the venv's tests and benches, and only here: colcon builds the package from
-CMakeLists.txt (build type ament_cmake), never from this file, and CMakeLists.txt installs
-resfit_ros/ alone (test/ros/test_cmake_install.py checks the ROS install does not ship it).
+here as a package, for the venv's tests and benches; colcon builds from CMakeLists.txt (build type
+ament_cmake), never from this file, and puts it beside bench/ in share/resfit_ros only, off the
+Python path (test/ros/test_cmake_install.py checks both).
 """
 from setuptools import find_packages, setup
 
