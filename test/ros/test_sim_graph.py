@@ -173,7 +173,10 @@ def assert_trained_and_recorded(out, seen, robot, text: str, lockstep_aligned: b
     assert "Traceback" not in text, text[-4000:]
 
 
-def assert_lockstep_aligned(ep, steps: int = 1000, tol: float = 0.05) -> None:
+def assert_lockstep_aligned(ep, steps: int = 1000, tol: float = 0.02) -> None:
+    """Joint positions and the object's pose, not velocities: a grasp's contacts amplify the replay's
+    start difference (< 1e-4) to ~0.1 rad/s in a finger's velocity over 50 steps (positions stay
+    within 0.002); one step late, the positions are ~0.2 off (measured on the operator's episodes)."""
     from resfit_ros.sim import make_env
 
     env = make_env("g1_pick_lift", render=False, cameras=(), control_hz=20.0, seed=0)
@@ -186,5 +189,6 @@ def assert_lockstep_aligned(ep, steps: int = 1000, tol: float = 0.05) -> None:
     env.reset(seed=seed)
     for t in range(min(steps, ep.num_steps - 1)):
         obs, _ = env.step(ep.command[t])
-        diff = np.abs(obs.state_vector() - states[ep.step_obs_index[t + 1]]).max()
+        positions = np.r_[np.arange(ep.dof), 2 * ep.dof + np.arange(len(obs.extra))]      # not the velocities
+        diff = np.abs(obs.state_vector() - states[ep.step_obs_index[t + 1]])[positions].max()
         assert diff < tol, f"step {t + 1} acted on an observation {diff:.3f} away from the state after step {t}"
