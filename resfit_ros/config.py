@@ -25,11 +25,10 @@ T = TypeVar("T")
 
 
 # Parameters any node may have besides its component's config: the graphs pass the first two to
-# every node, rclpy declares the third itself, every node's process reads the next two
-# (resfit_ros/nodes/common.py apply_cpu_priority), and the control rate is the robot's, set once
-# for the whole graph (the `/**` section of config/*.yaml). A config dataclass may use them or not.
+# every node, rclpy declares the third itself, and every node's process reads the last two
+# (resfit_ros/nodes/common.py apply_cpu_priority). A config dataclass may use them or not.
 COMMON_PARAMETERS = frozenset({"use_sim_time", "robot_description", "start_type_description_service", "nice",
-                               "realtime_priority", "control_rate_hz"})
+                               "realtime_priority"})
 
 
 def component_values(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:

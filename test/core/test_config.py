@@ -51,3 +51,16 @@ def test_the_process_parameters_every_node_takes_are_not_component_config(tmp_pa
     p.write_text("judge:\n  ros__parameters:\n    max_steps: 3\n    realtime_priorty: 40\n")
     with pytest.raises(ConfigError, match="unknown key.*realtime_priorty"):
         load_config(JudgeConfig, p, "judge")
+
+
+def test_no_parameter_file_has_a_section_for_every_node():
+    """rcl merges parameter sections in the order their keys first appear: a `/**` section at the
+    top of a graph's config file makes every node's own section win over the launch arguments the
+    graph passes (`-p`, or launch_ros's `/**` file), e.g. train_sim's max_steps:=25 read as 200."""
+    import yaml
+
+    from resfit_ros.robot import config_dir
+
+    for path in sorted(config_dir().glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text()) or {}
+        assert "/**" not in doc, f"{path.name}: a /** section (see this test's docstring)"

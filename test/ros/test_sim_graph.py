@@ -173,10 +173,10 @@ def assert_trained_and_recorded(out, seen, robot, text: str, lockstep_aligned: b
     assert "Traceback" not in text, text[-4000:]
 
 
-def assert_lockstep_aligned(ep, steps: int = 1000, tol: float = 0.02) -> None:
-    """Joint positions and the object's pose, not velocities: a grasp's contacts amplify the replay's
-    start difference (< 1e-4) to ~0.1 rad/s in a finger's velocity over 50 steps (positions stay
-    within 0.002); one step late, the positions are ~0.2 off (measured on the operator's episodes)."""
+def assert_lockstep_aligned(ep, steps: int = 1000, tol: float = 0.05) -> None:
+    """Joint positions and the object's pose, not velocities: contacts amplify the replay's start
+    difference (< 1e-4) to ~0.1 rad/s in a grasping finger's velocity within 50 steps and to ~0.02 in
+    positions over 140 steps of pushing the box; one step late, the positions are ~0.2 off."""
     from resfit_ros.sim import make_env
 
     env = make_env("g1_pick_lift", render=False, cameras=(), control_hz=20.0, seed=0)

@@ -83,10 +83,6 @@ def _config_cases():
     for fname in ("sim.yaml", "real.yaml", "robot_sim.yaml"):
         doc = yaml.safe_load((config_dir() / fname).read_text())
         for section, block in doc.items():
-            if section == "/**":                             # every node: the shared control rate (below)
-                cases.append(pytest.param(fname, "residual_policy", "/**:control_rate_hz", -20.0,
-                                          id=f"{fname}-shared-out_of_range"))
-                continue
             section = section.removeprefix("/**/")           # the node in any namespace
             params = block["ros__parameters"]
             first = next(iter(params))
@@ -103,9 +99,8 @@ def test_bad_value_in_a_node_section_stops_the_node_with_one_line(fname, section
                                                                    ros_domain, keep_signals):
     key_of_node = f"/**/{section}"
     doc = yaml.safe_load((config_dir() / fname).read_text())
-    doc = {k: doc[k] for k in ("/**", key_of_node) if k in doc}
-    shared, _, key = key.rpartition(":")                     # "/**:<key>": the value of every node's section
-    doc[shared or key_of_node]["ros__parameters"][key] = value
+    doc = {key_of_node: doc[key_of_node]}
+    doc[key_of_node]["ros__parameters"][key] = value
     bad = tmp_path / f"bad_{fname}"
     bad.write_text(yaml.safe_dump(doc))
     out = tmp_path / "out"
