@@ -117,6 +117,12 @@ class Recorder:
         if self.writer is None or self.failed:
             return
         if topic == names.STEP_RECORD:
+            episode = self.episode_of(data)
+            if episode != self.episode_id:
+                # a step of an earlier episode delivered late (a link that came back resends its
+                # backlog after the next episode's latched status): it belongs to no open bag
+                return self.rejections.reject("step_other_episode", f"step record of episode {episode} arrived "
+                                              f"while episode {self.episode_id} records: not written")
             wanted, have = self.write_step_observation(data)
             self.write(topic, data)
             if have:
@@ -138,6 +144,12 @@ class Recorder:
         msg = RecorderProgress(episode_id=int(self.episode_id), steps_recorded=int(self.complete_steps))
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub_progress.publish(msg)
+
+    @staticmethod
+    def episode_of(step_data: bytes) -> int:
+        from rclpy.serialization import deserialize_message
+
+        return int(deserialize_message(step_data, StepRecord).episode_id)
 
     @staticmethod
     def sequence_of(obs_data: bytes) -> int:

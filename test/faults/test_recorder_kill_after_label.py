@@ -87,3 +87,62 @@ def test_a_labelled_episode_survives_a_recorder_killed_before_closing_it(ros_con
     while time.monotonic() < deadline and "recovered labelled episode" not in again.log_path.read_text():
         time.sleep(0.1)
     assert "recovered labelled episode" in again.log_path.read_text()
+
+
+def test_a_late_step_record_of_an_earlier_episode_stays_out_of_the_next_bag(ros_context, spawn, tmp_path):
+    """After a link outage the learner machine receives the backlog of the aborted episode's step
+    records after the next episode's latched status opened its bag: they are refused (counted), the
+    new bag holds its own steps only, each with the observation it acted on."""
+    from resfit_ros.bags import read_episode
+    from resfit_ros.msg import EpisodeStatus, Observation, StepRecord
+    from resfit_ros.nodes.common import LATCHED, STREAM, ns_to_stamp
+    from resfit_ros.nodes.convert import observation_to_msg
+
+    episodes = tmp_path / "episodes"
+    recorder = spawn(node_argv("recorder", "-p", f"output_dir:={episodes}", "-p", "record_raw_inputs:=false",
+                               "-p", f"robot_description:={helpers.robot_path()}", "-p", "finish_delay_s:=0.2"),
+                     name="recorder")
+    node = ros_context.node
+    diag = helpers.DiagWatch(node)
+    pub_status = node.create_publisher(EpisodeStatus, names.EPISODE_STATUS, LATCHED)
+    pub_obs = node.create_publisher(Observation, names.OBSERVATION, STREAM)
+    pub_step = node.create_publisher(StepRecord, names.STEP_RECORD, STREAM)
+    assert ros_context.spin_until(lambda: "recorder" in diag.values, 60), recorder.log_path.read_text()
+    rng = np.random.default_rng(0)
+
+    def status(episode, state, label=EpisodeStatus.LABEL_NONE):
+        msg = EpisodeStatus(state=state, episode_id=episode, label=label, explore=True)
+        msg.header.stamp = node.get_clock().now().to_msg()
+        pub_status.publish(msg)
+        ros_context.spin_until(lambda: False, 0.3)
+
+    def step(episode, i, seq):
+        obs = make_observation(seq, rng, cameras=(), dof=29)
+        pub_obs.publish(observation_to_msg(obs))
+        rec = StepRecord(episode_id=episode, step=i, observation_sequence=seq, joint_names=obs.joint_names,
+                         command=rng.normal(size=29).tolist(), exploration=True)
+        rec.header.stamp = ns_to_stamp(obs.stamp_ns)
+        pub_step.publish(rec)
+        ros_context.spin_until(lambda: False, 0.05)
+
+    status(1, EpisodeStatus.RUNNING)                    # episode 1 runs; its last steps are held back ...
+    for i in range(3):
+        step(1, i, i)
+    status(1, EpisodeStatus.IDLE, label=EpisodeStatus.LABEL_NONE)
+    status(2, EpisodeStatus.RUNNING)                    # ... and arrive once episode 2 is recording
+    for i in range(3, 6):
+        step(1, i, i)
+    for i in range(4):
+        step(2, i, 10 + i)
+    step(2, 4, 14)
+    ros_context.spin_until(lambda: False, 0.5)
+    status(2, EpisodeStatus.IDLE, label=EpisodeStatus.LABEL_SUCCESS)
+    assert ros_context.spin_until(lambda: diag.get("recorder", "rejected/step_other_episode") >= 3, 10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not [p for p in episodes.glob("episode_000002_*") if p.is_dir()
+                                                 and not p.name.endswith(".incomplete")]:
+        time.sleep(0.1)
+    [bag] = [p for p in episodes.glob("episode_000002_*") if not p.name.endswith(".incomplete")]
+    ep = read_episode(bag, images=False)
+    assert ep.num_steps == 5 and ep.step.tolist() == [0, 1, 2, 3, 4]
+    assert ep.obs_sequence[ep.step_obs_index].tolist() == [10, 11, 12, 13, 14]
