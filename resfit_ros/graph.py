@@ -148,12 +148,22 @@ _COMMON_ARGS = (
               "file"),
     LaunchArg("output_dir", "outputs/run", "where episode bags, checkpoints and metrics go"),
     LaunchArg("demos_dir", "outputs/demos/g1_pick_lift", "demonstration episode bags for the replay buffer"),
+    LaunchArg("control_rate_hz", "20.0", "the robot's control rate: the simulator's step, the synchronizer's "
+              "observation rate, the residual policy's and the homing's per-step change limits"),
     LaunchArg("use_sim_time", "false", "use /clock (simulated time) instead of the wall clock", "bool"),
 )
 
 
+# the nodes that pace or limit by the control rate: given once, as a launch argument (a `/**` section
+# of the config file cannot carry it: rcl would then apply every node's own section after the
+# launch arguments)
+RATE_NODES = ("sim_robot", "synchronizer", "residual_policy", "episode_manager")
+
+
 def _node(name: str, executable: str | None = None, **kw) -> NodeSpec:
     params = {"robot_description": "$(arg robot)", "use_sim_time": "$(arg use_sim_time)"}
+    if name in RATE_NODES:
+        params["control_rate_hz"] = "$(arg control_rate_hz)"
     params.update(kw.pop("parameters", {}))
     return NodeSpec(name=name, executable=executable or name, params_file="$(arg config)", parameters=params, **kw)
 
@@ -289,7 +299,8 @@ def _against_the_stand_in(real: GraphSpec) -> GraphSpec:
                   if n.name == "episode_manager" else n for n in real.nodes)
     stand_in = NodeSpec(name="sim_robot", executable="sim_robot", params_file="$(arg sim_config)",
                         parameters={"task": "$(arg task)", "robot_description": "$(arg robot)",
-                                    "use_sim_time": "$(arg use_sim_time)"}, required=True)
+                                    "use_sim_time": "$(arg use_sim_time)", "control_rate_hz": "$(arg control_rate_hz)"},
+                        required=True)
     return GraphSpec(
         name="robot_sim",
         description="train_real's nodes and parameters against the simulated robot in real time "

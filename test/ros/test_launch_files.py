@@ -174,3 +174,24 @@ def test_the_one_machine_graphs_are_the_union_of_the_robot_and_learner_graphs():
             for value in node.parameters.values():
                 substitute(value, values)
     assert resolve_args(learner, {"device": "cuda"})["device"] == "cuda"
+
+
+def test_the_control_rate_is_one_launch_argument_for_every_node_that_uses_it():
+    """control_rate_hz: one launch argument of each graph, handed to the simulator, synchronizer,
+    residual policy and episode manager, and in no parameter file."""
+    import yaml
+
+    from resfit_ros.graph import RATE_NODES
+    from resfit_ros.robot import config_dir
+
+    assert set(RATE_NODES) == {"sim_robot", "synchronizer", "residual_policy", "episode_manager"}
+    for graph in GRAPHS.values():
+        for node in graph.nodes:
+            if node.executable in RATE_NODES:
+                assert node.parameters.get("control_rate_hz") == "$(arg control_rate_hz)", (graph.name, node.name)
+                assert resolve_args(graph, {"control_rate_hz": "25.0"})["control_rate_hz"] == "25.0"
+            else:
+                assert "control_rate_hz" not in node.parameters, (graph.name, node.name)
+    for path in sorted(config_dir().glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text()) or {}
+        assert not [s for s, block in doc.items() if "control_rate_hz" in (block or {}).get("ros__parameters", {})], path
