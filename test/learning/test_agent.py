@@ -328,6 +328,19 @@ def test_per_joint_residual_gain_bounds_each_joint_and_a_zero_gain_joint_never_m
             assert out[0] == 0.0 and np.all(out <= 0.1 * gain + 1e-6) and out[2] > 0.15
 
 
+def regression_errors(agent, batch) -> torch.Tensor:
+    """(B,) sum_j ((r_j - target_j) / bound_j)^2: how far the actor's residual is from what each row's
+    command did beyond the base (clamped to the bound), the regression target of demo/intervention BC."""
+    base = agent._normalise_action(batch.base_action)
+    action = agent._normalise_action(batch.action).clamp(-1.0, 1.0)
+    target = torch.clamp(action - base.clamp(-1.0, 1.0), -agent._residual_scale, agent._residual_scale)
+    with torch.no_grad():
+        feats = agent.encoder(batch.obs, augment=False)
+        residual = agent.actor(torch.cat([feats, agent._normalise_state(batch.obs["state"]),
+                                          base.clamp(-1.0, 1.0)], dim=1))
+    return ((residual - target) / agent._residual_scale).pow(2).sum(dim=1)
+
+
 def test_demo_bc_pulls_the_residual_toward_what_the_demos_did_beyond_the_base_on_demo_rows_only():
     from resfit_ros.learning.agent import LOSS_DEMO_BC
 
@@ -340,15 +353,7 @@ def test_demo_bc_pulls_the_residual_toward_what_the_demos_did_beyond_the_base_on
         stats = {}
         for _ in range(300):
             stats = agent.update(batch, update_actor=True)
-        base = agent._normalise_action(batch.base_action)
-        action = agent._normalise_action(batch.action).clamp(-1.0, 1.0)
-        target = torch.clamp(action - base.clamp(-1.0, 1.0), -agent._residual_scale, agent._residual_scale)
-        with torch.no_grad():
-            feats = agent.encoder(batch.obs, augment=False)
-            residual = agent.actor(torch.cat([feats, agent._normalise_state(batch.obs["state"]),
-                                              base.clamp(-1.0, 1.0)], dim=1))
-        demo = batch.demo
-        return float(((residual[demo] - target[demo]) / agent._residual_scale).pow(2).sum(dim=1).mean()), stats
+        return float(regression_errors(agent, batch)[batch.demo].mean()), stats
 
     with_bc, stats = residual_error(10.0)
     without, stats0 = residual_error(0.0)
@@ -393,14 +398,7 @@ def test_intervention_bc_pulls_the_residual_toward_the_operators_correction_on_o
         stats = {}
         for _ in range(300):
             stats = agent.update(batch, update_actor=True)
-        base = agent._normalise_action(batch.base_action)
-        action = agent._normalise_action(batch.action).clamp(-1.0, 1.0)
-        target = torch.clamp(action - base.clamp(-1.0, 1.0), -agent._residual_scale, agent._residual_scale)
-        with torch.no_grad():
-            feats = agent.encoder(batch.obs, augment=False)
-            residual = agent.actor(torch.cat([feats, agent._normalise_state(batch.obs["state"]),
-                                              base.clamp(-1.0, 1.0)], dim=1))
-        err = ((residual - target) / agent._residual_scale).pow(2).sum(dim=1)
+        err = regression_errors(agent, batch)
         return float(err[operator].mean()), float(err[batch.demo & ~operator].mean()), stats
 
     on_operator, on_demos, stats = errors(10.0)
