@@ -9,6 +9,8 @@ Variants (each a set of overrides of config/sim.yaml's recipe):
 Every run: the same env-step budget, the success of base + residual on the first --curve-episodes of
 the main job's evaluation scenes every --curve-every steps (paired with the base on the same scenes).
 Runs go --jobs at a time (one per core); every run is reported, with the env steps and minutes.
+A run whose <out>/<variant>_seed<seed>.json exists is not run again (an interrupted bench resumes; a
+residual_gain.py result of the same recipe, seed and budget can stand in for it).
 
     python bench/ablations.py --env-steps 30000 --seeds 0 1 --out outputs/ablations
 """
@@ -48,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     bench = Path(__file__).with_name("residual_gain.py")
     runs = [(v, s) for s in args.seeds for v in args.variants]
-    pending, active, t0 = list(runs), [], time.monotonic()
+    pending = [(v, s) for v, s in runs if not (out / f"{v}_seed{s}.json").is_file()]
+    for v, s in sorted(set(runs) - set(pending)):
+        print(f"{v} seed {s}: result exists, not run again")
+    active, t0 = [], time.monotonic()
     while pending or active:
         while pending and len(active) < args.jobs:
             variant, seed = pending.pop(0)

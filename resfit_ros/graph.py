@@ -9,7 +9,9 @@ Both consumers read this module:
 Values may refer to launch arguments as "$(arg NAME)"; both consumers substitute them the same way.
 Every graph has the launch argument `namespace` ('' = the root): all its nodes start in that ROS
 namespace, and as every shared name is node-relative (resfit_ros/names.py), two robots or two
-stacks share one DDS domain without crosstalk.
+stacks share one DDS domain without crosstalk. A graph with the launch argument `robots` is a
+fleet for robots:=N > 1: its per-robot nodes start N times, in `robot_0` ... `robot_<N-1>` under
+the namespace, and the nodes that serve all robots (the learner) get their names (planned_nodes).
 """
 from __future__ import annotations
 
@@ -70,6 +72,8 @@ class NodeSpec:
     respawn_delay_s: float = 1.0
     required: bool = False             # when it exits, the whole graph shuts down
     enabled_if: str = ""               # launch argument that must be "true" for the node to start ("!arg": "false")
+    per_robot: bool = False            # a fleet starts one per robot (values may use $(arg robot_dir))
+    serves_robots: bool = False        # a fleet hands it the robots' namespaces (parameter `robots`)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ def resolve_args(graph: GraphSpec, overrides: dict[str, str], package_config_dir
     # defaults may refer to other arguments (for example a path under output_dir)
     for _ in range(3):
         values = {k: substitute(v, values) for k, v in values.items()}
+    values[ROBOT_DIR] = ""               # one robot; planned_nodes sets it per robot of a fleet
     return values
 
 
@@ -131,6 +136,56 @@ def check_args(graph: GraphSpec, values: dict[str, str], files: bool = True) -> 
         problem = arg_problem(arg, values[arg.name], files)
         if problem:
             raise ValueError(problem)
+    if "robots" in values and int(values["robots"]) < 1:
+        raise ValueError(f"launch argument robots:={values['robots']!r} must be at least 1")
+
+
+# --- what starts: enabled nodes, a fleet's copies --------------------------------------------------
+
+ROBOT_DIR = "robot_dir"   # not a launch argument: '' for one robot, '/robot_<i>' for robot i of a fleet
+
+
+def fleet_robots(values: dict[str, str]) -> list[str]:
+    """The robots' namespaces (relative to the graph's) for robots:=N: [''] for one robot (the
+    graph's own namespace, exactly the one-robot graph), robot_0 ... robot_<N-1> otherwise."""
+    n = int(values.get("robots", "1") or "1")
+    return [""] if n <= 1 else [f"robot_{i}" for i in range(n)]
+
+
+def enabled_nodes(graph: GraphSpec, values: dict[str, str]) -> list[NodeSpec]:
+    """The graph's nodes whose enabled_if holds for these launch argument values."""
+    def enabled(condition: str) -> bool:
+        negated = condition.startswith("!")
+        return values.get(condition.lstrip("!"), "").lower() == ("false" if negated else "true")
+
+    return [n for n in graph.nodes if not n.enabled_if or enabled(n.enabled_if)]
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    spec: NodeSpec
+    namespace: str                     # absolute ('' = the root)
+    args: dict[str, str]               # the launch argument values its $(arg ...) take
+
+
+def planned_nodes(graph: GraphSpec, values: dict[str, str]) -> list[PlannedNode]:
+    """Every process the graph starts for these launch argument values: the enabled nodes, a
+    fleet's per-robot nodes once per robot. The runner and the launch files both start exactly these."""
+    root = graph_namespace(graph, values)
+    robots = fleet_robots(values)
+    planned = []
+    for spec in enabled_nodes(graph, values):
+        if spec.per_robot:
+            for robot in robots:
+                planned.append(PlannedNode(spec, absolute_namespace(f"{root}/{robot}"),
+                                           {**values, ROBOT_DIR: f"/{robot}" if robot else ""}))
+            continue
+        if spec.serves_robots and robots != [""]:
+            # its one clock cannot be every robot's simulated time: it stamps with its own
+            spec = dataclasses.replace(spec, parameters={**spec.parameters, "robots": f"[{', '.join(robots)}]",
+                                                         "use_sim_time": "false"})
+        planned.append(PlannedNode(spec, root, {**values, ROBOT_DIR: ""}))
+    return planned
 
 
 # --- the graphs -------------------------------------------------------------------------------
@@ -180,23 +235,25 @@ def _on_simulated_time(nodes: tuple[NodeSpec, ...]) -> tuple[NodeSpec, ...]:
 def _robot_side() -> tuple[NodeSpec, ...]:
     """The control path: what runs on the robot's computer."""
     return (
-        _node("synchronizer", respawn=True),
-        _node("base_chunk_server", parameters={"base_artifact": "$(arg base_artifact)"}, respawn=True),
-        _node("residual_policy", parameters={"explore": "true"}, respawn=True),
+        _node("synchronizer", respawn=True, per_robot=True),
+        _node("base_chunk_server", parameters={"base_artifact": "$(arg base_artifact)"}, respawn=True, per_robot=True),
+        _node("residual_policy", parameters={"explore": "true"}, respawn=True, per_robot=True),
         # persisted status: a respawned manager continues the episode ids and aborts the episode it ran
-        _node("episode_manager", parameters={"state_file": "$(arg output_dir)/episode_manager_state.json"},
-              respawn=True),
+        _node("episode_manager", parameters={"state_file": "$(arg output_dir)$(arg robot_dir)/episode_manager_state.json"},
+              respawn=True, per_robot=True),
     )
 
 
 def _learner_side() -> tuple[NodeSpec, ...]:
     """Recording and learning: what runs on the machine that holds the data (a GPU workstation)."""
     return (
-        _node("recorder", parameters={"output_dir": "$(arg output_dir)/episodes"}, respawn=True),
+        # one episode store: a fleet's recorders each write their own robot folder of it
+        _node("recorder", parameters={"output_dir": "$(arg output_dir)/episodes$(arg robot_dir)"}, respawn=True,
+              per_robot=True),
         _node("learner", parameters={"output_dir": "$(arg output_dir)", "demos_dir": "$(arg demos_dir)",
                                      "episodes_dir": "$(arg output_dir)/episodes",
                                      "base_artifact": "$(arg base_artifact)", "device": "$(arg device)"},
-              respawn=True),
+              respawn=True, serves_robots=True),
     )
 
 
@@ -207,15 +264,15 @@ def _simulated_robot(enabled_if: str = "", detector: bool = False) -> tuple[Node
     if detector:
         return (
             _node("sim_robot", parameters={"task": "$(arg task)", "operator_share": "$(arg operator_share)"},
-                  required=True),
-            _node("judge", parameters=loop, required=True, enabled_if="!use_detector"),
+                  required=True, per_robot=True),
+            _node("judge", parameters=loop, required=True, enabled_if="!use_detector", per_robot=True),
             _node("success_detector", parameters={**loop, "detector": "$(arg detector)"}, required=True,
-                  enabled_if="use_detector"),
+                  enabled_if="use_detector", per_robot=True),
         )
     return (
         _node("sim_robot", parameters={"task": "$(arg task)", "operator_share": "$(arg operator_share)"},
-              required=True, enabled_if=enabled_if),
-        _node("judge", parameters=loop, required=True, enabled_if=enabled_if),
+              required=True, enabled_if=enabled_if, per_robot=True),
+        _node("judge", parameters=loop, required=True, enabled_if=enabled_if, per_robot=True),
     )
 
 
@@ -231,7 +288,7 @@ _DETECTOR_ARGS = (
 def _labelling_detector() -> NodeSpec:
     """On the robot the detector only labels: a person resets the scene and starts each episode."""
     return _node("success_detector", parameters={"detector": "$(arg detector)", "start_episodes": "false"},
-                 required=True, enabled_if="use_detector")
+                 required=True, enabled_if="use_detector", per_robot=True)
 
 
 GRAPHS: dict[str, GraphSpec] = {}
@@ -321,10 +378,15 @@ _register(_against_the_stand_in(GRAPHS["train_real"]))
 
 _register(GraphSpec(
     name="train_sim",
-    description="Residual RL on the simulated 29-DoF humanoid; a judge node labels episodes.",
+    description="Residual RL on the simulated 29-DoF humanoid; a judge node labels episodes. "
+                "robots:=N: a fleet of N simulated robots (robot_0 ... in the namespace) feeding one learner.",
     args=_COMMON_ARGS[:-1] + (
         LaunchArg("use_sim_time", "true", "use the simulator's /clock (the simulated robot runs in lockstep)", "bool"),
         DEVICE_ARG,
+        LaunchArg("robots", "1", "simulated robots: N > 1 starts the robot's nodes (simulator, judge, synchronizer, "
+                  "base, residual policy, episode manager, recorder) once per robot in robot_0 ... robot_<N-1>, "
+                  "recorded into one episode store (a folder per robot) and trained by one learner that sends "
+                  "every robot the same weights; episodes:= counts per robot", "count"),
     ) + _SIM_ARGS + _DETECTOR_ARGS,
     nodes=_on_simulated_time(_simulated_robot(detector=True) + _robot_side() + _learner_side()),
 ))

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from resfit_ros.dds_shm import remove_dead_fastdds_segments
-from resfit_ros.graph import GRAPHS, GraphSpec, NodeSpec, check_args, graph_namespace, resolve_args, substitute
+from resfit_ros.graph import (GRAPHS, GraphSpec, NodeSpec, PlannedNode, check_args, enabled_nodes, graph_namespace,  # noqa: F401
+                              planned_nodes, resolve_args, substitute)
 
 
 def parse_launch_overrides(items: list[str]) -> dict[str, str]:
@@ -60,12 +61,9 @@ def node_command(node: NodeSpec, args: dict[str, str], python: str = sys.executa
     return cmd
 
 
-def enabled_nodes(graph: GraphSpec, args: dict[str, str]) -> list[NodeSpec]:
-    def enabled(condition: str) -> bool:
-        negated = condition.startswith("!")
-        return (args.get(condition.lstrip("!"), "").lower() == ("false" if negated else "true"))
-
-    return [n for n in graph.nodes if not n.enabled_if or enabled(n.enabled_if)]
+def _label(planned: PlannedNode) -> str:
+    robot = planned.args.get("robot_dir", "").strip("/")
+    return f"{robot}/{planned.spec.name}" if robot else planned.spec.name
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 5.0, term_s: float = 3.0, kill_s: float = 3.0) -> int:
@@ -89,6 +87,7 @@ def stop_process(proc: subprocess.Popen, grace: float = 5.0, term_s: float = 3.0
 class _Running:
     spec: NodeSpec
     command: list[str]
+    label: str = ""                    # its name in output and pid files: robot_1/judge in a fleet
     process: subprocess.Popen | None = None
     restarts: int = 0
     exit_codes: list[int] = field(default_factory=list)
@@ -118,8 +117,8 @@ class GraphRunner:
             self.pid_dir.mkdir(parents=True, exist_ok=True)
             self._write_pid("runner", os.getpid())
         self.namespace = graph_namespace(graph, self.args)
-        self.nodes = [_Running(n, node_command(n, self.args, namespace=self.namespace))
-                      for n in enabled_nodes(graph, self.args)]
+        self.nodes = [_Running(p.spec, node_command(p.spec, p.args, namespace=p.namespace), label=_label(p))
+                      for p in planned_nodes(graph, self.args)]
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.exit_reason = ""
@@ -132,10 +131,11 @@ class GraphRunner:
                                         start_new_session=True)  # our own Ctrl-C handling decides
         threading.Thread(target=self._pump, args=(node, node.process), daemon=True).start()
         if self.pid_dir is not None:
-            self._write_pid(node.spec.name, node.process.pid)
-        self._say(f"started {node.spec.name} (pid {node.process.pid})")
+            self._write_pid(node.label, node.process.pid)
+        self._say(f"started {node.label} (pid {node.process.pid})")
 
     def _write_pid(self, name: str, pid: int) -> None:
+        name = name.replace("/", ".")         # robot_1/judge -> robot_1.judge.pid
         tmp = self.pid_dir / f".{name}.pid.tmp"
         tmp.write_text(f"{pid}\n")
         os.replace(tmp, self.pid_dir / f"{name}.pid")   # readers never see a half-written file
@@ -143,7 +143,7 @@ class GraphRunner:
     def _remove_pid(self, name: str) -> None:
         if self.pid_dir is not None:
             try:
-                (self.pid_dir / f"{name}.pid").unlink()
+                (self.pid_dir / f"{name.replace('/', '.')}.pid").unlink()
             except FileNotFoundError:
                 pass
 
@@ -151,7 +151,7 @@ class GraphRunner:
         assert proc.stdout is not None
         for line in proc.stdout:
             with self._lock:
-                self.output.write(f"[{node.spec.name}] {line}" if line.endswith("\n") else f"[{node.spec.name}] {line}\n")
+                self.output.write(f"[{node.label}] {line}" if line.endswith("\n") else f"[{node.label}] {line}\n")
                 self.output.flush()
 
     def _say(self, text: str) -> None:
@@ -179,20 +179,24 @@ class GraphRunner:
             code = proc.returncode
             node.exit_codes.append(code)
             node.process = None
-            self._remove_pid(node.spec.name)
-            self._say(f"{node.spec.name} exited with code {code}")
+            self._remove_pid(node.label)
+            self._say(f"{node.label} exited with code {code}")
             self._clean_shm()
             if node.spec.required:
-                self.exit_reason = f"required node {node.spec.name} exited ({code})"
+                running = [n.label for n in self.nodes if n.spec is node.spec and n.process is not None]
+                if code == 0 and running:   # a fleet: one robot done, the graph ends with the last one
+                    self._say(f"{node.label} finished; waiting for {', '.join(running)}")
+                    continue
+                self.exit_reason = f"required node {node.label} exited ({code})"
                 return False
             if node.spec.respawn and not self._stop.is_set():
                 if node.restarts >= self.max_restarts:
-                    self.exit_reason = f"{node.spec.name} died {node.restarts + 1} times; giving up"
+                    self.exit_reason = f"{node.label} died {node.restarts + 1} times; giving up"
                     self.gave_up = True
                     return False
                 node.restarts += 1
                 time.sleep(node.spec.respawn_delay_s)
-                self._say(f"respawning {node.spec.name} (restart {node.restarts})")
+                self._say(f"respawning {node.label} (restart {node.restarts})")
                 self._start(node)
         if all(n.process is None for n in self.nodes):
             self.exit_reason = self.exit_reason or "all nodes exited"
@@ -220,7 +224,7 @@ class GraphRunner:
             if n.process is not None:
                 n.exit_codes.append(n.process.wait())
                 n.process = None
-            self._remove_pid(n.spec.name)
+            self._remove_pid(n.label)
         self._remove_pid("runner")
         self._clean_shm()
 
@@ -245,7 +249,7 @@ class GraphRunner:
             self.shutdown()
             for s, h in old.items():
                 signal.signal(s, h)
-        failed = [n.spec.name for n in self.nodes
+        failed = [n.label for n in self.nodes
                   if n.spec.required and n.exit_codes and n.exit_codes[-1] not in (0, -2, -15)]
         return 1 if failed or self.gave_up else 0
 

@@ -356,18 +356,37 @@ def raw_bag_hint(path: str | Path) -> str:
             + IMPORT_HINT.format(path=path) + "`")
 
 
+def store_folders(root: str | Path) -> list[Path]:
+    """`root` and its robot folders. An episode store holds the episode bags of one robot directly
+    and those of a fleet in one folder per robot (`robot_0/episode_...`, `robot_1/...`: each robot's
+    recorder keeps its own episode ids and recovers only its own bags). Hidden folders (caches) and
+    raw recordings are not robot folders."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [root] + [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+                     and not is_episode_dir(p) and not is_raw_bag(p)]
+
+
+def episode_name(path: Path, root: str | Path) -> str:
+    """An episode's name in its store: the bag's own name, with its robot folder in a fleet's
+    (`robot_1/episode_000003_...`: two robots' episode ids overlap)."""
+    return path.relative_to(root).as_posix()
+
+
 def scan_episodes(root: str | Path, *, images: bool = True) -> list[tuple[Path, Episode | str]]:
-    """Every episode directory under `root` (sorted by name) with its Episode, or the problem
-    (a string) that keeps it from loading. Never raises for one bad episode. A raw rosbag2
-    recording (`ros2 bag record`: root itself or a subdirectory) is listed with the problem
-    "raw rosbag2 recording ... import it with `resfit-ros bags import-raw`" (bags/raw_record.py)."""
+    """Every episode directory under `root` and its robot folders (store_folders; sorted by name)
+    with its Episode, or the problem (a string) that keeps it from loading. Never raises for one
+    bad episode. A raw rosbag2 recording (`ros2 bag record`: root itself or a subdirectory) is
+    listed with the problem "raw rosbag2 recording ... import it with `resfit-ros bags import-raw`"
+    (bags/raw_record.py)."""
     root = Path(root)
     if not root.is_dir():
         raise BagError(root, "episode directory does not exist")
     if is_raw_bag(root):  # a `ros2 bag record` directory where episode bags were expected
         return [(root, raw_bag_hint(root))]
     out: list[tuple[Path, Episode | str]] = []
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+    subdirs = sorted(p for folder in store_folders(root) for p in folder.iterdir() if p.is_dir())
     out.extend((p, raw_bag_hint(p)) for p in subdirs if not is_episode_dir(p) and is_raw_bag(p))
     for path in (p for p in subdirs if is_episode_dir(p)):
         try:

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fresh", action="store_true", help="start the training run from scratch (keep demos/base)")
     parser.add_argument("--namespace", default="", help="ROS namespace of the training graph's nodes (its "
                         "namespace:=, e.g. robot_a: several runs side by side on one DDS domain; default: the root)")
+    parser.add_argument("--robots", type=positive_int, default=1,
+                        help="simulated robots feeding the one learner (train_sim robots:=N; default 1)")
     parser.add_argument("--snapshot-every", type=float, default=5.0,
                         help="also keep the learner's checkpoint every this many minutes and evaluate each one "
                              "on the same seeds: the gain against training time (default 5; 0: final only)")
@@ -104,20 +106,25 @@ def _episodes(root: Path, seen: dict | None = None) -> list[tuple[str, bool, boo
     `seen` caches what earlier calls read: a finished episode bag never changes, and re-reading
     every bag of a long run every 2 s would take CPU from the learner."""
     from resfit_ros.bags.errors import BagError
-    from resfit_ros.bags.reader import is_episode_dir, read_episode
+    from resfit_ros.bags.reader import episode_name, is_episode_dir, read_episode, store_folders
 
     seen = {} if seen is None else seen
     out = []
-    for path in sorted(p for p in root.iterdir() if is_episode_dir(p)) if root.is_dir() else []:
-        if path.name not in seen:
+    folders = store_folders(root)
+    paths = [p for folder in folders for p in folder.iterdir() if is_episode_dir(p)]
+    # one robot: by episode id; a fleet's robots: by when each episode finished (its bag's rename)
+    paths.sort(key=(lambda p: (p.stat().st_mtime_ns, p.name)) if len(folders) > 1 else (lambda p: p.name))
+    for path in paths:
+        name = episode_name(path, root)
+        if name not in seen:
             try:
                 ep = read_episode(path, images=False)
-                seen[path.name] = None if ep.label is None else (
-                    path.name, ep.success, bool(ep.exploration.any()) if ep.exploration.size else False, ep.num_steps)
+                seen[name] = None if ep.label is None else (
+                    name, ep.success, bool(ep.exploration.any()) if ep.exploration.size else False, ep.num_steps)
             except BagError:
-                seen[path.name] = None     # unreadable: not an episode of the run (scan_episodes says why)
-        if seen[path.name] is not None:
-            out.append(seen[path.name])
+                seen[name] = None     # unreadable: not an episode of the run (scan_episodes says why)
+        if seen[name] is not None:
+            out.append(seen[name])
     return out
 
 
@@ -189,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
     runner = GraphRunner(GRAPHS["train_sim"], {
         "base_artifact": str(base), "demos_dir": str(demos), "output_dir": str(out),
         "eval_every": str(args.eval_every), "task": TASK, "max_steps": str(args.max_steps),
-        "namespace": args.namespace, "operator_share": str(args.operator_share)}, env=env, output=log)
+        "namespace": args.namespace, "operator_share": str(args.operator_share), "robots": str(args.robots)},
+        env=env, output=log)
     print(f"training through the train_sim node graph for {args.minutes:g} min (node output: {out / 'graph.log'})",
           flush=True)
     import signal
@@ -265,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
           f"residual, {lost} only by the base ({'clear' if gain > 2 * se else 'NOT clear'}: 2 standard errors = {2 * se:.2f})")
     print(f"learning curve    {out / 'learning_curve.png'}")
     (out / "result.json").write_text(json.dumps({
-        "minutes": round(trained_min, 1), "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e, _ in eps)),
+        "minutes": round(trained_min, 1), "robots": args.robots, "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e, _ in eps)),
         "env_steps": int(sum(n for *_, n in eps)),
         "base_success": base_rate, "combined_success": combined, "gain": gain, "gain_stderr_paired": se,
         "solved_only_with_residual": won, "solved_only_by_base": lost, "eval_episodes": n,

@@ -19,7 +19,7 @@ import numpy as np
 
 from resfit_ros.bags import INCOMPLETE_SUFFIX, Episode, read_episode
 from resfit_ros.bags.errors import AbortedBeforeFirstStep
-from resfit_ros.bags.reader import is_episode_dir, is_raw_bag, raw_bag_hint
+from resfit_ros.bags.reader import episode_name, is_episode_dir, is_raw_bag, raw_bag_hint, store_folders
 from resfit_ros.core.intervention import intervention_steps
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class BagIngest:
             return []
         added = []
         kind = "demo" if demo else "online"
-        subdirs = sorted(p for p in root.iterdir() if p.is_dir())
+        subdirs = sorted(p for folder in store_folders(root) for p in folder.iterdir() if p.is_dir())
         for raw in [root] + [p for p in subdirs if not is_episode_dir(p)]:
             if raw not in self.seen and is_raw_bag(raw):  # `ros2 bag record` output: say once how to import it
                 self.seen.add(raw)
@@ -184,6 +184,6 @@ class BagIngest:
             explore = bool(ep.exploration.any()) if ep.exploration.size else False
             if not demo:
                 operator = int(arrays.intervention.sum()) if arrays.intervention is not None else 0
-                self.history.append((path.name, ep.success, explore, ep.num_steps, operator))
+                self.history.append((episode_name(path, root), ep.success, explore, ep.num_steps, operator))
             added.append(path)
         return added

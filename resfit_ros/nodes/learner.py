@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from resfit_ros import names
 from resfit_ros.config import ConfigError, require
+from resfit_ros.bags.reader import episode_name
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.weights import pack_weights
 from resfit_ros.learning.from_bags import EXCLUDED_ABORTED
@@ -32,6 +34,7 @@ from resfit_ros.nodes.common import LATCHED, STREAM, Rejections, make_node, node
 # The policy node's training-step count grows by one per step record; a record claiming a larger
 # jump than this is malformed (a forged count would lift the learner's update budget for good).
 MAX_TRAINING_STEP_JUMP = 10_000
+_ROBOT_NAMESPACE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 @dataclass
@@ -48,6 +51,7 @@ class LearnerConfig(OfflineSettings):
     scan_period_s: float = 1.0                # look for newly completed episodes this often
     num_threads: int = 1                      # torch threads for the updates
     robot_description: str = ""               # unused; accepted so one YAML serves all nodes
+    robots: list[str] = field(default_factory=list)  # a fleet: its robots' namespaces relative to this node's (robot_0, ...; [] = one robot here); their steps count together, each gets the weights
 
     def __post_init__(self):
         super().__post_init__()
@@ -55,6 +59,21 @@ class LearnerConfig(OfflineSettings):
         require(self.publish_every_updates >= 1, f"publish_every_updates must be >= 1, got {self.publish_every_updates}")
         require(self.checkpoint_every_updates >= 1,
                 f"checkpoint_every_updates must be >= 1, got {self.checkpoint_every_updates}")
+        for robot in self.robots:
+            require(bool(_ROBOT_NAMESPACE.fullmatch(robot)),
+                    f"robots: {robot!r} is not a relative ROS namespace (e.g. robot_0)")
+        require(len(set(self.robots)) == len(self.robots), f"robots: {self.robots} names a robot twice")
+
+
+def robot_topic(robot: str, name: str) -> str:
+    """A robot's topic seen from the learner: `robot_0/resfit/step` ('' = the learner's own namespace)."""
+    return f"{robot}/{name}" if robot else name
+
+
+def paced_share(allowed_total: int, steps_total: int, steps_robot: int) -> int:
+    """The training steps one robot of a fleet may have taken: its own plus what the fleet may still
+    take, so that the robots together never run ahead of the learner's update schedule."""
+    return steps_robot + (allowed_total - steps_total)
 
 
 class Learner:
@@ -66,15 +85,20 @@ class Learner:
         torch.set_num_threads(cfg.num_threads)
         self.out = Path(cfg.output_dir)
         self.ckpt_dir = self.out / "checkpoints"
-        self.steps_seen = 0                       # training steps taken by the robot (StepRecords)
-        self.step_records = 0                     # step records accepted
+        self.robots = list(cfg.robots) or [""]
+        self.robot_steps = dict.fromkeys(self.robots, 0)    # training steps each robot took (StepRecords)
+        self.robot_records = dict.fromkeys(self.robots, 0)  # step records accepted per robot
         self.lock = threading.Lock()
-        self.pub_weights = self.node.create_publisher(PolicyWeights, names.POLICY_WEIGHTS, LATCHED)
-        self.pub_metrics = self.node.create_publisher(LearnerMetrics, names.LEARNER_METRICS, STREAM)
+        self.pub_weights = [self.node.create_publisher(PolicyWeights, robot_topic(r, names.POLICY_WEIGHTS), LATCHED)
+                            for r in self.robots]
+        self.pub_metrics = {r: self.node.create_publisher(LearnerMetrics, robot_topic(r, names.LEARNER_METRICS),
+                                                          STREAM) for r in self.robots}
         self.pub_status = self.node.create_publisher(LearnerStatus, names.LEARNER_STATUS, LATCHED)
         self.rejections = Rejections(self.node)   # rejected/step_jump on /diagnostics
         self.rejections.start_diagnostics(1.0, extra=lambda: {"steps_seen": self.steps_seen})
-        self.node.create_subscription(StepRecord, names.STEP_RECORD, self.on_step, STREAM)
+        for r in self.robots:
+            self.node.create_subscription(StepRecord, robot_topic(r, names.STEP_RECORD),
+                                          lambda msg, r=r: self.on_step(msg, r), STREAM)
         self.skipped_reported: set[str] = set()
         self.setup()
         self.stop = threading.Event()
@@ -127,20 +151,27 @@ class Learner:
         self.publish_status()
 
     # -- ROS side -----------------------------------------------------------------------------------
-    def on_step(self, msg: StepRecord) -> None:
+    @property
+    def steps_seen(self) -> int:
+        """Training steps the robots took together."""
+        return sum(self.robot_steps.values())
+
+    def on_step(self, msg: StepRecord, robot: str = "") -> None:
         # the policy node's own running count: steps taken before this learner subscribed count too
         steps = int(msg.training_steps)
         with self.lock:
+            seen = self.robot_steps[robot]
             # the first record sets the count (the policy may have run long before this learner)
-            if self.step_records and steps > self.steps_seen + MAX_TRAINING_STEP_JUMP:
-                jump = steps - self.steps_seen
+            if self.robot_records[robot] and steps > seen + MAX_TRAINING_STEP_JUMP:
+                jump = steps - seen
             else:
                 jump = 0
-                self.step_records += 1
-                self.steps_seen = max(self.steps_seen, steps)
+                self.robot_records[robot] += 1
+                self.robot_steps[robot] = max(seen, steps)
         if jump:
-            self.rejections.reject("step_jump", f"step record claims {steps} training steps, {jump} more than "
-                                   f"the {self.steps_seen} seen (at most {MAX_TRAINING_STEP_JUMP})")
+            where = f" of {robot}" if robot else ""
+            self.rejections.reject("step_jump", f"step record{where} claims {steps} training steps, {jump} more "
+                                   f"than the {seen} seen (at most {MAX_TRAINING_STEP_JUMP})")
 
     def publish_weights(self) -> None:
         msg = PolicyWeights(version=self.version, learner_step=self.agent.critic_updates,
@@ -148,14 +179,25 @@ class Learner:
         msg.tensors = [Tensor(name=t.name, shape=list(t.shape), data=t.data)
                        for t in pack_weights(self.agent.get_weights())]
         msg.header.stamp = self.node.get_clock().now().to_msg()
-        self.pub_weights.publish(msg)
+        for pub in self.pub_weights:      # every robot of a fleet runs the same policy
+            pub.publish(msg)
         self.version += 1
 
     def publish_metrics(self, stats: dict) -> None:
-        msg = LearnerMetrics(learner_step=self.agent.critic_updates, env_steps=self.steps_seen,
-                             names=list(stats), values=[float(v) for v in stats.values()])
-        msg.header.stamp = self.node.get_clock().now().to_msg()
-        self.pub_metrics.publish(msg)
+        """To each robot: the stats with its own step count and its share of the pace."""
+        with self.lock:
+            steps = dict(self.robot_steps)
+        total = sum(steps.values())
+        stamp = self.node.get_clock().now().to_msg()
+        for robot, pub in self.pub_metrics.items():
+            values = dict(stats)
+            if names.PACE_STEPS_ALLOWED in values:
+                values[names.PACE_STEPS_ALLOWED] = float(paced_share(int(values[names.PACE_STEPS_ALLOWED]), total,
+                                                                     steps[robot]))
+            msg = LearnerMetrics(learner_step=self.agent.critic_updates, env_steps=steps[robot],
+                                 names=list(values), values=[float(v) for v in values.values()])
+            msg.header.stamp = stamp
+            pub.publish(msg)
 
     # -- the training thread --------------------------------------------------------------------------
     def updates_this_run(self) -> int:
@@ -248,7 +290,8 @@ class Learner:
 
     def log_episode(self, path: Path) -> None:
         # this episode's entry (one poll may ingest several: the newest is not necessarily this one)
-        name, success, explore, steps, operator = next(h for h in reversed(self.ingest.history) if h[0] == path.name)
+        name, success, explore, steps, operator = next(
+            h for h in reversed(self.ingest.history) if h[0] == episode_name(path, self.cfg.episodes_dir))
         window = [s for (_, s, e, _, _) in self.ingest.history[-20:] if e == explore]
         rate = float(np.mean(window)) if window else 0.0
         kind = "training" if explore else "eval"

@@ -53,3 +53,27 @@ def test_the_pacer_waits_only_for_a_live_learner_that_knows_our_count():
     pacer.on_metrics(env_steps=41, steps_allowed=20, now=71.0)   # the next record told it
     assert pacer.behind(41, True, 71.5)
     assert not LearnerPacer(enabled=False).behind(10**6, True, 0.0)
+
+
+def test_a_fleet_shares_the_learners_pace_without_one_robot_blocking_another():
+    from resfit_ros.nodes.learner import paced_share
+
+    # the schedule allows 100 steps; robot 0 took 70, robot 1 took 20: together 10 more
+    assert paced_share(100, 90, 70) == 80 and paced_share(100, 90, 20) == 30
+    pacers = [LearnerPacer(enabled=True, free_steps=0, timeout_s=60.0, seen_at=0.0) for _ in range(2)]
+    steps = [70, 20]
+    # each robot steps while its pacer allows; the fleet ends at what the schedule allows (each robot
+    # one step beyond at most, as a lone robot: the learner learns of a step after it was taken)
+    for _ in range(50):
+        for i, pacer in enumerate(pacers):
+            pacer.on_metrics(steps[i], paced_share(100, sum(steps), steps[i]), now=1.0)
+            if not pacer.behind(steps[i] + 1, True, now=1.0):
+                steps[i] += 1
+    assert 100 <= sum(steps) <= 102 and steps[1] >= 25     # the robot behind is not starved
+    # robot 0 stopped (an operator resets it): robot 1 alone takes what the schedule allows
+    steps = [40, 40]
+    for _ in range(50):
+        pacers[1].on_metrics(steps[1], paced_share(100, sum(steps), steps[1]), now=1.0)
+        if not pacers[1].behind(steps[1] + 1, True, now=1.0):
+            steps[1] += 1
+    assert steps[0] == 40 and 60 <= steps[1] <= 61

@@ -137,3 +137,26 @@ def test_steps_an_operator_drove_reach_the_replay_as_interventions(tmp_path):
     assert buffer.num_online_transitions == 10 and buffer.num_intervention_transitions == 2
     assert [h[4] for h in ingest.history] == [2, 0]
     assert ingest.stats["online"].intervention_steps == 2
+
+
+def test_a_fleet_store_holds_one_folder_per_robot(tmp_path):
+    """Two robots' recorders each write their own folder of one store (their episode ids overlap);
+    the learner's ingest, the bags summary and main-job all read both, by their names in the store."""
+    from resfit_ros.bags import scan_episodes
+    from resfit_ros.bags.reader import store_folders
+
+    write_online(tmp_path / "robot_0", 1, 5, seed=0)
+    write_online(tmp_path / "robot_0", 2, 3, seed=1, success=False)
+    write_online(tmp_path / "robot_1", 1, 4, seed=2)
+    (tmp_path / ".base_actions").mkdir()          # a cache, not a robot
+    assert [p.name for p in store_folders(tmp_path)] == [tmp_path.name, "robot_0", "robot_1"]
+    buffer, _ = _buffers((), 16)
+    ingest = BagIngest(buffer, [])
+    added = ingest.poll(tmp_path, demo=False)
+    assert len(added) == 3 and buffer.num_online_transitions == 12
+    names_in_store = sorted(h[0] for h in ingest.history)
+    assert [n.split("/")[0] for n in names_in_store] == ["robot_0", "robot_0", "robot_1"]
+    assert names_in_store[0].startswith("robot_0/episode_000001") and names_in_store[2].startswith("robot_1/episode_000001")
+    write_online(tmp_path / "robot_1", 2, 2, seed=3)
+    assert [p.parent.name for p in ingest.poll(tmp_path, demo=False)] == ["robot_1"]   # each exactly once
+    assert len([e for _, e in scan_episodes(tmp_path) if not isinstance(e, str)]) == 4

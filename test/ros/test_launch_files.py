@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from resfit_ros import names
-from resfit_ros.graph import GRAPHS, resolve_args, substitute
+from resfit_ros.graph import GRAPHS, planned_nodes, resolve_args, substitute
 
 LAUNCH_DIR = Path(__file__).resolve().parents[2] / "launch"
 
@@ -33,13 +33,14 @@ def _fake_launch_modules(monkeypatch):
 
     mods = {
         "launch": {"LaunchDescription": make("LaunchDescription")},
-        "launch.actions": {"DeclareLaunchArgument": make("DeclareLaunchArgument"), "Shutdown": make("Shutdown")},
-        "launch.conditions": {"IfCondition": make("IfCondition"), "UnlessCondition": make("UnlessCondition")},
-        "launch.substitutions": {"LaunchConfiguration": make("LaunchConfiguration")},
+        "launch.actions": {"DeclareLaunchArgument": make("DeclareLaunchArgument"), "Shutdown": make("Shutdown"),
+                           "OpaqueFunction": make("OpaqueFunction")},
+        "launch.substitutions": {"LaunchConfiguration": type("LaunchConfiguration", (_Recorder,), {
+            "perform": lambda self, context: context[self.args[0]]})},
         "launch_ros": {},
         "launch_ros.actions": {"Node": make("Node")},
         "ament_index_python": {},
-        "ament_index_python.packages": {"get_package_share_directory": lambda pkg: f"/opt/share/{pkg}"},
+        "ament_index_python.packages": {"get_package_share_directory": lambda pkg: str(LAUNCH_DIR.parent)},
     }
     for name, attrs in mods.items():
         mod = types.ModuleType(name)
@@ -49,39 +50,82 @@ def _fake_launch_modules(monkeypatch):
     return classes
 
 
-@pytest.mark.parametrize("graph_name", ["train_real", "train_sim", "eval", "robot_sim", "robot", "learner"])
-def test_launch_file_declares_the_graph(monkeypatch, graph_name):
+def _launch(monkeypatch, graph_name: str, **given: str):
+    """The launch file's actions and the Node actions it starts for launch arguments `given`
+    (the rest at their declared defaults, as ros2 launch resolves them)."""
     classes = _fake_launch_modules(monkeypatch)
     ns = runpy.run_path(str(LAUNCH_DIR / f"{graph_name}.launch.py"))
-    ld = ns["generate_launch_description"]()
-    actions = ld.args[0]
-    graph = GRAPHS[graph_name]
+    actions = ns["generate_launch_description"]().args[0]
     declared = [a for a in actions if isinstance(a, classes["DeclareLaunchArgument"])]
-    nodes = [a for a in actions if isinstance(a, classes["Node"])]
+    defaults = {d.args[0]: "".join(p if isinstance(p, str) else f"$(arg {p.args[0]})" for p in d.kwargs["default_value"])
+                if isinstance(d.kwargs["default_value"], list) else d.kwargs["default_value"] for d in declared}
+    # the files a launch checks must exist: the package's own config, any file as the base
+    context = {**defaults, "base_artifact": str(LAUNCH_DIR / "train_sim.launch.py"), **given}
+    for _ in range(3):                       # defaults that refer to other arguments
+        context = {k: substitute(v, context) for k, v in context.items()}
+    [opaque] = [a for a in actions if isinstance(a, classes["OpaqueFunction"])]
+    return classes, declared, opaque.kwargs["function"](context), context
+
+
+@pytest.mark.parametrize("graph_name", ["train_real", "train_sim", "eval", "robot_sim", "robot", "learner"])
+def test_launch_file_declares_the_graph(monkeypatch, graph_name):
+    graph = GRAPHS[graph_name]
+    classes, declared, nodes, context = _launch(monkeypatch, graph_name)
     assert [d.args[0] for d in declared] == [a.name for a in graph.args]
     assert all(d.kwargs["description"] for d in declared), "every launch argument needs a description"
     for d, arg in zip(declared, graph.args):
         assert d.kwargs.get("choices") == (["true", "false"] if arg.kind == "bool" else None), arg.name
-    assert [n.kwargs["name"] for n in nodes] == [s.name for s in graph.nodes]
-    for n, spec in zip(nodes, graph.nodes):
+    # the nodes ros2 launch starts are exactly the runner's plan for the same values
+    plan = planned_nodes(graph, resolve_args(graph, context, package_config_dir=str(LAUNCH_DIR.parent / "config")))
+    assert [n.kwargs["name"] for n in nodes] == [p.spec.name for p in plan] and nodes
+    for n, p in zip(nodes, plan):
+        spec = p.spec
         assert n.kwargs["package"] == "resfit_ros" and n.kwargs["executable"] == spec.executable
-        [namespace] = n.kwargs["namespace"]                    # every node in the graph's namespace
-        assert isinstance(namespace, classes["LaunchConfiguration"]) and namespace.args == ("namespace",)
+        assert n.kwargs["namespace"] == "/"                   # the root by default
         assert n.kwargs["respawn"] == spec.respawn
         assert ("on_exit" in n.kwargs) == spec.required
-        assert ("condition" in n.kwargs) == bool(spec.enabled_if)
-        if spec.enabled_if:
-            condition = n.kwargs["condition"]
-            kind = "UnlessCondition" if spec.enabled_if.startswith("!") else "IfCondition"
-            assert isinstance(condition, classes[kind]) and condition.args[0].args == (spec.enabled_if.lstrip("!"),)
         overrides = n.kwargs["parameters"][-1]
         assert set(overrides) == set(spec.parameters)
+        assert all("$(arg" not in v for v in overrides.values()), overrides
     # config_dir defaults to the installed package's share directory
     cfg = next(d for d in declared if d.args[0] == "config_dir")
-    assert cfg.kwargs["default_value"] == "/opt/share/resfit_ros/config"
+    assert cfg.kwargs["default_value"] == str(LAUNCH_DIR.parent / "config")
     # the real robot graph never starts a simulator or a judge
     if graph_name == "train_real":
         assert not {"sim_robot", "judge"} & {s.executable for s in graph.nodes}
+
+
+def test_launch_conditions_and_namespace_follow_the_arguments(monkeypatch):
+    _, _, nodes, _ = _launch(monkeypatch, "train_sim")
+    assert "judge" in [n.kwargs["name"] for n in nodes] and "success_detector" not in [n.kwargs["name"] for n in nodes]
+    _, _, nodes, _ = _launch(monkeypatch, "train_sim", use_detector="true", detector="none", namespace="lab")
+    assert "success_detector" in [n.kwargs["name"] for n in nodes] and "judge" not in [n.kwargs["name"] for n in nodes]
+    assert {n.kwargs["namespace"] for n in nodes} == {"/lab"}
+    _, _, nodes, _ = _launch(monkeypatch, "eval", use_sim="false")
+    assert not {"sim_robot", "judge"} & {n.kwargs["name"] for n in nodes}
+
+
+def test_a_fleet_launches_the_robot_nodes_once_per_robot(monkeypatch):
+    _, _, nodes, _ = _launch(monkeypatch, "train_sim", robots="3", output_dir="/data/run")
+    where = [(n.kwargs["namespace"], n.kwargs["name"]) for n in nodes]
+    assert where.count(("/", "learner")) == 1 and len([w for w in where if w[1] == "learner"]) == 1
+    for i in range(3):
+        for name in ("sim_robot", "judge", "synchronizer", "base_chunk_server", "residual_policy", "episode_manager",
+                     "recorder"):
+            assert where.count((f"/robot_{i}", name)) == 1, (i, name)
+    learner = next(n for n in nodes if n.kwargs["name"] == "learner").kwargs["parameters"][-1]
+    assert learner["robots"] == "[robot_0, robot_1, robot_2]" and learner["use_sim_time"] == "false"
+    recorders = [n.kwargs["parameters"][-1]["output_dir"] for n in nodes if n.kwargs["name"] == "recorder"]
+    assert recorders == [f"/data/run/episodes/robot_{i}" for i in range(3)]   # one store, a folder per robot
+    assert learner["episodes_dir"] == "/data/run/episodes"
+    # the launch ends when the last robot's judge is done, at once when one fails (as the runner)
+    judges = [n.kwargs["on_exit"] for n in nodes if n.kwargs["name"] == "judge"]
+    done = types.SimpleNamespace(returncode=0)
+    assert judges[0](done, None) is None and judges[1](done, None) is None
+    assert judges[2](done, None) is not None
+    _, _, nodes, _ = _launch(monkeypatch, "train_sim", robots="2")
+    failed = next(n.kwargs["on_exit"] for n in nodes if n.kwargs["name"] == "sim_robot")
+    assert failed(types.SimpleNamespace(returncode=1), None) is not None
 
 
 @pytest.mark.parametrize("config", ["sim.yaml", "real.yaml", "robot_sim.yaml"])

@@ -53,6 +53,38 @@ def test_every_node_of_a_graph_starts_in_the_graph_namespace(graph_name):
         assert (SIM_CLOCK_REMAP in spec.remappings) == (graph_name in SIMULATED), spec.name
 
 
+def test_a_fleet_starts_the_robot_nodes_once_per_robot_under_the_namespace(tmp_path):
+    from resfit_ros.config import ConfigError
+    from resfit_ros.nodes.learner import LearnerConfig
+
+    graph = GRAPHS["train_sim"]
+    runner = GraphRunner(graph, {"robots": "3", "namespace": "lab", "output_dir": "/data/run"}, check_files=False,
+                         pid_dir=tmp_path / "pids")
+    by_label = {n.label: n.command for n in runner.nodes}
+    per_robot = [n.name for n in enabled_nodes(graph, runner.args) if n.per_robot]
+    assert set(per_robot) >= {"sim_robot", "judge", "synchronizer", "base_chunk_server", "residual_policy",
+                              "episode_manager", "recorder"}
+    assert sorted(by_label) == sorted([f"robot_{i}/{n}" for i in range(3) for n in per_robot] + ["learner"])
+    for label, cmd in by_label.items():
+        robot = label.split("/")[0] if "/" in label else ""
+        assert f"__ns:=/lab/{robot}".rstrip("/") in cmd, (label, cmd)
+    state_files = {next(a for a in c if a.startswith("state_file:="))
+                   for label, c in by_label.items() if label.endswith("episode_manager")}
+    assert state_files == {f"state_file:=/data/run/robot_{i}/episode_manager_state.json" for i in range(3)}
+    learner = by_label["learner"]
+    assert "robots:=[robot_0, robot_1, robot_2]" in learner and "use_sim_time:=false" in learner
+    assert "episodes_dir:=/data/run/episodes" in learner
+    # robots:=1 is exactly the one-robot graph
+    one = GraphRunner(graph, {"output_dir": "/data/run"}, check_files=False)
+    assert [n.label for n in one.nodes] == [n.name for n in enabled_nodes(graph, one.args)]
+    assert not any(a.startswith("robots:=") for n in one.nodes for a in n.command)
+    with pytest.raises(ValueError, match="robots"):
+        GraphRunner(graph, {"robots": "0"}, check_files=False)
+    for bad in (["1robot"], ["robot_0", "robot_0"], ["/robot_0"]):
+        with pytest.raises(ConfigError, match="robots"):
+            LearnerConfig(robots=bad)
+
+
 def test_a_namespace_that_ros_refuses_stops_the_launch_before_anything_starts():
     for bad in ("robot-a", "1robot", "a//b", "a b"):
         with pytest.raises(ValueError, match=rf"namespace:='{bad}' is not a ROS namespace"):

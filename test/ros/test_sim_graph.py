@@ -27,21 +27,23 @@ def tiny_base(tmp_path_factory):
     return build_tiny_base(tmp_path_factory.mktemp("base"))
 
 
-def _watch(ros_context, robot):
-    """Subscriptions to what the graph sends: controller commands, weights, learner metrics, steps."""
+def _watch(ros_context, robot, namespace: str = ""):
+    """Subscriptions to what the graph sends to one robot (in `namespace`): controller commands,
+    weights, learner metrics, steps."""
     from std_msgs.msg import Float64MultiArray
 
     from resfit_ros.msg import LearnerMetrics, PolicyWeights, StepRecord
     from resfit_ros.nodes.common import LATCHED, STREAM
 
     node = ros_context.node
+    at = lambda name: names.resolve(name, namespace)  # noqa: E731
     seen = {"commands": {g: [] for g in robot.controllers}, "weights": [], "metrics": [], "steps": []}
     for group, controller in robot.controllers.items():
-        node.create_subscription(Float64MultiArray, names.CONTROLLER_COMMANDS.format(controller=controller),
+        node.create_subscription(Float64MultiArray, at(names.CONTROLLER_COMMANDS.format(controller=controller)),
                                  lambda m, g=group: seen["commands"][g].append(np.array(m.data)), STREAM)
-    node.create_subscription(PolicyWeights, names.POLICY_WEIGHTS, seen["weights"].append, LATCHED)
-    node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, seen["metrics"].append, STREAM)
-    node.create_subscription(StepRecord, names.STEP_RECORD, seen["steps"].append, STREAM)
+    node.create_subscription(PolicyWeights, at(names.POLICY_WEIGHTS), seen["weights"].append, LATCHED)
+    node.create_subscription(LearnerMetrics, at(names.LEARNER_METRICS), seen["metrics"].append, STREAM)
+    node.create_subscription(StepRecord, at(names.STEP_RECORD), seen["steps"].append, STREAM)
     return seen
 
 
@@ -137,14 +139,62 @@ def test_the_robot_and_learner_graphs_side_by_side_train_as_train_sim(ros_contex
     assert_trained_and_recorded(out, seen, robot, text + learner_log.read_text(errors="replace"))
 
 
-def assert_trained_and_recorded(out, seen, robot, text: str, lockstep_aligned: bool = True) -> None:
+def test_a_fleet_of_two_simulated_robots_feeds_one_learner(ros_context, ros_domain, tmp_path, tiny_base):
+    """train_sim robots:=2: two namespaced robots (simulator, judge, control path, recorder each),
+    one learner. Both robots' episodes land in one store (a folder each) and are trained on; both
+    run the same weights; the pace is shared (together they never run ahead of the update schedule)."""
+    demos, base = tiny_base
+    out = tmp_path / "run"
+    robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
+    seen = {r: _watch(ros_context, robot, r) for r in ("robot_0", "robot_1")}
+    log = tmp_path / "launch.log"
+    graph = _launch(ros_domain, log, "train_sim", f"base_artifact:={base}", f"demos_dir:={demos}",
+                    f"output_dir:={out}", "episodes:=2", "max_steps:=25", f"config:={_short_warmup_config(tmp_path)}",
+                    "robots:=2")
+    # the operator's console on the fleet, switched to robot_1 while the judges run the episodes
+    console = subprocess.Popen([sys.executable, "-m", "resfit_ros.cli", "operator", "--robots", "2"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=dict(os.environ, ROS_DOMAIN_ID=str(ros_domain)))
+    try:
+        console.stdin.write("1")
+        console.stdin.flush()
+        _spin_until_exit(ros_context, graph, timeout_s=360)
+        text = log.read_text(errors="replace")
+        # the first robot to finish its episodes ends the run (its judge is required)
+        assert graph.poll() == 0, f"graph did not stop by itself with code 0:\n{text[-4000:]}"
+        shown, _ = console.communicate("9q", timeout=60)
+    finally:
+        stop_process(graph)
+        console.kill()
+    assert "[robot] robot_1 of 2" in shown and "no robot_9" in shown, shown
+    after = shown.split("[robot] robot_1 of 2", 1)[1]
+    assert "[status] robot_1 " in after and "[status] robot_0 " not in after, shown
+    assert "[robot_0/sim_robot]" in text and "[robot_1/judge]" in text     # the runner names each robot's nodes
+    assert_trained_and_recorded(out, seen["robot_0"], robot, text, min_episodes=1, store=out / "episodes" / "robot_0")
+    assert_trained_and_recorded(out, seen["robot_1"], robot, text, min_episodes=1, store=out / "episodes" / "robot_1")
+    assert not [p for p in (out / "episodes").iterdir() if p.name.startswith("episode_")], "outside the robot folders"
+    for r in ("robot_0", "robot_1"):
+        assert f"ingested {r}/episode_" in text, text[-3000:]
+        assert (out / r / "episode_manager_state.json").is_file()     # each manager keeps its own ids
+    # the same weights went to both robots
+    versions = [{w.version for w in seen[r]["weights"]} for r in ("robot_0", "robot_1")]
+    assert versions[0] & versions[1] and max(versions[0]) >= 2
+    # each robot's metrics count its own steps; the pace each may take leaves the fleet within the schedule
+    for r, other in (("robot_0", "robot_1"), ("robot_1", "robot_0")):
+        mine = max(s.training_steps for s in seen[r]["steps"])
+        assert max(m.env_steps for m in seen[r]["metrics"]) <= mine
+    assert sum(max(s.training_steps for s in seen[r]["steps"]) for r in seen) >= 2 * 20
+
+
+def assert_trained_and_recorded(out, seen, robot, text: str, lockstep_aligned: bool = True, min_episodes: int = 3,
+                                store=None) -> None:
     from resfit_ros.bags import scan_episodes
 
     metrics, weights, steps, commands = seen["metrics"], seen["weights"], seen["steps"], seen["commands"]
     # 3 labelled episodes recorded as complete bags, each with its steps
-    episodes = [e for _, e in scan_episodes(out / "episodes") if not isinstance(e, str)]
+    episodes = [e for _, e in scan_episodes(store or out / "episodes") if not isinstance(e, str)]
     labelled = [e for e in episodes if e.label is not None]
-    assert len(labelled) >= 3, text[-3000:]
+    assert len(labelled) >= min_episodes, text[-3000:]
     for e in labelled:
         assert e.num_steps >= 1 and e.command.shape[1] == robot.dof
         assert np.all(e.step_obs_index >= 0), "every step has its observation in the bag"
@@ -152,8 +202,11 @@ def assert_trained_and_recorded(out, seen, robot, text: str, lockstep_aligned: b
     # ones at once) and the residual node ran with weights the learner pushed
     assert metrics and max(m.learner_step for m in metrics) >= 30
     allowed = [dict(zip(m.names, m.values)).get(names.PACE_STEPS_ALLOWED) for m in metrics]
-    # (a watcher that joins late misses the first ones, at exactly the 20 random warm-up steps)
-    assert all(a is not None for a in allowed) and 20 <= min(allowed) < max(allowed)
+    # (a watcher that joins late misses the first ones, at exactly the 20 random warm-up steps; in a
+    # fleet a robot's share is its own steps plus what the fleet may still take: negative while the
+    # others have taken it)
+    assert all(a is not None for a in allowed) and min(allowed) < max(allowed)
+    assert store is not None or min(allowed) >= 20
     assert weights and max(w.version for w in weights) >= 2
     assert steps and max(s.weights_version for s in steps) >= 1
     # every command that went to the controllers was within the joint limits and rate limits
