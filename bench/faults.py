@@ -379,6 +379,13 @@ class Monitor:
     def unsafe_between(self, t0: float, t1: float) -> list[str]:
         return [p for t, p in self.unsafe if t0 <= t <= t1]
 
+    def learner_steady(self, window_s: float = 10.0) -> bool:
+        """The learner has been updating through the last `window_s` seconds (not starting up,
+        reading its bags or in a warm-up the paced robot waits for)."""
+        now = time.time()
+        recent = [tt for tt, _ in self.learner_steps if tt > now - window_s]
+        return len(recent) >= 3 and recent[0] < now - 0.8 * window_s and recent[-1] > now - 1.0
+
     def learner_progress_after(self, t: float) -> bool:
         after = [s for tt, s in self.learner_steps if tt > t]
         return len(after) >= 2 and after[-1] > after[0]
@@ -686,8 +693,11 @@ class Suite:
     def flood(self) -> FaultResult:
         """Malformed joint states (the catalogue's, in turn) at `--flood-rate` per second for
         `--flood-s` seconds during an episode, beside the robot's own. The loop must keep
-        MIN_TICKS_UNDER_FLOOD of the control steps it made in the same time just before, send no
-        unsafe command, and finish the episode it was in."""
+        MIN_TICKS_UNDER_FLOOD of the control steps it made in as long just before and just after
+        (their mean: the paced simulator's rate follows the learner's, which drifts), send no
+        unsafe command, and finish the episode it was in. The flood starts once the learner updates
+        steadily: after a restart (the fault before) it reads every bag first, and the paced robot
+        waits for it, flood or not."""
         from sensor_msgs.msg import JointState
 
         from resfit_ros.nodes.common import STREAM
@@ -699,8 +709,9 @@ class Suite:
         entries = [e for e in catalogue(self.robot) if e.kind == "topic" and e.target == topic]
         pub = mon.node.create_publisher(JointState, topic, STREAM)
         try:
-            if not mon.wait(lambda: mon.running(3) is not None and mon.last_state_msg is not None, 120, self.graph):
-                res.problems.append("no running episode to flood")
+            if not mon.wait(lambda: mon.running(3) is not None and mon.last_state_msg is not None
+                            and mon.learner_steady(), 120, self.graph):
+                res.problems.append("no running episode with a steadily updating learner to flood")
                 return res
             t_base = time.time()
             mon.spin(args.flood_s)
@@ -718,11 +729,13 @@ class Suite:
                     nxt += period
                 mon.executor.spin_once(timeout_sec=max(0.0, min(0.002, nxt - time.monotonic())))
             t1 = time.time()
-            base, flooded = mon.commands_between(t_base, t0), mon.commands_between(t0, t1)
-            ratio = flooded / max(base, 1)
+            mon.spin(t1 - t0)
+            before, flooded, after = (mon.commands_between(t_base, t0), mon.commands_between(t0, t1),
+                                      mon.commands_between(t1, t1 + (t1 - t0)))
+            ratio = flooded / max((before + after) / 2, 1)
             res.notes.append(f"{sent} bad joint states in {t1 - t0:.1f} s ({sent / (t1 - t0):.0f}/s, "
-                             f"{len(entries)} kinds); control steps {flooded} against {base} in as long just "
-                             f"before ({ratio:.0%})")
+                             f"{len(entries)} kinds); control steps {flooded} against {before} just before and "
+                             f"{after} just after in as long ({ratio:.0%})")
             res.downtime_s = 0.0
             res.commands_while_down = flooded
             res.unsafe_while_down = len(mon.unsafe_between(t0, t1 + 1.0))

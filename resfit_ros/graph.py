@@ -339,7 +339,10 @@ _register(GraphSpec(
     name="learner",
     description="The learner's machine: recorder (episode bags) and learner (replay, updates, weights "
                 "broadcast); the robot graph runs on the robot's computer.",
-    args=_COMMON_ARGS[1:] + (_REAL_CONFIG, DEVICE_ARG),
+    args=_COMMON_ARGS[1:] + (_REAL_CONFIG, DEVICE_ARG, LaunchArg(
+        "robots", "1", "robots feeding this learner: N > 1 records robot_0 ... robot_<N-1> (each robot's computer "
+        "runs the robot graph with namespace:=robot_<i>) into one episode store and trains one policy for all",
+        "count")),
     nodes=_on_simulated_time(_learner_side()),
 ))
 

@@ -74,6 +74,9 @@ def test_a_fleet_starts_the_robot_nodes_once_per_robot_under_the_namespace(tmp_p
     learner = by_label["learner"]
     assert "robots:=[robot_0, robot_1, robot_2]" in learner and "use_sim_time:=false" in learner
     assert "episodes_dir:=/data/run/episodes" in learner
+    # the learner machine of a real fleet: a recorder per robot, one learner serving them all
+    learner_side = GraphRunner(GRAPHS["learner"], {"robots": "2"}, check_files=False)
+    assert sorted(n.label for n in learner_side.nodes) == ["learner", "robot_0/recorder", "robot_1/recorder"]
     # robots:=1 is exactly the one-robot graph
     one = GraphRunner(graph, {"output_dir": "/data/run"}, check_files=False)
     assert [n.label for n in one.nodes] == [n.name for n in enabled_nodes(graph, one.args)]

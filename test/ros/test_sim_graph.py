@@ -149,8 +149,8 @@ def test_a_fleet_of_two_simulated_robots_feeds_one_learner(ros_context, ros_doma
     seen = {r: _watch(ros_context, robot, r) for r in ("robot_0", "robot_1")}
     log = tmp_path / "launch.log"
     graph = _launch(ros_domain, log, "train_sim", f"base_artifact:={base}", f"demos_dir:={demos}",
-                    f"output_dir:={out}", "episodes:=2", "max_steps:=25", f"config:={_short_warmup_config(tmp_path)}",
-                    "robots:=2")
+                    f"output_dir:={out}", "episodes:=4", "max_steps:=25", f"config:={_short_warmup_config(tmp_path)}",
+                    "robots:=2")   # 4 each: the robots run before the learner is up (it starts last, reading the demos)
     # the operator's console on the fleet, switched to robot_1 while the judges run the episodes
     console = subprocess.Popen([sys.executable, "-m", "resfit_ros.cli", "operator", "--robots", "2"],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
