@@ -17,6 +17,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "demos": ("resfit_ros.jobs.demos", "record scripted demonstrations in simulation as episode bags"),
     "train-bc": ("resfit_ros.jobs.train_bc", "train the frozen BC base policy from episode bags"),
     "train-detector": ("resfit_ros.jobs.train_detector", "train the success detector from labelled episode bags"),
+    "distill": ("resfit_ros.jobs.distill", "a new BC base from the demos and the combined policy's successful episodes"),
     "eval": ("resfit_ros.jobs.evaluate", "evaluate base (+ residual) or the scripted expert in simulation"),
     "train-offline": ("resfit_ros.jobs.train_offline", "train critic and residual from episode bags alone"),
     "bags": ("resfit_ros.jobs.bags", "inspect episode bag directories"),

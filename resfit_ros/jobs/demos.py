@@ -89,8 +89,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     import resfit_ros
-    from resfit_ros.bags import EpisodeWriter, StepData
-    from resfit_ros.jobs.sim_episodes import run_episode
+    from resfit_ros.jobs.sim_episodes import run_episode, write_trace
     from resfit_ros.sim import make_env, make_expert
 
     render = not args.no_images
@@ -119,14 +118,8 @@ def run(args) -> int:
                     "resfit_ros_version": resfit_ros.__version__}
             if args.no_task_state:
                 meta["task_state"] = "none"
-            observations = [_observed(o, args.no_task_state) for o in trace.observations]
-            with EpisodeWriter(out, next_id, metadata=meta, joint_names=env.joint_names) as writer:
-                for t, (obs, cmd) in enumerate(zip(observations, trace.commands)):
-                    writer.write_observation(obs)
-                    writer.write_step(StepData(step=t, observation_sequence=obs.sequence, command=cmd),
-                                      obs.stamp_ns)
-                writer.write_observation(observations[-1])  # the state after the last command
-                writer.finish(success=trace.success)
+            write_trace(out, next_id, trace, meta, env.joint_names,
+                        observations=[_observed(o, args.no_task_state) for o in trace.observations])
             kept += 1
             next_id += 1
         bar.set_postfix(attempts=attempts, expert_success=f"{successes / attempts:.2f}", refresh=False)

@@ -88,6 +88,45 @@ def combined_action(base, residual, obs, control: ControlStep, explore: bool = F
     return result.command, base_action, None if residual is None else result.residual
 
 
+def policy_in_sim(task: str, base, residual, control_hz: float = 20.0, residual_bound: float = 0.3, seed: int = 0,
+                  execute_steps: int | None = None):
+    """(env, act, on_reset) for run_episode: the task's simulator with the base's cameras and
+    `act` = base (+ residual) through the live node's ControlStep, or the scripted expert when
+    `base` is None. ArgumentError when the simulator and the policy do not fit."""
+    from resfit_ros.sim import make_env, make_expert
+
+    cameras = tuple(base.camera_names) if base is not None else ()
+    env_kwargs = dict(image_size=base.image_size or 84) if cameras else {}
+    try:
+        env = make_env(task, cameras=cameras, render=bool(cameras), control_hz=control_hz, seed=seed, **env_kwargs)
+    except ValueError as exc:
+        raise ArgumentError(str(exc)) from None
+    if base is not None and list(env.joint_names) != list(base.joint_names):
+        env.close()
+        raise ArgumentError("the base policy's joint names/order differ from the simulated robot's")
+    if base is None:
+        expert = make_expert(task, env)
+        return env, (lambda o: (expert.act(o), None, None)), expert.reset
+    # The live residual node's step: residual bound, joint limits and the per-step change limit
+    from resfit_ros.core.command import CommandLimits
+    from resfit_ros.core.control_step import ControlStep
+
+    control = ControlStep(CommandLimits.from_robot(env.robot, control_hz, residual_bound))
+    episode_start = [True]
+
+    def act(o):
+        if episode_start[0]:      # run_episode resets before on_reset: the first observation is here
+            control.start_episode(o.position)
+            episode_start[0] = False
+        return combined_action(base, residual, o, control, execute_steps=execute_steps)
+
+    def on_reset():
+        base.reset()  # clears the chunk queue at every episode start
+        episode_start[0] = True
+
+    return env, act, on_reset
+
+
 def run(args) -> int:
     try:
         check_task(args.task)
@@ -124,38 +163,12 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from resfit_ros.jobs.sim_episodes import run_episode
-    from resfit_ros.sim import make_env, make_expert
 
-    cameras = tuple(base.camera_names) if base is not None else ()
-    env_kwargs = dict(image_size=base.image_size or 84) if cameras else {}
     try:
-        env = make_env(args.task, cameras=cameras, render=bool(cameras), control_hz=args.control_hz,
-                       seed=args.seed, **env_kwargs)
-    except ValueError as exc:
+        env, act, on_reset = policy_in_sim(args.task, base, residual, args.control_hz, args.residual_bound,
+                                           args.seed, args.execute_steps)
+    except ArgumentError as exc:
         return fail(VERB, str(exc))
-    if base is not None and list(env.joint_names) != list(base.joint_names):
-        return fail(VERB, "the base policy's joint names/order differ from the simulated robot's")
-
-    if base is None:
-        expert = make_expert(args.task, env)
-        act, on_reset = (lambda o: (expert.act(o), None, None)), expert.reset
-    else:
-        # The live residual node's step: residual bound, joint limits and the per-step change limit
-        from resfit_ros.core.command import CommandLimits
-        from resfit_ros.core.control_step import ControlStep
-
-        control = ControlStep(CommandLimits.from_robot(env.robot, args.control_hz, args.residual_bound))
-        episode_start = [True]
-
-        def act(o):
-            if episode_start[0]:      # run_episode resets before on_reset: the first observation is here
-                control.start_episode(o.position)
-                episode_start[0] = False
-            return combined_action(base, residual, o, control, execute_steps=args.execute_steps)
-
-        def on_reset():
-            base.reset()  # clears the chunk queue at every episode start
-            episode_start[0] = True
 
     outcomes: list[bool] = []
     bar = tqdm(range(args.episodes), desc=f"eval {args.task} ({args.policy})", unit="ep",

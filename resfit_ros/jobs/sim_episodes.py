@@ -99,3 +99,24 @@ def run_episode(env, act: Callable[[object], tuple[np.ndarray, np.ndarray | None
     if record:
         trace.observations.append(obs)
     return trace
+
+
+def write_trace(out, episode_id: int, trace: EpisodeTrace, metadata: dict, joint_names, observations=None):
+    """One simulated episode as an episode bag in `out` (labelled with its outcome): each step's
+    observation and executed command (with the base action and residual when a policy acted);
+    `observations` replaces the trace's (e.g. without the task state). Returns the bag's path."""
+    from resfit_ros.bags import EpisodeWriter, StepData
+
+    observations = trace.observations if observations is None else observations
+    with EpisodeWriter(out, episode_id, metadata=metadata, joint_names=joint_names) as writer:
+        for t, (obs, cmd) in enumerate(zip(observations, trace.commands)):
+            extra = {}
+            if t < len(trace.base_actions):
+                extra["base_action"] = trace.base_actions[t]
+            if t < len(trace.residuals):
+                extra["residual"] = trace.residuals[t]
+            writer.write_observation(obs)
+            writer.write_step(StepData(step=t, observation_sequence=obs.sequence, command=cmd, **extra), obs.stamp_ns)
+        writer.write_observation(observations[-1])  # the state after the last command
+        return writer.finish(success=trace.success)
+

@@ -106,6 +106,10 @@ def test_eval_scripted_expert(tmp_path):
     ("eval", ["--task", "g1_pick_lift", "--base", "{file}"], "cannot tell the policy kind"),
     ("eval", ["--task", "g1_pick_lift", "--policy", "scripted", "--base", "{file}"], "neither"),
     ("eval", ["--task", "bad", "--policy", "scripted"], "unknown task"),
+    ("distill", ["--base", "{tmp}/none.safetensors", "--episodes", "{tmp}", "--out", "{tmp}/d.safetensors"],
+     "not a BC artifact"),
+    ("distill", ["--base", "{tmp}/b.safetensors", "--out", "{tmp}/b.safetensors", "--episodes", "{tmp}"],
+     "not a BC artifact"),
 ])
 def test_bad_arguments_exit_2_with_one_message(tmp_path, capsys, verb, args, fragment):
     afile = tmp_path / "afile.txt"
@@ -224,3 +228,52 @@ def test_bags_verb_lists_episodes_and_problems(tmp_path, capsys):
     assert main(["bags", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "1 success" in out and "PROBLEM" in out and "incomplete" in out
+
+
+def test_distill_refuses_what_it_cannot_do(artifact, tmp_path, capsys):
+    from resfit_ros.cli import main
+
+    cases = [([], "nothing to distill"),
+             (["--episodes", str(tmp_path), "--rollouts", "2"], "--rollouts needs --residual"),
+             (["--episodes", str(tmp_path / "missing")], "is not a directory")]
+    for extra, fragment in cases:
+        assert main(["distill", "--base", str(artifact), "--out", str(tmp_path / "d.safetensors"), *extra]) == 2
+        assert fragment in capsys.readouterr().err, extra
+    assert main(["distill", "--base", str(artifact), "--out", str(artifact), "--episodes", str(tmp_path)]) == 2
+    assert "must not overwrite --base" in capsys.readouterr().err
+    assert not (tmp_path / "d.safetensors").exists()
+
+
+def test_distill_trains_a_base_of_the_same_format_on_demos_and_the_combined_policys_rollouts(
+        artifact, demo_dir, tmp_path, capsys):
+    """The distilled base: the old one's inputs and chunk length, loadable by the base chunk server's
+    loader; the rollouts of base + residual are kept as episode bags (command, base action and
+    residual per step), and only the successful episodes teach it."""
+    from resfit_ros.cli import main
+    from resfit_ros.learning import Normaliser, ResidualAgent
+    from resfit_ros.policy import load_base_policy
+    from resfit_ros.policy.base import load_artifact
+
+    rng = np.random.default_rng(0)
+    normaliser = Normaliser.from_demonstrations(rng.normal(size=(50, 67)), rng.normal(size=(50, 29)), 0.1)
+    ResidualAgent(AgentConfig(), 67, 29, [], 84, 0, normaliser).save_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "distilled.safetensors"
+    code = main(["distill", "--base", str(artifact), "--residual", str(tmp_path / "ckpt"), "--rollouts", "2",
+                 "--task", "g1_pick_lift", "--max-steps", "4", "--episodes", str(demo_dir), "--out", str(out),
+                 "--steps", "3", "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    rolled = [e for _, e in scan_episodes(tmp_path / "distilled_rollouts")]
+    assert len(rolled) == 2 and all(not isinstance(e, str) for e in rolled), rolled
+    for e in rolled:
+        assert e.num_steps == 4 and not e.success           # 4 steps never lift the box
+        assert e.base_action.shape == (4, 29) and e.residual.shape == (4, 29)
+        assert not np.any(e.residual)                      # the zero-initialised actor's residual
+    assert "0 of 2 rollouts of base + residual succeeded" in text
+    _, old_cfg, _ = load_artifact(artifact)
+    _, new_cfg, info = load_artifact(out)
+    assert (new_cfg.chunk_length, new_cfg.camera_names, new_cfg.state_keys, new_cfg.state_dim) == (
+        old_cfg.chunk_length, old_cfg.camera_names, old_cfg.state_keys, old_cfg.state_dim)
+    assert info["demos"] == 2 and info["distilled_from"] == str(artifact)   # the failed rollouts taught nothing
+    assert load_base_policy(out).chunk_length == old_cfg.chunk_length
+
