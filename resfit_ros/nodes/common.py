@@ -34,6 +34,10 @@ STREAM = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=Hi
 # flood of malformed messages from a faulty publisher) must not push the robot's own samples out
 # of the queue before the node reads them; rejecting one costs microseconds, losing one a tick.
 SENSORS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+# Where only the newest sample matters (the episode manager plans the homing from it): a node that
+# falls behind under a flood skips stale samples instead of working through a deep queue of them
+# while the step records it counts wait.
+NEWEST_SENSORS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 # What the recorder must get whole (observations, step records): the writer keeps enough history
 # to resend what a slow or briefly interrupted link (robot and learner on two machines) did not
 # acknowledge; a 10-deep one overwrote steps before they crossed and left episodes unlabellable.

@@ -37,7 +37,7 @@ from resfit_ros.core.episode import EpisodeManager, EpisodeState
 from resfit_ros.core.joint_states import JointStateError, JointStateMerger, stale_or_future
 from resfit_ros.core.reset import JointStream, ResetSequencer, ResetTiming, SceneReply
 from resfit_ros.msg import EpisodeStatus, RecorderProgress, StepRecord
-from resfit_ros.nodes.common import (LATCHED, PRESENCE, SENSORS, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
+from resfit_ros.nodes.common import (LATCHED, NEWEST_SENSORS, PRESENCE, STREAM, Rejections, make_node, node_config, ns_to_stamp, run,
                                      stamp_to_ns, steady_timer)
 from resfit_ros.nodes.controllers import ControllerOutput
 from resfit_ros.robot import RobotDescription
@@ -109,7 +109,7 @@ class EpisodeManagerNode:
         self.step_sub = self.node.create_subscription(StepRecord, names.STEP_RECORD, self.on_step, STREAM,
                                                       callback_group=services)
         for topic in self.robot.joint_state_topics:
-            self.node.create_subscription(JointState, topic, lambda m, t=topic: self.on_joints(t, m), SENSORS)
+            self.node.create_subscription(JointState, topic, lambda m, t=topic: self.on_joints(t, m), NEWEST_SENSORS)
         self.scene_client = (self.node.create_client(ResetScene, cfg.reset_scene_service)
                              if cfg.reset_scene_service else None)
         steady_timer(self.node, 1.0 / cfg.control_rate_hz, self.on_homing_tick, MutuallyExclusiveCallbackGroup())

@@ -206,8 +206,12 @@ def test_learner_ignores_an_impossible_jump_of_the_training_step_count():
     from resfit_ros.nodes.learner import MAX_TRAINING_STEP_JUMP, Learner
 
     rejected = []
-    me = SimpleNamespace(lock=threading.Lock(), steps_seen=0, step_records=0,
+    me = SimpleNamespace(lock=threading.Lock(), robot_steps={"": 0, "robot_1": 0}, robot_records={"": 0, "robot_1": 0},
                          rejections=SimpleNamespace(reject=lambda reason, text: rejected.append(reason)))
     for steps in (5000, 5001, 5001 + MAX_TRAINING_STEP_JUMP + 1, 5002, 10**9):
         Learner.on_step(me, StepRecord(training_steps=steps))
-    assert me.steps_seen == 5002 and rejected == ["step_jump", "step_jump"]
+    assert me.robot_steps[""] == 5002 and rejected == ["step_jump", "step_jump"]
+    # a fleet: each robot's count on its own (one robot's large count is no jump of another's)
+    Learner.on_step(me, StepRecord(training_steps=7000), "robot_1")
+    Learner.on_step(me, StepRecord(training_steps=7001 + MAX_TRAINING_STEP_JUMP + 1), "robot_1")
+    assert me.robot_steps == {"": 5002, "robot_1": 7000} and rejected == ["step_jump"] * 3
