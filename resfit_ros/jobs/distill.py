@@ -18,7 +18,6 @@ serves it unchanged.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from resfit_ros.jobs.sim_episodes import (
@@ -104,8 +103,9 @@ def run(args) -> int:
     from resfit_ros.bags import load_episodes
     from resfit_ros.config import ConfigError
     from resfit_ros.policy import PolicyLoadError, load_base_policy
-    from resfit_ros.policy.base import load_artifact, save_artifact
-    from resfit_ros.policy.train import BCTrainConfig, DemoError, plot_losses, train_bc
+    from resfit_ros.jobs.train_bc import write_base
+    from resfit_ros.policy.base import load_artifact
+    from resfit_ros.policy.train import BCTrainConfig, DemoError, train_bc
 
     torch.set_num_threads(1)
     try:
@@ -159,11 +159,5 @@ def run(args) -> int:
                           "replace it")
     info.update(distilled_from=str(base_path), residual=str(args.residual or ""),
                 episode_dirs=[str(d) for d in sources])
-    save_artifact(net, pcfg, out, info)
-    png = plot_losses(info["losses"], out.with_name(out.stem + "_loss.png"),
-                      title=f"distilled BC ({info['demos']} episodes, k={pcfg.chunk_length})")
-    print(f"distill: wrote {out} and {png} ({info['demos']} episodes, {cfg.steps} steps in "
-          f"{info['train_seconds']:.0f} s, final loss {info['final_loss']:.4g})")
-    print("distill: config " + json.dumps({"chunk_length": pcfg.chunk_length, "cameras": pcfg.camera_names,
-                                           "state_keys": pcfg.state_keys, "state_dim": pcfg.state_dim}))
+    write_base(VERB, net, pcfg, info, out, f"distilled BC ({info['demos']} episodes, k={pcfg.chunk_length})")
     return 0

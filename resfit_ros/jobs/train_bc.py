@@ -79,8 +79,7 @@ def run(args) -> int:
         return fail(VERB, str(exc))
 
     from resfit_ros.bags import load_episodes
-    from resfit_ros.policy.base import save_artifact
-    from resfit_ros.policy.train import DemoError, plot_losses, train_bc
+    from resfit_ros.policy.train import DemoError, train_bc
 
     problems: list[str] = []
     episodes = load_episodes(demos, success_only=True, images=not cfg.state_only,
@@ -96,12 +95,19 @@ def run(args) -> int:
     except DemoError as exc:
         return fail(VERB, str(exc))
     info["demos_dir"] = str(demos)
-    save_artifact(net, pcfg, out, info)
-    png = plot_losses(info["losses"], out.with_name(out.stem + "_loss.png"),
-                      title=f"BC {info.get('task') or ''} ({info['demos']} demos, k={pcfg.chunk_length})")
-    print(f"train-bc: wrote {out} and {png} ({info['demos']} demos, {cfg.steps} steps in "
-          f"{info['train_seconds']:.0f} s, final loss {info['final_loss']:.4g})")
-    print("train-bc: config " + json.dumps({"chunk_length": pcfg.chunk_length, "cameras": pcfg.camera_names,
-                                            "state_keys": pcfg.state_keys, "state_dim": pcfg.state_dim,
-                                            "feature_dim": pcfg.feature_dim}))
+    write_base(VERB, net, pcfg, info, out, f"BC {info.get('task') or ''} ({info['demos']} demos, k={pcfg.chunk_length})")
     return 0
+
+
+def write_base(verb: str, net, pcfg, info: dict, out: Path, title: str) -> None:
+    """The artifact, its loss plot beside it and the two lines saying what was written."""
+    from resfit_ros.policy.base import save_artifact
+    from resfit_ros.policy.train import plot_losses
+
+    save_artifact(net, pcfg, out, info)
+    png = plot_losses(info["losses"], out.with_name(out.stem + "_loss.png"), title=title)
+    print(f"{verb}: wrote {out} and {png} ({info['demos']} episodes, {info['train_config']['steps']} steps in "
+          f"{info['train_seconds']:.0f} s, final loss {info['final_loss']:.4g})")
+    print(f"{verb}: config " + json.dumps({"chunk_length": pcfg.chunk_length, "cameras": pcfg.camera_names,
+                                           "state_keys": pcfg.state_keys, "state_dim": pcfg.state_dim,
+                                           "feature_dim": pcfg.feature_dim}))
