@@ -562,10 +562,12 @@ class Suite:
         os.kill(pid, signal.SIGKILL)
         mon.wait(lambda: not os.path.exists(f"/proc/{pid}/status") or "State:\tZ" in open(f"/proc/{pid}/status").read(),
                  5)
-        # the killed learner writes no more checkpoints: its newest one, and the one before
+        # the killed learner writes no more checkpoints: the one `latest` names and the learner's
+        # next candidate, the newest other one (newer than `latest` when the kill fell between a
+        # checkpoint's rename and the switch of `latest`)
         ckpt_latest = self.latest_checkpoint()
         previous = sorted(p.name for p in (self.run / "checkpoints").glob("ckpt-*")
-                          if ckpt_latest is None or p.name < ckpt_latest.name)
+                          if ckpt_latest is None or p.name != ckpt_latest.name)
         res.interrupted_episode = None if name == "learner" else eid
         if corrupt:
             # the runner respawns after respawn_delay_s (1 s): corrupt the newest checkpoint meanwhile
