@@ -17,17 +17,16 @@ from test.support import node_argv
 pytestmark = pytest.mark.ros
 
 
-def test_a_labelled_episode_survives_a_recorder_killed_before_closing_it(ros_context, spawn, tmp_path):
-    from resfit_ros.bags import INCOMPLETE_SUFFIX, read_episode
-    from resfit_ros.bags.mcap_scan import McapError, read_mcap
-    from resfit_ros.bags.types import bag_topic
+def _recorder_rig(ros_context, spawn, tmp_path, finish_delay_s: float):
+    """A recorder process writing to tmp_path/episodes and this test's publishers of what it
+    records: (episodes dir, its command line, recorder, diagnostics watch, status, observation and
+    step publishers)."""
     from resfit_ros.msg import EpisodeStatus, Observation, StepRecord
-    from resfit_ros.nodes.common import LATCHED, STREAM, ns_to_stamp
-    from resfit_ros.nodes.convert import observation_to_msg
+    from resfit_ros.nodes.common import LATCHED, STREAM
 
     episodes = tmp_path / "episodes"
     argv = node_argv("recorder", "-p", f"output_dir:={episodes}", "-p", "record_raw_inputs:=false",
-                     "-p", f"robot_description:={helpers.robot_path()}", "-p", "finish_delay_s:=8.0")
+                     "-p", f"robot_description:={helpers.robot_path()}", "-p", f"finish_delay_s:={finish_delay_s}")
     recorder = spawn(argv, name="recorder")
     node = ros_context.node
     diag = helpers.DiagWatch(node)
@@ -35,6 +34,19 @@ def test_a_labelled_episode_survives_a_recorder_killed_before_closing_it(ros_con
     pub_obs = node.create_publisher(Observation, names.OBSERVATION, STREAM)
     pub_step = node.create_publisher(StepRecord, names.STEP_RECORD, STREAM)
     assert ros_context.spin_until(lambda: "recorder" in diag.values, 60), recorder.log_path.read_text()
+    return episodes, argv, recorder, diag, pub_status, pub_obs, pub_step
+
+
+def test_a_labelled_episode_survives_a_recorder_killed_before_closing_it(ros_context, spawn, tmp_path):
+    from resfit_ros.bags import INCOMPLETE_SUFFIX, read_episode
+    from resfit_ros.bags.mcap_scan import McapError, read_mcap
+    from resfit_ros.bags.types import bag_topic
+    from resfit_ros.msg import EpisodeStatus, StepRecord
+    from resfit_ros.nodes.common import ns_to_stamp
+    from resfit_ros.nodes.convert import observation_to_msg
+
+    episodes, argv, recorder, diag, pub_status, pub_obs, pub_step = _recorder_rig(ros_context, spawn, tmp_path, 8.0)
+    node = ros_context.node
 
     def status(state, label=EpisodeStatus.LABEL_NONE, steps=0):
         msg = EpisodeStatus(state=state, episode_id=1, label=label, explore=True, steps=steps)
@@ -94,20 +106,12 @@ def test_a_late_step_record_of_an_earlier_episode_stays_out_of_the_next_bag(ros_
     records after the next episode's latched status opened its bag: they are refused (counted), the
     new bag holds its own steps only, each with the observation it acted on."""
     from resfit_ros.bags import read_episode
-    from resfit_ros.msg import EpisodeStatus, Observation, StepRecord
-    from resfit_ros.nodes.common import LATCHED, STREAM, ns_to_stamp
+    from resfit_ros.msg import EpisodeStatus, StepRecord
+    from resfit_ros.nodes.common import ns_to_stamp
     from resfit_ros.nodes.convert import observation_to_msg
 
-    episodes = tmp_path / "episodes"
-    recorder = spawn(node_argv("recorder", "-p", f"output_dir:={episodes}", "-p", "record_raw_inputs:=false",
-                               "-p", f"robot_description:={helpers.robot_path()}", "-p", "finish_delay_s:=0.2"),
-                     name="recorder")
+    episodes, _, recorder, diag, pub_status, pub_obs, pub_step = _recorder_rig(ros_context, spawn, tmp_path, 0.2)
     node = ros_context.node
-    diag = helpers.DiagWatch(node)
-    pub_status = node.create_publisher(EpisodeStatus, names.EPISODE_STATUS, LATCHED)
-    pub_obs = node.create_publisher(Observation, names.OBSERVATION, STREAM)
-    pub_step = node.create_publisher(StepRecord, names.STEP_RECORD, STREAM)
-    assert ros_context.spin_until(lambda: "recorder" in diag.values, 60), recorder.log_path.read_text()
     rng = np.random.default_rng(0)
 
     def status(episode, state, label=EpisodeStatus.LABEL_NONE):
