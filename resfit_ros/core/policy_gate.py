@@ -77,3 +77,9 @@ class LearnerPacer:
         if self.env_steps <= self.steps_allowed:
             return False   # it owes no update: it waits for our steps
         return train_steps - self.free_steps > self.steps_allowed
+
+
+def paced_share(allowed_total: int, steps_total: int, steps_robot: int) -> int:
+    """The training steps one robot of a fleet may have taken: its own plus what the fleet may still
+    take, so that the robots together never run ahead of the learner's update schedule."""
+    return steps_robot + (allowed_total - steps_total)

@@ -23,6 +23,7 @@ import numpy as np
 from resfit_ros import names
 from resfit_ros.config import ConfigError, require
 from resfit_ros.bags.reader import episode_name
+from resfit_ros.core.policy_gate import paced_share
 from resfit_ros.core.policy_spec import PolicySpec
 from resfit_ros.core.weights import pack_weights
 from resfit_ros.learning.from_bags import EXCLUDED_ABORTED
@@ -70,10 +71,6 @@ def robot_topic(robot: str, name: str) -> str:
     return f"{robot}/{name}" if robot else name
 
 
-def paced_share(allowed_total: int, steps_total: int, steps_robot: int) -> int:
-    """The training steps one robot of a fleet may have taken: its own plus what the fleet may still
-    take, so that the robots together never run ahead of the learner's update schedule."""
-    return steps_robot + (allowed_total - steps_total)
 
 
 class Learner:

@@ -56,7 +56,7 @@ def test_the_pacer_waits_only_for_a_live_learner_that_knows_our_count():
 
 
 def test_a_fleet_shares_the_learners_pace_without_one_robot_blocking_another():
-    from resfit_ros.nodes.learner import paced_share
+    from resfit_ros.core.policy_gate import paced_share
 
     # the schedule allows 100 steps; robot 0 took 70, robot 1 took 20: together 10 more
     assert paced_share(100, 90, 70) == 80 and paced_share(100, 90, 20) == 30
