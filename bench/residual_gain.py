@@ -7,6 +7,12 @@ graph), then evaluated PAIRED with the base on the main job's fixed scenes.
     python bench/residual_gain.py --minutes 20
     python bench/residual_gain.py --env-steps 72000 --curve-every 12000 --png curve.png
     python bench/residual_gain.py --minutes 10 --set learner.utd=1 --set residual_policy.exploration_hold_steps=1
+    python bench/residual_gain.py --cameras --camera-path features --env-steps 72000 --minutes 1e9
+
+--cameras: learning from the head camera (84x84) + joint states WITHOUT the object pose: image demos
+recorded without task state, an image base (joint positions + camera), and the residual reading
+either the images through its own encoder trained by the critic (--camera-path encoder, the
+graph's use_cameras) or the image base's frozen encoder features (--camera-path features).
 
 The last lines are `base_success=<x>`, `combined_success=<y>`, `gain=<g>`, `gain_stderr=<se>`,
 `env_steps=<n>`, `train_minutes=<m>`.
@@ -23,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from resfit_ros.jobs.main_job import BASE_DEFAULTS, data_dir, observation_flags
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -36,10 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="g1_pick_lift", help="simulated task (g1_pick_lift, g1_handover)")
     p.add_argument("--max-steps", type=int, default=120, help="episode step limit (the main job's)")
     p.add_argument("--data", default="", help="demos and base, made when missing (default: the main job's "
-                                              "outputs/main_job_data for the lift, outputs/<task>_data otherwise)")
+                                              "outputs/main_job_data for the lift, outputs/<task>_data otherwise; "
+                                              "with --cameras the same names + _cameras)")
     p.add_argument("--demos", type=int, default=30)
-    p.add_argument("--base-demos", type=int, default=5)
-    p.add_argument("--bc-steps", type=int, default=2000)
+    p.add_argument("--base-demos", type=int, default=None,
+                   help=f"demos of the BC base (default {BASE_DEFAULTS['state'][0]}; "
+                        f"{BASE_DEFAULTS['cameras'][0]} with --cameras)")
+    p.add_argument("--bc-steps", type=int, default=None,
+                   help=f"BC training steps (default {BASE_DEFAULTS['state'][1]}; "
+                        f"{BASE_DEFAULTS['cameras'][1]} with --cameras)")
+    p.add_argument("--cameras", action="store_true",
+                   help="the head camera + joint states, no object pose (image demos and an image base)")
+    p.add_argument("--camera-path", choices=("encoder", "features"), default=None,
+                   help="with --cameras: the residual's own image encoder trained by the critic (default), or "
+                        "the frozen image base's encoder features")
     p.add_argument("--config", default="", help="parameter YAML (default config/sim.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a learner.* or residual_policy.* parameter of the recipe (repeatable)")
@@ -54,15 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def ensure_artifacts(args) -> tuple[Path, Path]:
     """The main job's demos and base (same paths and commands), made when missing."""
-    data = Path(args.data or ("outputs/main_job_data" if args.task == "g1_pick_lift" else f"outputs/{args.task}_data"))
+    default = data_dir(args.cameras) if args.task == "g1_pick_lift" else \
+        Path(f"outputs/{args.task}_data" + ("_cameras" if args.cameras else ""))
+    data = Path(args.data) if args.data else default
     demos = data / f"demos{args.demos}"
     base = data / f"base_d{args.base_demos}_s{args.bc_steps}.safetensors"
     cli = [sys.executable, "-m", "resfit_ros.cli"]
+    demo_flags, bc_flags = observation_flags(args.cameras)
     if not demos.is_dir():
         subprocess.run(cli + ["demos", "--task", args.task, "--episodes", str(args.demos), "--out", str(demos),
-                              "--seed", "0", "--no-images", "--no-progress"], check=True)
+                              "--seed", "0", *demo_flags, "--no-progress"], check=True)
     if not base.is_file():
-        subprocess.run(cli + ["train-bc", "--demos", str(demos), "--out", str(base), "--state-only", "--steps",
+        subprocess.run(cli + ["train-bc", "--demos", str(demos), "--out", str(base), *bc_flags, "--steps",
                               str(args.bc_steps), "--num-demos", str(args.base_demos), "--seed", "0", "--no-progress"],
                        check=True)
     return demos, base
@@ -91,7 +112,14 @@ def plot_curve(path: str, curves: list[tuple[str, list]], base_rate: float, titl
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.camera_path and not args.cameras:
+        parser.error("--camera-path needs --cameras")
+    if args.cameras:
+        args.camera_path = args.camera_path or "encoder"
+    default_demos, default_steps = BASE_DEFAULTS["cameras" if args.cameras else "state"]
+    args.base_demos, args.bc_steps = args.base_demos or default_demos, args.bc_steps or default_steps
     from resfit_ros.jobs.in_process import InProcessRun, base_outcomes, load_recipe, parse_overrides
     from resfit_ros.jobs.main_job import paired_gain
 
@@ -103,11 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     demos, base = ensure_artifacts(args)
     run = InProcessRun(recipe, demos, base, max_steps=args.max_steps, seed=args.seed, task=args.task,
-                       detector=args.detector or None)
+                       detector=args.detector or None, cameras=("head",) if args.cameras else (),
+                       camera_path=args.camera_path or "encoder")
     fields = lambda cfg: {k: v for k, v in vars(cfg).items() if not k.startswith("_")}   # noqa: E731
     print("recipe: " + json.dumps({"learner": fields(recipe.learner), "residual_policy": fields(recipe.policy)},
                                   default=str), flush=True)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start", flush=True)
+    print(f"observation: {run.agent.state_dim}-D state, cameras {list(run.cameras) or 'none'}"
+          + (f", residual reads {args.camera_path}" if args.cameras else ""), flush=True)
     base_out = base_outcomes(run, base, args.eval_episodes, args.max_steps)
     base_rate = float(np.mean(base_out))
     print(f"base: {base_rate:.3f} on {len(base_out)} scenes", flush=True)
@@ -160,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.png:
         plot_curve(args.png, [("base + residual", [(r["env_steps"], r["success"],
                                                      2 * r["gain_stderr"]) for r in curve_rows])],
-                   base_rate, f"{args.task}, in process")
+                   base_rate, f"{args.task}, in process" + (f", camera ({args.camera_path})" if args.cameras else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "settings": vars(args), "base_success": base_rate, "combined_success": float(np.mean(final)),

@@ -81,6 +81,32 @@ def read_parameters(path: str | Path, section: str = "/**") -> dict[str, Any]:
     return merged
 
 
+def overlaid_parameters(base: str | Path, overlay: str | Path) -> dict[str, Any]:
+    """The parameter document of `base` with `overlay`'s values put over it, node section by node
+    section: a value replaces the base's, `null` removes the key (the node's default then applies:
+    rcl cannot read an empty list from a file). ConfigError for a node section `base` lacks."""
+    docs = []
+    for path in (base, overlay):
+        try:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read parameter file {path}: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{path}: expected a mapping of node names at the top level")
+        docs.append(doc)
+    merged, extra = docs
+    for section, block in extra.items():
+        if section not in merged:
+            raise ConfigError(f"{overlay}: node section '{section}' is not in {base}")
+        params = merged[section].setdefault("ros__parameters", {})
+        for key, value in ((block or {}).get("ros__parameters") or {}).items():
+            if value is None:
+                params.pop(key, None)
+            else:
+                params[key] = value
+    return merged
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)

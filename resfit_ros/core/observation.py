@@ -5,6 +5,7 @@ resfit_ros/Observation; the replay, the BC policy and the residual actor read it
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,3 +40,9 @@ class ObservationData:
         if missing:
             raise KeyError(f"observation has no image for camera(s) {missing}; has {self.camera_names}")
         return np.stack([np.ascontiguousarray(self.images[n].transpose(2, 0, 1)) for n in names])
+
+
+def without_task_state(obs: ObservationData) -> ObservationData:
+    """`obs` as a robot observes it: joint states and images, without the simulator's privileged
+    task state (`extra`: object pose, contacts)."""
+    return dataclasses.replace(obs, extra=np.zeros(0), extra_names=[])

@@ -13,7 +13,6 @@ observe: the learner's state is the demos' state, so demos and the live observat
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from resfit_ros.jobs.sim_episodes import (
@@ -75,9 +74,9 @@ def _validate(args) -> tuple[Path, list[str], int, int]:
 
 def _observed(obs, no_task_state: bool):
     """The observation as recorded: without the simulator's task state when asked."""
-    import numpy as np
+    from resfit_ros.core.observation import without_task_state
 
-    return dataclasses.replace(obs, extra=np.zeros(0), extra_names=[]) if no_task_state else obs
+    return without_task_state(obs) if no_task_state else obs
 
 
 def run(args) -> int:

@@ -4,6 +4,7 @@ expert in simulation. The last line printed is exactly `success_rate=<0..1> epis
 
     resfit-ros eval --task g1_pick_lift --base data/base/pick_lift.safetensors --episodes 50 --seed 0
     resfit-ros eval --task g1_pick_lift --policy scripted --episodes 20
+    resfit-ros eval --task g1_pick_lift --base img.safetensors --residual CKPT --no-task-state   # camera-trained
 
 Episode i starts from reset seed episode_seed(PURPOSE_EVAL, --seed, i): a fixed evaluation set
 per --seed, disjoint from the demos' stream. The base's chunks run open-loop through the
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="episode step limit (default: the task's, 200 for the lift)")
     parser.add_argument("--residual-bound", type=float, default=0.3,
                         help="|residual| limit per joint, rad, as in the residual node (default 0.3)")
+    parser.add_argument("--no-task-state", action="store_true",
+                        help="base and residual observe joint states and images only, without the simulator's "
+                             "task state (object pose), as the robot graphs and camera-trained residuals do")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -65,6 +69,17 @@ def load_residual(path: str | Path, base):
         raise ArgumentError(f"--residual {path}: {exc}") from None
 
 
+def residual_inputs(base, residual, obs):
+    """(images, features) the residual reads at `obs`: the images in the base's camera order and,
+    when the residual wants features, the frozen base encoder's features of them; None for what
+    it does not get (no residual, or a base without cameras)."""
+    if residual is None or not base.camera_names:
+        return None, None
+    images = obs.image_stack(base.camera_names)
+    features = base.encode_images(images[None])[0] if getattr(residual, "feature_dim", 0) else None
+    return images, features
+
+
 def combined_action(base, residual, obs, control: ControlStep, explore: bool = False,
                     execute_steps: int | None = None):
     """One control step of base (+ residual): (command, base_action, residual | None).
@@ -76,11 +91,7 @@ def combined_action(base, residual, obs, control: ControlStep, explore: bool = F
     residual that cannot be computed raises rather than measuring the base alone.
     """
     base_action = base.select_action(obs, execute_steps)
-    images = features = None
-    if residual is not None:
-        images = obs.image_stack(base.camera_names) if base.camera_names else None
-        if getattr(residual, "feature_dim", 0) and images is not None:
-            features = base.encode_images(images[None])[0]
+    images, features = residual_inputs(base, residual, obs)
     result = control.step(residual, obs.state_vector(), base_action, obs.position, images=images,
                           features=features, explore=explore)
     if result.error is not None:
@@ -89,10 +100,11 @@ def combined_action(base, residual, obs, control: ControlStep, explore: bool = F
 
 
 def policy_in_sim(task: str, base, residual, control_hz: float = 20.0, residual_bound: float = 0.3, seed: int = 0,
-                  execute_steps: int | None = None):
+                  execute_steps: int | None = None, task_state: bool = True):
     """(env, act, on_reset) for run_episode: the task's simulator with the base's cameras and
     `act` = base (+ residual) through the live node's ControlStep, or the scripted expert when
-    `base` is None. ArgumentError when the simulator and the policy do not fit."""
+    `base` is None; without `task_state` base and residual observe no object pose (the expert
+    always does). ArgumentError when the simulator and the policy do not fit."""
     from resfit_ros.sim import make_env, make_expert
 
     cameras = tuple(base.camera_names) if base is not None else ()
@@ -110,6 +122,7 @@ def policy_in_sim(task: str, base, residual, control_hz: float = 20.0, residual_
     # The live residual node's step: residual bound, joint limits and the per-step change limit
     from resfit_ros.core.command import CommandLimits
     from resfit_ros.core.control_step import ControlStep
+    from resfit_ros.core.observation import without_task_state
 
     control = ControlStep(CommandLimits.from_robot(env.robot, control_hz, residual_bound))
     episode_start = [True]
@@ -118,6 +131,8 @@ def policy_in_sim(task: str, base, residual, control_hz: float = 20.0, residual_
         if episode_start[0]:      # run_episode resets before on_reset: the first observation is here
             control.start_episode(o.position)
             episode_start[0] = False
+        if not task_state:
+            o = without_task_state(o)
         return combined_action(base, residual, o, control, execute_steps=execute_steps)
 
     def on_reset():
@@ -166,7 +181,7 @@ def run(args) -> int:
 
     try:
         env, act, on_reset = policy_in_sim(args.task, base, residual, args.control_hz, args.residual_bound,
-                                           args.seed, args.execute_steps)
+                                           args.seed, args.execute_steps, task_state=not args.no_task_state)
     except ArgumentError as exc:
         return fail(VERB, str(exc))
 

@@ -10,6 +10,13 @@ The same pieces as the train_sim graph, called the same way:
   * episodes    every `eval_every`-th one without exploration (the judge's rule), each entering the
                 replay when it ends, as a recorded bag would; the base's chunk queue reset at every start;
   * evaluation  the fixed scenes of the main job (seed 1000), paired with the base on the same scenes;
+  * cameras     state-only by default (joint states + the simulator's object pose, with a state-only
+                base); with `cameras` the env renders them, base and residual observe joint states
+                and images only (core/observation.without_task_state), and the residual reads either
+                the images through its own encoder trained by the critic (camera_path "encoder",
+                the graph's use_cameras) or the frozen image base's encoder features ("features");
+                images/features reach the policy as in `resfit-ros eval` (evaluate.residual_inputs)
+                and the replay with every episode;
   * operator    optionally (`intervention.share` > 0) the scripted operator of sim/intervener.py
                 watches that share of the training episodes and takes over when the robot strays;
                 its steps enter the replay as interventions;
@@ -26,12 +33,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
 TASK = "g1_pick_lift"
 EVAL_SEED = 1000          # the main job's evaluation scenes
+CAMERA_PATHS = ("encoder", "features")   # the residual's own encoder on the images / the base's features
 
 
 @dataclass
@@ -83,6 +91,17 @@ def load_recipe(config: str | Path | None = None, overrides: dict[str, dict] | N
     return Recipe(sections["learner"], sections["residual_policy"], intervention=intervention)
 
 
+class Rollout(NamedTuple):
+    """One episode, as the replay takes it: T steps, T+1 observations."""
+    success: bool
+    states: np.ndarray            # (T+1, S)
+    bases: np.ndarray             # (T+1, A) base actions
+    commands: np.ndarray          # (T, A)
+    intervened: np.ndarray        # (T,) bool: the operator's steps
+    images: np.ndarray | None     # (T+1, ncam, 3, H, W) uint8 when the residual reads images
+    features: np.ndarray | None   # (T+1, F) float32 when it reads the base encoder's features
+
+
 @dataclass
 class RunResult:
     env_steps: int = 0
@@ -100,32 +119,46 @@ class InProcessRun:
     """Demos + base -> agent; then `train(...)`; `evaluate(...)` at any time."""
 
     def __init__(self, recipe: Recipe, demos_dir: str | Path, base_artifact: str | Path, max_steps: int = 120,
-                 seed: int = 0, task: str = TASK, detector: str | Path | None = None):
+                 seed: int = 0, task: str = TASK, detector: str | Path | None = None,
+                 cameras: tuple[str, ...] = (), camera_path: str = "encoder"):
+        """cameras: () state-only (state = positions, velocities, object pose); else the cameras of
+        image demos recorded without task state and of an image base (see the module doc)."""
         import torch
 
         from resfit_ros.core.command import CommandLimits
         from resfit_ros.core.control_step import ControlStep
         from resfit_ros.learning.offline import OfflineSettings, build_setup
-        from resfit_ros.learning.policy import ResidualPolicy
         from resfit_ros.learning.schedule import UpdateSchedule
         from resfit_ros.policy.base import load_base_policy
         from resfit_ros.sim import make_env
 
+        if camera_path not in CAMERA_PATHS:
+            raise ValueError(f"camera_path must be one of {CAMERA_PATHS}, got {camera_path!r}")
         torch.set_num_threads(recipe.learner.num_threads)
         self.recipe, self.max_steps, self.seed = recipe, max_steps, seed
+        self.cameras = tuple(cameras)
         lc, pc = recipe.learner, recipe.policy
         settings = OfflineSettings.from_object(lc)
         settings.seed = seed
+        settings.use_cameras = bool(self.cameras)
         self.base = load_base_policy(base_artifact)
-        self.setup = build_setup(demos_dir, [], base_artifact, settings, base_policy=self.base)
+        if self.cameras:
+            check_camera_base(self.base, self.cameras)
+        self.setup = build_setup(demos_dir, [], base_artifact, settings, base_policy=self.base,
+                                 base_features=bool(self.cameras) and camera_path == "features")
         self.agent, self.buffer = self.setup.agent, self.setup.buffer
+        if self.cameras and self.setup.cameras != list(self.cameras):
+            raise ValueError(f"camera mode with cameras {list(self.cameras)}: the demos have {self.setup.cameras}")
         self.schedule = UpdateSchedule.of(lc)
         self.task = task
-        self.env = make_env(task, render=False, cameras=(), control_hz=pc.control_rate_hz, seed=seed,
-                            max_steps=max_steps)
+        self.env = make_env(task, render=bool(self.cameras), cameras=self.cameras, control_hz=pc.control_rate_hz,
+                            seed=seed, max_steps=max_steps, image_size=self.agent.image_size[0])
+        dof = len(self.env.joint_names)
+        if self.cameras and self.agent.state_dim != 2 * dof:
+            raise ValueError(f"camera mode: the demos' states are {self.agent.state_dim}-D, not the {2 * dof} "
+                             f"joint positions and velocities: record them with `resfit-ros demos --no-task-state`")
         self.limits = CommandLimits.from_robot(self.env.robot, pc.control_rate_hz, pc.residual_bound)
-        self.policy = ResidualPolicy(self.agent.config, self.agent.state_dim, self.agent.action_dim, [], 84, 0,
-                                     weights=self.agent.get_weights())
+        self.policy = self.new_policy()
         self.control = ControlStep(self.limits, hold_steps=pc.exploration_hold_steps, seed=seed + 12345)
         self.detector = None
         if detector:
@@ -139,38 +172,59 @@ class InProcessRun:
         self.last_push = 0
         self.stats: dict = {}
 
+    def new_policy(self):
+        """A ResidualPolicy with the agent's current weights, reading what the agent reads."""
+        from resfit_ros.learning.policy import ResidualPolicy
+
+        a = self.agent
+        return ResidualPolicy(a.config, a.state_dim, a.action_dim, a.camera_names, a.image_size, a.feature_dim,
+                              weights=a.get_weights())
+
+    def observed(self, sim_obs):
+        """What base and residual observe of the simulator's observation: all of it state-only,
+        no object pose with cameras."""
+        from resfit_ros.core.observation import without_task_state
+
+        return without_task_state(sim_obs) if self.cameras else sim_obs
+
     # -- one episode ------------------------------------------------------------------------------
     def episode(self, reset_seed: int, explore: bool, policy=None, control=None,
-                on_step: Callable[[], None] | None = None, watched: bool = False, labelled: bool = False):
-        """(success, states (T+1, S), base actions (T+1, A), commands (T, A), operator (T,) bool) of one
-        episode; `watched`: the scripted operator watches it (and may take over); `labelled`: the
-        success detector labels it (`self.last_label`: (label, simulator's success, asked))."""
+                on_step: Callable[[], None] | None = None, watched: bool = False, labelled: bool = False) -> Rollout:
+        """One episode (Rollout); `watched`: the scripted operator watches it (and may take over);
+        `labelled`: the success detector labels it (`self.last_label`: (label, simulator's success,
+        asked)). The detector and the operator see the simulator's full state, as a person would."""
+        from resfit_ros.jobs.evaluate import residual_inputs
         from resfit_ros.learning.detector import Decision, decide
 
         judge = self.detector if labelled else None
         scores, asked, truth = [], False, False
         control = control or self.control
-        obs = self.env.reset(seed=reset_seed)
+        sim_obs = self.env.reset(seed=reset_seed)
+        obs = self.observed(sim_obs)
         self.base.reset()
         control.start_episode(obs.position)
         operator = self.intervener if watched else None
         if operator is not None:
             operator.start_episode(watch=True)
-        states, bases, commands, intervened = [], [], [], []
+        states, bases, commands, intervened, frames, features = [], [], [], [], [], []
         success = False
         for _ in range(self.max_steps):
             state = obs.state_vector()
             base = self.base.select_action(obs)
+            images, feature = residual_inputs(self.base, policy, obs)
             target = operator.target() if operator is not None else None
-            result = control.step(policy, state, base, obs.position, explore=explore, train_steps=self.train_steps,
-                                  operator=target)
+            result = control.step(policy, state, base, obs.position, images=images, features=feature,
+                                  explore=explore, train_steps=self.train_steps, operator=target)
             if operator is not None:
                 operator.observe(result.command)
             states.append(state)
             bases.append(base)
             commands.append(result.command)
             intervened.append(result.intervention)
-            obs, success = self.env.step(result.command)
+            frames.append(images)
+            features.append(feature)
+            sim_obs, success = self.env.step(result.command)
+            obs = self.observed(sim_obs)
             truth = truth or success
             if explore:
                 self.train_steps += 1
@@ -180,7 +234,7 @@ class InProcessRun:
                 if success:
                     break
                 continue
-            scores.append(judge.score(obs))
+            scores.append(judge.score(sim_obs))
             verdict = decide(scores, len(commands), self.max_steps, judge.rule)
             if verdict is Decision.ASK_OPERATOR:
                 asked = True
@@ -194,7 +248,13 @@ class InProcessRun:
             success = label
         states.append(obs.state_vector())
         bases.append(bases[-1])          # as episode_arrays: the next base action only matters when bootstrapped
-        return success, np.array(states), np.array(bases), np.array(commands), np.array(intervened, dtype=bool)
+        images, feature = residual_inputs(self.base, policy, obs)
+        frames.append(images)
+        features.append(feature)
+        # the replay keeps what the agent reads: the images for its own encoder, else the features
+        return Rollout(success, np.array(states), np.array(bases), np.array(commands),
+                       np.array(intervened, dtype=bool), stacked(frames) if self.agent.camera_names else None,
+                       stacked(features))
 
     def learn_to_schedule(self) -> None:
         """The updates the paced learner makes before the robot's next step."""
@@ -215,14 +275,10 @@ class InProcessRun:
         """Outcomes on the main job's fixed scenes (seed order): deterministic, no exploration."""
         from resfit_ros.core.control_step import ControlStep
         from resfit_ros.jobs.sim_episodes import PURPOSE_EVAL, episode_seed
-        from resfit_ros.learning.policy import ResidualPolicy
 
-        policy = None
-        if with_residual:
-            policy = ResidualPolicy(self.agent.config, self.agent.state_dim, self.agent.action_dim, [], 84, 0,
-                                    weights=self.agent.get_weights())
+        policy = self.new_policy() if with_residual else None
         control = ControlStep(self.limits)
-        return [bool(self.episode(episode_seed(PURPOSE_EVAL, EVAL_SEED, i), False, policy, control)[0])
+        return [bool(self.episode(episode_seed(PURPOSE_EVAL, EVAL_SEED, i), False, policy, control).success)
                 for i in range(episodes)]
 
     # -- training -----------------------------------------------------------------------------------
@@ -246,12 +302,13 @@ class InProcessRun:
             reset_seed = int(seeds.spawn(1)[0].generate_state(1)[0])
             watched = (self.intervener is not None and explore
                        and watch_rng.random() < self.recipe.intervention.share)
-            success, states, bases, commands, operator = self.episode(reset_seed, explore, self.policy,
-                                                                      on_step=self.learn_to_schedule,
-                                                                      watched=watched, labelled=self.detector is not None)
+            rollout = self.episode(reset_seed, explore, self.policy, on_step=self.learn_to_schedule,
+                                   watched=watched, labelled=self.detector is not None)
+            success, operator = rollout.success, rollout.intervened
             if self.detector is not None:
                 result.labels.append(self.last_label)
-            self.buffer.add_episode(states, bases, commands, success, demo=False, intervention=operator)
+            self.buffer.add_episode(rollout.states, rollout.bases, rollout.commands, success, demo=False,
+                                    images=rollout.images, features=rollout.features, intervention=operator)
             result.episodes += 1
             # the training success that counts is the simulator's, whoever labelled the episode
             result.train_results.append((explore, bool(result.labels[-1][1] if self.detector is not None else success)))
@@ -290,6 +347,21 @@ class InProcessRun:
         result.train_minutes = (time.perf_counter() - t_train - excluded) / 60
         self.policy.load_weights(self.agent.get_weights())
         return result
+
+
+def check_camera_base(base, cameras: tuple[str, ...]) -> None:
+    """ValueError unless `base` observes exactly `cameras` and no object pose (camera mode)."""
+    if list(base.camera_names) != list(cameras):
+        raise ValueError(f"camera mode with cameras {list(cameras)}: the base observes {list(base.camera_names)} "
+                         "(train it on the image demos without --state-only)")
+    if "extra" in base.state_keys:
+        raise ValueError(f"camera mode: the base reads the object pose (state_keys {base.state_keys}); "
+                         "train it with --state-keys position or position,velocity")
+
+
+def stacked(rows: list) -> np.ndarray | None:
+    """The per-observation images or features as one array; None when the residual reads none."""
+    return None if rows[0] is None else np.stack(rows)
 
 
 def base_outcomes(run: InProcessRun, base_artifact: Path, episodes: int, max_steps: int) -> list[bool]:

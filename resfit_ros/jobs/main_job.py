@@ -10,6 +10,10 @@
    --snapshot-every the learner's checkpoint of every such interval too: the gain against wall time;
 6. a learning-curve PNG and a summary with the episode counts and standard errors.
 Observations are STATE-based (joint positions, velocities, and the simulator's object pose).
+With --cameras they are the head camera (84x84) + joint states and nothing carries the object pose:
+image demos recorded without task state, an image base (joint positions + camera), the graph on
+config/sim.yaml with config/sim_cameras.yaml over it (the learner's use_cameras, no task-state
+topic in the synchronizer); its data live in outputs/main_job_data_cameras.
 """
 from __future__ import annotations
 
@@ -28,6 +32,23 @@ import numpy as np
 from resfit_ros.jobs.sim_episodes import positive_int
 
 TASK = "g1_pick_lift"
+# (demos, BC steps) of the frozen base: a weak one, ~0.5 success on the evaluation scenes at 120
+# steps. The image base is that weak after 80 steps on 2 demos (0.557 on the 400 scenes; 100
+# steps: 0.58 on 150, 300 steps: 0.75 on 60; 1 demo is no weaker: 0.67-0.82)
+BASE_DEFAULTS = {"state": (5, 2000), "cameras": (2, 80)}
+
+
+def observation_flags(cameras: bool) -> tuple[list[str], list[str]]:
+    """(`resfit-ros demos` flags, `resfit-ros train-bc` flags) of the main job's data: state-only,
+    joint states + object pose and a state-only base; with the camera, images + joint states only."""
+    if cameras:
+        return ["--no-task-state"], ["--state-keys", "position"]
+    return ["--no-images"], ["--state-only"]
+
+
+def data_dir(cameras: bool) -> Path:
+    """Where the main job keeps its demos and bases (one directory per observation)."""
+    return Path("outputs/main_job_data_cameras" if cameras else "outputs/main_job_data")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,9 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/main_job", help="run directory (default outputs/main_job)")
     parser.add_argument("--demos", type=positive_int, default=30,
                         help="scripted demonstrations in the replay buffer (default 30)")
-    parser.add_argument("--base-demos", type=positive_int, default=5,
-                        help="of which the BC base is trained on the first N (default 5: a weak base)")
-    parser.add_argument("--bc-steps", type=positive_int, default=2000, help="BC training steps (default 2000)")
+    parser.add_argument("--base-demos", type=positive_int, default=None,
+                        help=f"of which the BC base is trained on the first N (default {BASE_DEFAULTS['state'][0]}: "
+                             f"a weak base; {BASE_DEFAULTS['cameras'][0]} with --cameras)")
+    parser.add_argument("--bc-steps", type=positive_int, default=None,
+                        help=f"BC training steps (default {BASE_DEFAULTS['state'][1]}; "
+                             f"{BASE_DEFAULTS['cameras'][1]} with --cameras)")
+    parser.add_argument("--cameras", action="store_true",
+                        help="learn from the head camera + joint states, without the object pose (image demos, "
+                             "an image base, config/sim_cameras.yaml over config/sim.yaml)")
     parser.add_argument("--max-steps", type=positive_int, default=120,
                         help="episode step limit for training and evaluation (default 120 = 6 s)")
     parser.add_argument("--eval-episodes", type=positive_int, default=400,
@@ -65,10 +92,13 @@ def _cli(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def _eval(base: Path, episodes: int, max_steps: int, residual: Path | None = None) -> list[bool]:
+def _eval(base: Path, episodes: int, max_steps: int, residual: Path | None = None,
+          task_state: bool = True) -> list[bool]:
     """Success of each of the fixed evaluation episodes (seed 1000), in seed order."""
     cmd = [sys.executable, "-m", "resfit_ros.cli", "eval", "--task", TASK, "--base", str(base),
            "--episodes", str(episodes), "--seed", "1000", "--max-steps", str(max_steps), "--no-progress"]
+    if not task_state:
+        cmd.append("--no-task-state")
     if residual is not None:
         cmd += ["--residual", str(residual), "--residual-bound", str(_residual_bound())]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -128,7 +158,23 @@ def _episodes(root: Path, seen: dict | None = None) -> list[tuple[str, bool, boo
     return out
 
 
+def camera_config(out: Path) -> Path:
+    """config/sim.yaml with config/sim_cameras.yaml over it, written into the run directory."""
+    import yaml
+
+    from resfit_ros.config import overlaid_parameters
+    from resfit_ros.robot import config_dir
+
+    path = out / "sim_cameras.yaml"
+    doc = overlaid_parameters(config_dir() / "sim.yaml", config_dir() / "sim_cameras.yaml")
+    path.write_text("# written by resfit-ros main-job --cameras: config/sim.yaml + config/sim_cameras.yaml\n"
+                    + yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
+    default_demos, default_steps = BASE_DEFAULTS["cameras" if args.cameras else "state"]
+    args.base_demos, args.bc_steps = args.base_demos or default_demos, args.bc_steps or default_steps
     # argument checks first: one message, exit 2, nothing computed or written (nan fails too)
     problem = ("" if args.minutes > 0 else f"--minutes must be > 0, got {args.minutes}") or (
         "" if args.eval_every >= 0 else f"--eval-every must be >= 0, got {args.eval_every}") or (
@@ -141,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"resfit-ros main-job: error: {problem}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    data = Path("outputs/main_job_data")
+    data = data_dir(args.cameras)
+    demo_flags, bc_flags = observation_flags(args.cameras)
     demos = data / f"demos{args.demos}"
     base = data / f"base_d{args.base_demos}_s{args.bc_steps}.safetensors"
     t0 = time.monotonic()
@@ -158,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
             demos.rename(stale)
     if not demos.is_dir():
         _cli("demos", "--task", TASK, "--episodes", str(args.demos), "--out", str(demos), "--seed", "0",
-             "--no-images", "--no-progress")
+             *demo_flags, "--no-progress")
     from resfit_ros.bags.reader import is_episode_dir
 
     # only the episode bags count: the learner's base-action cache (.base_actions) lives there too
@@ -167,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{base} is older than the demonstrations: training it again", flush=True)
         base.unlink()
     if not base.is_file():
-        _cli("train-bc", "--demos", str(demos), "--out", str(base), "--state-only", "--steps", str(args.bc_steps),
+        _cli("train-bc", "--demos", str(demos), "--out", str(base), *bc_flags, "--steps", str(args.bc_steps),
              "--num-demos", str(args.base_demos), "--seed", "0", "--no-progress")
     base_cache = base.with_suffix(f".eval{args.eval_episodes}_h{args.max_steps}.json")
     cached = json.loads(base_cache.read_text()) if base_cache.is_file() and \
@@ -175,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     base_outcomes = [c == "1" for c in cached.get("outcomes", "")]
     if len(base_outcomes) != args.eval_episodes:
         print(f"evaluating the base on {args.eval_episodes} fixed episodes ...", flush=True)
-        base_outcomes = _eval(base, args.eval_episodes, args.max_steps)
+        base_outcomes = _eval(base, args.eval_episodes, args.max_steps, task_state=not args.cameras)
         base_cache.write_text(json.dumps({"success_rate": float(np.mean(base_outcomes)),
                                           "outcomes": "".join("1" if s else "0" for s in base_outcomes)}))
     base_rate = float(np.mean(base_outcomes))
@@ -192,12 +239,14 @@ def run(args: argparse.Namespace) -> int:
 
     env = dict(os.environ)
     env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
-    log = open(out / "graph.log", "a")
-    runner = GraphRunner(GRAPHS["train_sim"], {
+    graph_args = {
         "base_artifact": str(base), "demos_dir": str(demos), "output_dir": str(out),
         "eval_every": str(args.eval_every), "task": TASK, "max_steps": str(args.max_steps),
-        "namespace": args.namespace, "operator_share": str(args.operator_share), "robots": str(args.robots)},
-        env=env, output=log)
+        "namespace": args.namespace, "operator_share": str(args.operator_share), "robots": str(args.robots)}
+    if args.cameras:
+        graph_args["config"] = str(camera_config(out))
+    log = open(out / "graph.log", "a")
+    runner = GraphRunner(GRAPHS["train_sim"], graph_args, env=env, output=log)
     print(f"training through the train_sim node graph for {args.minutes:g} min (node output: {out / 'graph.log'})",
           flush=True)
     import signal
@@ -249,8 +298,9 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1)) as pool:
-        runs = [pool.submit(_eval, base, n, args.max_steps, copy) for *_, copy in snapshots]
-        combined_outcomes = _eval(base, n, args.max_steps, residual=ckpt)
+        task_state = not args.cameras
+        runs = [pool.submit(_eval, base, n, args.max_steps, copy, task_state) for *_, copy in snapshots]
+        combined_outcomes = _eval(base, n, args.max_steps, residual=ckpt, task_state=task_state)
         snapshot_outcomes = [r.result() for r in runs]
     combined = float(np.mean(combined_outcomes))
     gain, se, won, lost = paired_gain(base_outcomes, combined_outcomes)
@@ -273,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
           f"residual, {lost} only by the base ({'clear' if gain > 2 * se else 'NOT clear'}: 2 standard errors = {2 * se:.2f})")
     print(f"learning curve    {out / 'learning_curve.png'}")
     (out / "result.json").write_text(json.dumps({
-        "minutes": round(trained_min, 1), "robots": args.robots, "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e, _ in eps)),
+        "minutes": round(trained_min, 1), "robots": args.robots, "cameras": args.cameras, "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e, _ in eps)),
         "env_steps": int(sum(n for *_, n in eps)),
         "base_success": base_rate, "combined_success": combined, "gain": gain, "gain_stderr_paired": se,
         "solved_only_with_residual": won, "solved_only_by_base": lost, "eval_episodes": n,

@@ -124,12 +124,17 @@ class IngestStats:
 
 
 class BagIngest:
-    """Adds each completed episode of the watched directories to `buffer` exactly once."""
+    """Adds each completed episode of the watched directories to `buffer` exactly once.
+    With `base_features` the replay holds the frozen base encoder's features of the images (in
+    the base's camera order) instead of the images."""
 
     def __init__(self, buffer, camera_names: list[str] | None = None, base_policy=None,
-                 base_artifact: str | Path | None = None):
+                 base_artifact: str | Path | None = None, base_features: bool = False):
+        if base_features and (base_policy is None or not base_policy.camera_names):
+            raise ValueError("base_features needs a base policy with cameras (its image encoder)")
         self.buffer = buffer
-        self.camera_names = list(camera_names or [])
+        self.camera_names = list(base_policy.camera_names) if base_features else list(camera_names or [])
+        self.base_features = base_features
         self.base_policy = base_policy
         self.base_digest = file_digest(base_artifact) if base_artifact else ""
         self.seen: set[Path] = set()
@@ -168,8 +173,12 @@ class BagIngest:
                 arrays = episode_arrays(ep, base, self.camera_names)
                 if arrays.states.shape[1] != self.buffer.state_dim:
                     raise ValueError(state_size_mismatch(arrays.states.shape[1], self.buffer.state_dim))
+                images, features = arrays.images, None
+                if self.base_features:
+                    images, features = None, self.base_policy.encode_images(arrays.images)
                 self.buffer.add_episode(arrays.states, arrays.base_actions, arrays.actions, arrays.success,
-                                        demo=demo, images=arrays.images, intervention=arrays.intervention)
+                                        demo=demo, images=images, features=features,
+                                        intervention=arrays.intervention)
             except Exception as exc:  # one bad episode never stops the others (reason kept and logged)
                 if isinstance(exc, AbortedBeforeFirstStep):
                     exc = ValueError(f"{EXCLUDED_ABORTED}: excluded from training ({exc.problem})")

@@ -195,7 +195,7 @@ def refit_state_statistics_if_due(agent, buffer, settings) -> bool:
 
 
 def agent_from_demos(demos, demo_base_actions: list[np.ndarray], settings: OfflineSettings, cameras: list[str],
-                     image_size: tuple[int, int]):
+                     image_size: tuple[int, int], feature_dim: int = 0):
     """A fresh ResidualAgent whose normaliser comes from the demonstrations: every recorded
     observation's state, every demo command and the base's action at each demo step."""
     from resfit_ros.learning.agent import ResidualAgent
@@ -204,7 +204,7 @@ def agent_from_demos(demos, demo_base_actions: list[np.ndarray], settings: Offli
     normaliser = demo_normaliser(states, np.concatenate([d.command for d in demos]),
                                  np.concatenate(demo_base_actions), settings, demos[0].joint_names)
     return ResidualAgent(settings.agent_config(demos[0].joint_names), states.shape[1], normaliser.action_dim,
-                         cameras, image_size, 0,
+                         cameras, image_size, feature_dim,
                          normaliser, seed=settings.seed, device=settings.device)
 
 
@@ -228,13 +228,15 @@ def load_demos(demos_dir: str | Path, use_cameras: bool):
 
 def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_artifact: str | Path,
                 settings: OfflineSettings, resume_from: str | Path | None = None,
-                base_policy=None) -> OfflineSetup:
+                base_policy=None, base_features: bool = False) -> OfflineSetup:
     """Normaliser + agent + replay buffer + BagIngest from the bags, the learner node's way:
     demos (successful ones; base actions from the frozen base, cached per base hash next to the
     demos) into the demo store, then every completed online episode of `episodes_dirs`.
     resume_from: a checkpoint root/directory to continue from (agent, iteration count, replay RNG);
     of a root, the newest checkpoint that reads back intact is used (checkpoint_candidates): a
     corrupt newest one is refused (reason in `refused_checkpoints`) and the one before it used.
+    base_features (with use_cameras; in-process experiments, the graph's learner has no such
+    path): the agent reads the frozen base encoder's features of the images, not the images.
     Raises SetupError for unusable inputs (nothing written except the base-action cache)."""
     from resfit_ros.learning.agent import ResidualAgent
     from resfit_ros.learning.checkpoint import CheckpointError, checkpoint_candidates, read_checkpoint
@@ -251,6 +253,13 @@ def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_art
     demos, problems = load_demos(demos_dir, settings.use_cameras)
     cameras = list(demos[0].camera_names) if settings.use_cameras else []
     image_size = tuple(demos[0].images[cameras[0]].shape[1:3]) if cameras else (84, 84)
+    feature_dim = 0
+    if base_features:
+        if not (cameras and base_policy.camera_names and base_policy.feature_dim):
+            raise SetupError("base_features needs use_cameras, demos with images and a base with an image "
+                             f"encoder (base cameras {base_policy.camera_names}, demo cameras {cameras})")
+        feature_dim = base_policy.feature_dim
+    agent_cameras = [] if base_features else cameras       # what the agent's own encoder reads
     iterations, replay_rng, resumed, refused = 0, None, None, []
     if resume_from is not None:
         for directory in checkpoint_candidates(resume_from):
@@ -266,19 +275,20 @@ def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_art
         iterations = int(extra.get("iterations", agent.critic_updates // settings.utd))
         replay_rng = extra.get("replay_rng")
         resumed = directory
-        if list(agent.camera_names) != cameras or agent.state_dim != demos[0].states().shape[1]:
-            raise SetupError(f"cannot resume from {directory}: it is for cameras {agent.camera_names} and "
-                             f"{agent.state_dim}-D states, the demos give {cameras} and "
-                             f"{demos[0].states().shape[1]}-D")
+        if list(agent.camera_names) != agent_cameras or agent.state_dim != demos[0].states().shape[1] \
+                or agent.feature_dim != feature_dim:
+            raise SetupError(f"cannot resume from {directory}: it is for cameras {agent.camera_names}, "
+                             f"{agent.feature_dim} features and {agent.state_dim}-D states, this set-up gives "
+                             f"{agent_cameras}, {feature_dim} and {demos[0].states().shape[1]}-D")
     else:
         from resfit_ros.learning.from_bags import demo_base_actions, file_digest
 
         digest = file_digest(base_artifact)
         bases = [demo_base_actions(d, base_policy, digest, Path(demos_dir) / ".base_actions") for d in demos]
-        agent = agent_from_demos(demos, bases, settings, cameras, image_size)
-    buffer = ReplayBuffer(settings.replay_config(), agent.state_dim, agent.action_dim, len(cameras), image_size,
-                          seed=settings.seed)
-    ingest = BagIngest(buffer, cameras, base_policy, base_artifact)
+        agent = agent_from_demos(demos, bases, settings, agent_cameras, image_size, feature_dim)
+    buffer = ReplayBuffer(settings.replay_config(), agent.state_dim, agent.action_dim, len(agent_cameras),
+                          image_size, feature_dim, seed=settings.seed)
+    ingest = BagIngest(buffer, cameras, base_policy, base_artifact, base_features=base_features)
     ingest.poll(demos_dir, demo=True)
     for d in episodes_dirs:
         ingest.poll(d, demo=False)

@@ -212,3 +212,139 @@ def test_a_success_detector_labels_the_training_episodes_and_the_simulator_still
     assert [s for _, s in result.train_results] == [False] * 12            # training success: the simulator's
     outcomes = run.evaluate(1)
     assert outcomes == [False]                                             # the simulator judges evaluation
+
+
+# --- camera mode: the head camera + joint states, never the object pose ------------------------------
+
+@pytest.fixture(scope="module")
+def camera_data(tmp_path_factory):
+    """Image demos recorded as a robot observes (no task state) and an image base on joint positions."""
+    from resfit_ros.jobs.main_job import observation_flags
+
+    root = tmp_path_factory.mktemp("in_process_cameras")
+    demos, base = root / "demos", root / "base.safetensors"
+    demo_flags, bc_flags = observation_flags(cameras=True)     # the main job's and the bench's camera data
+    proc = cli("demos", "--task", "g1_pick_lift", "--episodes", "2", "--out", str(demos), "--seed", "0", *demo_flags)
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("train-bc", "--demos", str(demos), "--out", str(base), *bc_flags, "--steps", "20",
+               "--chunk", "10", "--batch-size", "16")
+    assert proc.returncode == 0, proc.stderr
+    return demos, base
+
+
+def record_ticks(run):
+    """Wrap the run's ControlStep.step and its policy's act: what each tick and each decision received."""
+    ticks, decisions = [], []
+    step, act = run.control.step, run.policy.act
+
+    def recording_step(policy, state, base_action, position, **kw):
+        ticks.append((np.array(state), kw.get("images"), kw.get("features")))
+        return step(policy, state, base_action, position, **kw)
+
+    def recording_act(state, base_action, images=None, features=None, **kw):
+        decisions.append((np.array(state), images, features))
+        return act(state, base_action, images=images, features=features, **kw)
+
+    run.control.step, run.policy.act = recording_step, recording_act
+    return ticks, decisions
+
+
+def moved_object_observations(run):
+    """(before, after) the simulator's observations of one scene with the object moved 10 cm."""
+    before = run.env.reset(seed=5)
+    pose = run.env.object_pose()
+    run.env.set_object_pose(pose[:3] + np.array([0.0, 0.1, 0.0]), pose[3:])
+    return before, run.env.observe()
+
+
+def test_camera_mode_learns_from_joint_states_and_images_and_the_object_pose_reaches_no_learner(camera_data):
+    """Encoder path: a 58-D state (29 positions + 29 velocities) that moving the object leaves
+    unchanged, while the camera sees it; every tick hands the image to the step and to the actor,
+    the replay's online transitions hold those images, and the agent trains end to end."""
+    from resfit_ros.jobs.in_process import InProcessRun
+
+    demos, base = camera_data
+    run = InProcessRun(small_recipe(), demos, base, max_steps=20, seed=0, cameras=("head",))
+    assert run.agent.state_dim == 58 and run.agent.camera_names == ["head"] and run.agent.feature_dim == 0
+    assert run.buffer.n_cameras == 1 and run.policy.camera_names == ["head"]
+
+    before, after = moved_object_observations(run)
+    assert not np.allclose(before.extra[:3], after.extra[:3])             # the simulator moved it ...
+    np.testing.assert_array_equal(run.observed(before).state_vector(), run.observed(after).state_vector())
+    assert run.observed(after).extra.size == 0 and run.observed(after).state_vector().shape == (58,)
+    assert not np.array_equal(before.images["head"], after.images["head"])  # ... the camera sees it
+
+    seen_by_base = []
+    select = run.base.select_action
+    run.base.select_action = lambda obs, *a: (seen_by_base.append(obs.extra.size), select(obs, *a))[1]
+    ticks, decisions = record_ticks(run)
+    run.train(env_steps=70)
+    assert seen_by_base and set(seen_by_base) == {0}
+    assert all(state.shape == (58,) and images.shape == (1, 3, 84, 84) and images.dtype == np.uint8
+               and features is None for state, images, features in ticks)
+    assert decisions and all(images is not None and images.shape == (1, 3, 84, 84) for _, images, _ in decisions)
+    assert run.agent.critic_updates > 0 and run.agent.actor_updates > 0
+    assert np.isfinite(run.stats["losses/critic"]) and np.isfinite(run.stats["losses/actor"])
+
+    batch = run.buffer.sample(64)                     # half demos, half online
+    online = ~batch.demo.numpy()
+    assert online.any() and tuple(batch.obs["images"].shape) == (64, 1, 3, 84, 84)
+    ticked = {images.tobytes() for _, images, _ in ticks}
+    assert all(image.tobytes() in ticked for image in batch.obs["images"].numpy()[online])
+    assert len(run.evaluate(1)) == 1
+
+
+def test_camera_mode_with_the_base_encoders_features(camera_data):
+    """Features path: the residual reads the frozen image base's encoder features of the camera image
+    (no image in the agent or its replay), the same features the base computes for that image."""
+    from resfit_ros.jobs.in_process import InProcessRun
+
+    demos, base = camera_data
+    run = InProcessRun(small_recipe(), demos, base, max_steps=20, seed=0, cameras=("head",), camera_path="features")
+    width = run.base.feature_dim
+    assert width > 0 and run.agent.feature_dim == width and run.agent.camera_names == []
+    assert run.agent.state_dim == 58 and run.buffer.feature_dim == width and run.buffer.n_cameras == 0
+    ticks, decisions = record_ticks(run)
+    run.train(env_steps=70)
+    state, images, features = ticks[7]
+    np.testing.assert_allclose(features, run.base.encode_images(images[None])[0], rtol=1e-5, atol=1e-6)
+    assert decisions and all(f is not None and f.shape == (width,) for _, _, f in decisions)
+    assert run.agent.critic_updates > 0 and run.agent.actor_updates > 0 and np.isfinite(run.stats["losses/critic"])
+    batch = run.buffer.sample(64)
+    assert "images" not in batch.obs and tuple(batch.obs["features"].shape) == (64, width)
+    online = ~batch.demo.numpy()
+    ticked = {np.asarray(f, np.float32).tobytes() for _, _, f in ticks}
+    assert online.any() and all(f.tobytes() in ticked for f in batch.obs["features"].numpy()[online])
+    demo_features = batch.obs["features"].numpy()[~online]      # the demos': the base's encoder on their images
+    assert np.all(np.abs(demo_features) <= 1.0) and demo_features.std() > 0
+
+
+def test_camera_mode_refuses_what_would_leak_the_object_pose_or_cannot_run(camera_data, state_data):
+    from resfit_ros.jobs.in_process import InProcessRun
+
+    demos, base = camera_data
+    state_demos, state_base = state_data
+    with pytest.raises(ValueError, match="camera_path"):
+        InProcessRun(small_recipe(), demos, base, max_steps=20, cameras=("head",), camera_path="pixels")
+    with pytest.raises(ValueError, match="the base observes"):        # a state-only base reads the object pose
+        InProcessRun(small_recipe(), demos, state_base, max_steps=20, cameras=("head",))
+    from resfit_ros.learning.offline import SetupError
+    with pytest.raises(SetupError, match="no camera images"):
+        InProcessRun(small_recipe(), state_demos, base, max_steps=20, cameras=("head",))
+
+
+def test_state_only_mode_still_observes_the_object_pose_and_renders_nothing(state_data):
+    """The default (the main job's recipe): state = positions, velocities and the object pose, no
+    camera rendered, no image or feature anywhere."""
+    from resfit_ros.jobs.in_process import InProcessRun
+
+    demos, base = state_data
+    run = InProcessRun(small_recipe(), demos, base, max_steps=20, seed=0)
+    assert run.agent.state_dim == 67 and run.agent.camera_names == [] and run.agent.feature_dim == 0
+    before, after = moved_object_observations(run)
+    assert before.images == {} and not np.allclose(run.observed(before).state_vector(),
+                                                   run.observed(after).state_vector())
+    ticks, _ = record_ticks(run)
+    run.train(env_steps=50)
+    assert all(state.shape == (67,) and images is None and features is None for state, images, features in ticks)
+    assert set(run.buffer.sample(16).obs) == {"state"}

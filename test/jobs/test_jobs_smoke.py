@@ -205,6 +205,70 @@ def test_eval_with_a_zero_residual_equals_the_base(artifact, tmp_path, capsys):
     assert alone[0].startswith("outcomes=") and alone[1].startswith("success_rate=") and combined == alone
 
 
+def test_eval_without_task_state_hides_the_object_pose_from_base_and_residual():
+    """--no-task-state (a camera-trained residual): base and residual get joint states and images only."""
+    from resfit_ros.robot import RobotDescription, config_dir
+
+    joints = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml").joint_names
+    seen = {}
+
+    class FakeBase:
+        camera_names, image_size, joint_names, chunk_length = ["head"], 48, joints, 1
+
+        def select_action(self, obs, execute_steps=None):
+            seen["base_extra"] = obs.extra.size
+            return obs.position
+
+        def reset(self):
+            pass
+
+    class FakeResidual:
+        feature_dim = 0
+        config = AgentConfig()
+
+        def act(self, state, base_action, images=None, features=None, explore=False, rng=None, noise=None):
+            seen.update(state=state.shape, images=images.shape)
+            return np.zeros_like(base_action)
+
+    for task_state, state_size, extra in ((False, 58, 0), (True, 67, 9)):
+        env, act, on_reset = eval_job.policy_in_sim("g1_pick_lift", FakeBase(), FakeResidual(), task_state=task_state)
+        on_reset()
+        act(env.reset(seed=0))
+        env.close()
+        assert seen == {"base_extra": extra, "state": (state_size,), "images": (1, 3, 48, 48)}
+
+
+def test_main_job_cameras_runs_the_graph_on_the_camera_without_the_object_pose(tmp_path):
+    """--cameras: train_sim's parameters are config/sim.yaml with config/sim_cameras.yaml over it: the
+    learner learns from the camera and the synchronizer subscribes to no task-state topic (so no
+    observation, recorded episode or learner state carries the object pose); the rest is sim.yaml's."""
+    import yaml
+
+    from resfit_ros.config import ConfigError, load_config, overlaid_parameters
+    from resfit_ros.core.synchronizer import SynchronizerConfig
+    from resfit_ros.jobs import main_job
+    from resfit_ros.nodes.learner import LearnerConfig
+    from resfit_ros.robot import config_dir
+
+    stock = config_dir() / "sim.yaml"
+    path = main_job.camera_config(tmp_path)
+    synchronizer = load_config(SynchronizerConfig, path, "synchronizer")
+    assert synchronizer.extra_state_topics == [] and synchronizer.use_cameras
+    assert load_config(LearnerConfig, path, "learner").use_cameras
+    assert load_config(SynchronizerConfig, stock, "synchronizer").extra_state_topics == ["sim_robot/task_state"]
+    assert not load_config(LearnerConfig, stock, "learner").use_cameras      # sim.yaml itself unchanged
+    written, original = yaml.safe_load(path.read_text()), yaml.safe_load(stock.read_text())
+    assert written.keys() == original.keys()
+    changed = {(section, key) for section in original
+               for key in set(original[section]["ros__parameters"]) | set(written[section]["ros__parameters"])
+               if original[section]["ros__parameters"].get(key) != written[section]["ros__parameters"].get(key)}
+    assert changed == {("/**/synchronizer", "extra_state_topics"), ("/**/learner", "use_cameras")}
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("/**/lerner:\n  ros__parameters:\n    use_cameras: true\n")
+    with pytest.raises(ConfigError, match="lerner"):
+        overlaid_parameters(stock, typo)
+
+
 def test_main_job_gain_is_paired_over_the_same_seeds():
     from resfit_ros.jobs.main_job import paired_gain
 
