@@ -116,6 +116,17 @@ def policy_in_sim(task: str, base, residual, control_hz: float = 20.0, residual_
     if base is not None and list(env.joint_names) != list(base.joint_names):
         env.close()
         raise ArgumentError("the base policy's joint names/order differ from the simulated robot's")
+    if residual is not None:
+        from resfit_ros.sim.env import EXTRA_NAMES
+
+        observed = 2 * len(env.joint_names) + (len(EXTRA_NAMES) if task_state else 0)
+        if residual.state_dim != observed:
+            env.close()
+            hint = (" (a camera-trained residual: add --no-task-state)" if task_state and
+                    residual.state_dim == 2 * len(env.joint_names) else
+                    " (trained with the object pose: drop --no-task-state)" if not task_state else "")
+            raise ArgumentError(f"the residual reads {residual.state_dim}-D states, this simulator gives "
+                                f"{observed}-D{hint}")
     if base is None:
         expert = make_expert(task, env)
         return env, (lambda o: (expert.act(o), None, None)), expert.reset

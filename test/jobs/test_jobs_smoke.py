@@ -14,6 +14,7 @@ from resfit_ros.bags import scan_episodes
 from resfit_ros.jobs import demos as demos_job
 from resfit_ros.jobs import evaluate as eval_job
 from resfit_ros.jobs import train_bc as train_job
+from resfit_ros.jobs.sim_episodes import ArgumentError
 from resfit_ros.learning import AgentConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -226,16 +227,25 @@ def test_eval_without_task_state_hides_the_object_pose_from_base_and_residual():
         feature_dim = 0
         config = AgentConfig()
 
+        def __init__(self, state_dim):
+            self.state_dim = state_dim
+
         def act(self, state, base_action, images=None, features=None, explore=False, rng=None, noise=None):
             seen.update(state=state.shape, images=images.shape)
             return np.zeros_like(base_action)
 
     for task_state, state_size, extra in ((False, 58, 0), (True, 67, 9)):
-        env, act, on_reset = eval_job.policy_in_sim("g1_pick_lift", FakeBase(), FakeResidual(), task_state=task_state)
+        env, act, on_reset = eval_job.policy_in_sim("g1_pick_lift", FakeBase(), FakeResidual(state_size),
+                                                    task_state=task_state)
         on_reset()
         act(env.reset(seed=0))
         env.close()
         assert seen == {"base_extra": extra, "state": (state_size,), "images": (1, 3, 48, 48)}
+    # a residual trained on the other observation is refused up front, with the flag that fits it
+    with pytest.raises(ArgumentError, match="58-D states.*add --no-task-state"):
+        eval_job.policy_in_sim("g1_pick_lift", FakeBase(), FakeResidual(58), task_state=True)
+    with pytest.raises(ArgumentError, match="67-D states.*drop --no-task-state"):
+        eval_job.policy_in_sim("g1_pick_lift", FakeBase(), FakeResidual(67), task_state=False)
 
 
 def test_main_job_cameras_runs_the_graph_on_the_camera_without_the_object_pose(tmp_path):
