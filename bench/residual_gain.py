@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resfit_ros.jobs.main_job import BASE_DEFAULTS, data_dir, observation_flags
+from resfit_ros.jobs.main_job import add_base_arguments, base_settings, data_dir, observation_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,12 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "outputs/main_job_data for the lift, outputs/<task>_data otherwise; "
                                               "with --cameras the same names + _cameras)")
     p.add_argument("--demos", type=int, default=30)
-    p.add_argument("--base-demos", type=int, default=None,
-                   help=f"demos of the BC base (default {BASE_DEFAULTS['state'][0]}; "
-                        f"{BASE_DEFAULTS['cameras'][0]} with --cameras)")
-    p.add_argument("--bc-steps", type=int, default=None,
-                   help=f"BC training steps (default {BASE_DEFAULTS['state'][1]}; "
-                        f"{BASE_DEFAULTS['cameras'][1]} with --cameras)")
+    add_base_arguments(p)
     p.add_argument("--cameras", action="store_true",
                    help="the head camera + joint states, no object pose (image demos and an image base)")
     p.add_argument("--camera-path", choices=("encoder", "features"), default=None,
@@ -118,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--camera-path needs --cameras")
     if args.cameras:
         args.camera_path = args.camera_path or "encoder"
-    default_demos, default_steps = BASE_DEFAULTS["cameras" if args.cameras else "state"]
-    args.base_demos, args.bc_steps = args.base_demos or default_demos, args.bc_steps or default_steps
+    base_settings(args)
     from resfit_ros.jobs.in_process import InProcessRun, base_outcomes, load_recipe, parse_overrides
     from resfit_ros.jobs.main_job import paired_gain
 
