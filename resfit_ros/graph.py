@@ -237,7 +237,9 @@ def _robot_side() -> tuple[NodeSpec, ...]:
     return (
         _node("synchronizer", respawn=True, per_robot=True),
         _node("base_chunk_server", parameters={"base_artifact": "$(arg base_artifact)"}, respawn=True, per_robot=True),
-        _node("residual_policy", parameters={"explore": "true"}, respawn=True, per_robot=True),
+        # the base file here too: a residual trained on the base's image features computes them with it
+        _node("residual_policy", parameters={"explore": "true", "base_artifact": "$(arg base_artifact)"},
+              respawn=True, per_robot=True),
         # persisted status: a respawned manager continues the episode ids and aborts the episode it ran
         _node("episode_manager", parameters={"state_file": "$(arg output_dir)$(arg robot_dir)/episode_manager_state.json"},
               respawn=True, per_robot=True),
@@ -409,7 +411,7 @@ _register(GraphSpec(
         _node("judge", parameters={"max_episodes": "$(arg episodes)"}, enabled_if="use_sim", required=True),
         _node("synchronizer"),
         _node("base_chunk_server", parameters={"base_artifact": "$(arg base_artifact)"}),
-        _node("residual_policy", parameters={"explore": "false",
+        _node("residual_policy", parameters={"explore": "false", "base_artifact": "$(arg base_artifact)",
                                              "residual_checkpoint": "$(arg residual_checkpoint)"}),
         _node("episode_manager"),
         _node("recorder", parameters={"output_dir": "$(arg output_dir)/eval_episodes"}),

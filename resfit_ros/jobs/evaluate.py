@@ -76,7 +76,7 @@ def residual_inputs(base, residual, obs):
     if residual is None or not base.camera_names:
         return None, None
     images = obs.image_stack(base.camera_names)
-    features = base.encode_images(images[None])[0] if getattr(residual, "feature_dim", 0) else None
+    features = base.observation_features(obs) if getattr(residual, "feature_dim", 0) else None
     return images, features
 
 

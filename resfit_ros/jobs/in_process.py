@@ -141,11 +141,11 @@ class InProcessRun:
         settings = OfflineSettings.from_object(lc)
         settings.seed = seed
         settings.use_cameras = bool(self.cameras)
+        settings.base_features = bool(self.cameras) and camera_path == "features"
         self.base = load_base_policy(base_artifact)
         if self.cameras:
             check_camera_base(self.base, self.cameras)
-        self.setup = build_setup(demos_dir, [], base_artifact, settings, base_policy=self.base,
-                                 base_features=bool(self.cameras) and camera_path == "features")
+        self.setup = build_setup(demos_dir, [], base_artifact, settings, base_policy=self.base)
         self.agent, self.buffer = self.setup.agent, self.setup.buffer
         if self.cameras and self.setup.cameras != list(self.cameras):
             raise ValueError(f"camera mode with cameras {list(self.cameras)}: the demos have {self.setup.cameras}")

@@ -48,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="total training iterations (utd critic updates + 1 actor update each; default 1000)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     parser.add_argument("--use-cameras", action="store_true", help="learn from the camera images (else state only)")
+    parser.add_argument("--base-features", action="store_true",
+                        help="with --use-cameras: read the frozen base's image-encoder features, not the images")
     parser.add_argument("--utd", type=positive_int, default=argparse.SUPPRESS,
                         help="critic updates per iteration (default: the learner's)")
     parser.add_argument("--batch-size", type=positive_int, default=argparse.SUPPRESS,
@@ -116,7 +118,8 @@ def run(args) -> int:
         return fail(VERB, f"--out {out}: {ckpt_dir} already holds checkpoints; pass --resume or choose another --out")
     try:
         given = {name: getattr(args, name) for name in SETTINGS_FLAGS if hasattr(args, name)}
-        settings = OfflineSettings(use_cameras=args.use_cameras, residual_gains=args.residual_gains, **given)
+        settings = OfflineSettings(use_cameras=args.use_cameras, base_features=args.base_features,
+                                   residual_gains=args.residual_gains, **given)
     except ValueError as exc:   # ConfigError
         return fail(VERB, str(exc))
 

@@ -58,6 +58,8 @@ class OfflineSettings:
     """Agent + replay settings: `resfit-ros train-offline`'s, and the learner node's (its
     LearnerConfig extends this class). Each agent field's meaning: resfit_ros/learning/config.py."""
     use_cameras: bool = False                 # learn from the episode's camera images (else state only)
+    # 7x the critic updates per CPU-second of an encoder of the residual's own, trained by the critic
+    base_features: bool = False               # with use_cameras: the residual reads the frozen base's image-encoder features (the base's cameras), not the images
     seed: int = 0                             # agent, replay sampling
     device: str = "cpu"                       # where the agent trains: cpu or cuda (refused when no GPU is there)
     utd: int = 4                              # critic updates per decision (per environment step when action_repeat is 1)
@@ -93,6 +95,8 @@ class OfflineSettings:
 
     def __post_init__(self) -> None:
         require(self.utd >= 1, f"utd must be >= 1, got {self.utd}")
+        require(self.use_cameras or not self.base_features,
+                "base_features reads the base's features of the camera images: it needs use_cameras: true")
         require(self.hidden_dim >= 8, f"hidden_dim must be >= 8, got {self.hidden_dim}")
         from resfit_ros.learning.agent import check_device
         try:
@@ -228,15 +232,15 @@ def load_demos(demos_dir: str | Path, use_cameras: bool):
 
 def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_artifact: str | Path,
                 settings: OfflineSettings, resume_from: str | Path | None = None,
-                base_policy=None, base_features: bool = False) -> OfflineSetup:
+                base_policy=None) -> OfflineSetup:
     """Normaliser + agent + replay buffer + BagIngest from the bags, the learner node's way:
     demos (successful ones; base actions from the frozen base, cached per base hash next to the
     demos) into the demo store, then every completed online episode of `episodes_dirs`.
     resume_from: a checkpoint root/directory to continue from (agent, iteration count, replay RNG);
     of a root, the newest checkpoint that reads back intact is used (checkpoint_candidates): a
     corrupt newest one is refused (reason in `refused_checkpoints`) and the one before it used.
-    base_features (with use_cameras; in-process experiments, the graph's learner has no such
-    path): the agent reads the frozen base encoder's features of the images, not the images.
+    settings.base_features (with use_cameras): the agent reads the frozen base encoder's features
+    of the images, not the images.
     Raises SetupError for unusable inputs (nothing written except the base-action cache)."""
     from resfit_ros.learning.agent import ResidualAgent
     from resfit_ros.learning.checkpoint import CheckpointError, checkpoint_candidates, read_checkpoint
@@ -253,7 +257,7 @@ def build_setup(demos_dir: str | Path, episodes_dirs: list[str | Path], base_art
     demos, problems = load_demos(demos_dir, settings.use_cameras)
     cameras = list(demos[0].camera_names) if settings.use_cameras else []
     image_size = tuple(demos[0].images[cameras[0]].shape[1:3]) if cameras else (84, 84)
-    feature_dim = 0
+    feature_dim, base_features = 0, settings.base_features
     if base_features:
         if not (cameras and base_policy.camera_names and base_policy.feature_dim):
             raise SetupError("base_features needs use_cameras, demos with images and a base with an image "

@@ -130,12 +130,11 @@ class Learner:
         self.agent, self.buffer, self.ingest = setup.agent, setup.buffer, setup.ingest
         cameras = setup.cameras
         a = self.agent
-        self.spec = PolicySpec(agent_config=dict(vars(a.config)), state_dim=a.state_dim, action_dim=a.action_dim,
-                               camera_names=tuple(a.camera_names), image_size=tuple(a.image_size),
-                               feature_dim=a.feature_dim)
+        self.spec = PolicySpec.of_agent(a, self.ingest.base_digest)
         online = self.ingest.history
         log.info(f"replay: {self.buffer.num_demo_transitions} demo + {self.buffer.num_online_transitions} "
-                 f"online transitions; {self.spec.state_dim}-D state, cameras {cameras or 'none'}; "
+                 f"online transitions; {self.spec.state_dim}-D state, cameras {cameras or 'none'}"
+                 + (f" (read as the base encoder's {a.feature_dim} features)" if a.feature_dim else "") + "; "
                  f"{len(online)} online episodes" + (f", newest {online[-1][0]}" if online else ""))
         from torch.utils.tensorboard import SummaryWriter
 

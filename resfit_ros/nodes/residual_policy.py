@@ -37,7 +37,7 @@ from resfit_ros.core.command import CommandLimits, Watchdog, WatchdogAction
 from resfit_ros.core.intervention import OperatorInput
 from resfit_ros.core.joint_states import JointStateError
 from resfit_ros.core.policy_gate import EpisodeGate, LearnerPacer
-from resfit_ros.core.policy_spec import PolicySpec
+from resfit_ros.core.policy_spec import PolicySpec, camera_problem
 from resfit_ros.core.stamps import StampOrder
 from resfit_ros.core.weights import WeightsRejected, unpack_weights
 from resfit_ros.msg import EpisodeStatus, LearnerMetrics, Observation, PolicyWeights, StepRecord
@@ -66,6 +66,7 @@ class ResidualPolicyConfig:
     pace_free_steps: int = 0             # training steps the robot may run ahead of that schedule
     pace_learner_timeout_s: float = 10.0 # stop waiting for a learner silent this long (counted from start-up too)
     residual_checkpoint: str = "none"    # learner checkpoint to load at start ('none' = wait for the learner)
+    base_artifact: str = ""              # the frozen base (the base chunk server's): its image encoder gives the features of weights trained on base features ('' = none)
     seed: int = 0                        # exploration noise
     num_threads: int = 1                 # torch threads for the actor: more only add scheduling jitter to a ~1 ms forward
     future_tolerance_s: float = 1.0      # observations stamped further ahead of the node's clock are rejected
@@ -108,6 +109,10 @@ class ResidualPolicyNode:
         self.control = ControlStep(self.limits, hold_steps=cfg.exploration_hold_steps, seed=cfg.seed)
         self.policy = None                 # ResidualPolicy once weights arrived
         self.spec: PolicySpec | None = None
+        # weights trained on the base's image features need that very base's encoder here: loaded
+        # when the first such weights arrive (a state-only residual never pays for a second copy)
+        self.feature_base = None
+        self.base_digest = base_file_digest(cfg.base_artifact)
         self.weights_version = 0
         self.state_size_reported: tuple[int, int] | None = None   # (weights, observations) already logged
         self.status: EpisodeStatus | None = None
@@ -161,6 +166,12 @@ class ResidualPolicyNode:
 
         if spec.action_dim != self.robot.dof:
             raise WeightsRejected(f"weights are for {spec.action_dim} joints, robot has {self.robot.dof}", "wrong_dof")
+        if spec.feature_dim:
+            if self.feature_base is None and self.base_digest:
+                self.feature_base = load_feature_base(self.cfg.base_artifact)
+            problem = spec.feature_base_problem(self.feature_base, self.base_digest)
+            if problem is not None:
+                raise WeightsRejected(*problem)
         if version <= self.weights_version:
             raise WeightsRejected(f"version {version} is not newer than the running version {self.weights_version}",
                                   "old_version")
@@ -194,10 +205,12 @@ class ResidualPolicyNode:
             agent = ResidualAgent.from_checkpoint(path)
         except Exception as exc:  # any failure to read it is a start-up configuration error
             raise ConfigError(f"residual_checkpoint {path}: {exc}") from None
-        spec = PolicySpec(agent_config=dict(vars(agent.config)), state_dim=agent.state_dim,
-                          action_dim=agent.action_dim, camera_names=tuple(agent.camera_names),
-                          image_size=tuple(agent.image_size), feature_dim=agent.feature_dim)
-        self.install_weights(spec, agent.get_weights(), max(1, agent.critic_updates))
+        # a checkpoint does not name its base: one trained on features is taken to be this node's base's
+        spec = PolicySpec.of_agent(agent, self.base_digest)
+        try:
+            self.install_weights(spec, agent.get_weights(), max(1, agent.critic_updates))
+        except WeightsRejected as exc:
+            raise ConfigError(f"residual_checkpoint {path}: {exc}") from None
 
     def on_metrics(self, msg: LearnerMetrics) -> None:
         if len(msg.names) != len(msg.values):
@@ -260,6 +273,8 @@ class ResidualPolicyNode:
                 raise ObservationError("joint order differs from the robot description", "joint_names")
             if self.spec is not None:   # fits the loaded network (else act() would fail mid-tick)
                 problem = self.spec.observation_problem(len(obs.state_vector()), obs.images)
+                if problem is None and self.spec.feature_dim:
+                    problem = camera_problem(self.feature_base.camera_names, self.feature_base.image_size, obs.images)
                 if problem is not None:
                     if problem[0] == "state_dim":
                         self.report_state_size(len(obs.state_vector()))
@@ -353,20 +368,22 @@ class ResidualPolicyNode:
             # rate-limited from where the robot IS (it was reset and homed since the previous
             # episode's last command); the next exploration draw is a fresh one
             self.control.start_episode(obs.position)
-        images = None
-        if self.policy is not None and self.spec.camera_names:
-            # a camera is missing only if weights for other cameras arrived after this observation
-            # was checked: the actor then refuses images=None and the tick is base only
-            try:
+        images = features = None
+        # a camera is missing only if weights for other cameras arrived after this observation was
+        # checked: the actor then refuses images / features None and the tick is base only
+        try:
+            if self.policy is not None and self.spec.camera_names:
                 images = obs.image_stack(list(self.spec.camera_names))
-            except KeyError:
-                pass
+            if self.policy is not None and self.spec.feature_dim:
+                features = self.feature_base.observation_features(obs)
+        except (KeyError, ValueError):
+            pass
         operator = self.operator.tick(self.node.get_clock().now().nanoseconds, base)
         if operator.hold:               # the operator holds the flag but its device is silent: hold
             self.counts["intervention_holds"] += 1
             operator.target = np.full(self.robot.dof, np.nan)
         result = self.control.step(self.policy, obs.state_vector(), base, obs.position, images=images,
-                                   explore=explore, train_steps=self.train_steps, operator=operator.target)
+                                   features=features, explore=explore, train_steps=self.train_steps, operator=operator.target)
         if result.intervention and not operator.hold:
             self.counts["intervention_steps"] += 1
         if result.error is not None:                       # never kill the control loop
@@ -435,6 +452,28 @@ class ResidualPolicyNode:
         diag.header.stamp = self.node.get_clock().now().to_msg()
         self.pub_diag.publish(diag)
         self.watchdog_reason = "ok"
+
+
+def base_file_digest(path: str) -> str:
+    """The file digest of `base_artifact` ('' when none is set); a missing file stops the node."""
+    if path in ("", "none"):
+        return ""
+    from resfit_ros.learning.from_bags import file_digest
+
+    try:
+        return file_digest(path)
+    except OSError as exc:
+        raise ConfigError(f"base_artifact {path}: {exc}") from None
+
+
+def load_feature_base(path: str):
+    """The base policy whose encoder gives the features; WeightsRejected when it cannot be loaded."""
+    from resfit_ros.policy.base import PolicyLoadError, load_base_policy
+
+    try:
+        return load_base_policy(path)
+    except (PolicyLoadError, OSError, ValueError, RuntimeError) as exc:
+        raise WeightsRejected(f"base_artifact {path} cannot give the weights' features: {exc}", "no_base") from None
 
 
 def main(argv=None) -> int:

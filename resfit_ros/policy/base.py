@@ -118,6 +118,11 @@ class BasePolicy(ABC):
     def encode_images(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """(B, ncam, 3, H, W) uint8 -> (B, feature_dim) float32 frozen-encoder features."""
 
+    def observation_features(self, obs: ObservationData) -> np.ndarray:
+        """(feature_dim,) float32: the frozen encoder's features of this observation's images (what
+        a residual trained on base features reads; KeyError/ValueError for a missing or resized camera)."""
+        return self.encode_images(self.image_input(obs)[None])[0]
+
     # --- open-loop execution --------------------------------------------------------------------
     def reset(self) -> None:
         """Start of an episode: forget the chunk being executed."""

@@ -319,6 +319,25 @@ def test_camera_mode_with_the_base_encoders_features(camera_data):
     assert np.all(np.abs(demo_features) <= 1.0) and demo_features.std() > 0
 
 
+def test_train_offline_on_the_base_encoders_features(camera_data, tmp_path):
+    """`train-offline --use-cameras --base-features`: the graph learner's features path, offline; the
+    agent it saves reads the base's features (no image encoder of its own)."""
+    from resfit_ros.learning.agent import ResidualAgent
+    from resfit_ros.policy import load_base_policy
+
+    demos, base = camera_data
+    out = tmp_path / "offline"
+    proc = cli("train-offline", "--demos", str(demos), "--base", str(base), "--out", str(out), "--steps", "3",
+               "--use-cameras", "--base-features", "--batch-size", "16", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    agent = ResidualAgent.from_checkpoint(out / "checkpoints")
+    assert agent.feature_dim == load_base_policy(base).feature_dim > 0 and agent.camera_names == []
+    proc = cli("train-offline", "--demos", str(demos), "--base", str(base), "--out", str(tmp_path / "no"),
+               "--steps", "3", "--base-features")
+    assert proc.returncode == 2 and "needs use_cameras" in proc.stderr, proc.stderr
+    assert not (tmp_path / "no").exists()
+
+
 def test_camera_mode_refuses_what_would_leak_the_object_pose_or_cannot_run(camera_data, state_data):
     from resfit_ros.jobs.in_process import InProcessRun
 

@@ -152,6 +152,9 @@ def test_eval_residual_hook_composes_base_and_residual():
         def encode_images(self, images):
             return np.full((images.shape[0], 4), 0.5, dtype=np.float32)
 
+        def observation_features(self, obs):
+            return self.encode_images(obs.image_stack(self.camera_names)[None])[0]
+
     class FakeResidual:
         feature_dim = 4
         config = AgentConfig()       # the policy interface: its weights' recipe (action_repeat 1)
@@ -264,7 +267,8 @@ def test_main_job_cameras_runs_the_graph_on_the_camera_without_the_object_pose(t
     path = main_job.camera_config(tmp_path)
     synchronizer = load_config(SynchronizerConfig, path, "synchronizer")
     assert synchronizer.extra_state_topics == [] and synchronizer.use_cameras
-    assert load_config(LearnerConfig, path, "learner").use_cameras
+    learner = load_config(LearnerConfig, path, "learner")
+    assert learner.use_cameras and learner.base_features       # the frozen image base's features (faster)
     assert load_config(SynchronizerConfig, stock, "synchronizer").extra_state_topics == ["sim_robot/task_state"]
     assert not load_config(LearnerConfig, stock, "learner").use_cameras      # sim.yaml itself unchanged
     written, original = yaml.safe_load(path.read_text()), yaml.safe_load(stock.read_text())
@@ -272,7 +276,8 @@ def test_main_job_cameras_runs_the_graph_on_the_camera_without_the_object_pose(t
     changed = {(section, key) for section in original
                for key in set(original[section]["ros__parameters"]) | set(written[section]["ros__parameters"])
                if original[section]["ros__parameters"].get(key) != written[section]["ros__parameters"].get(key)}
-    assert changed == {("/**/synchronizer", "extra_state_topics"), ("/**/learner", "use_cameras")}
+    assert changed == {("/**/synchronizer", "extra_state_topics"), ("/**/learner", "use_cameras"),
+                       ("/**/learner", "base_features")}
     typo = tmp_path / "typo.yaml"
     typo.write_text("/**/lerner:\n  ros__parameters:\n    use_cameras: true\n")
     with pytest.raises(ConfigError, match="lerner"):

@@ -54,8 +54,14 @@ def test_bad_weights_are_rejected_and_the_old_ones_stay(ros_context, spawn):
     assert ros_context.spin_until(lambda: diag.get("weights_rejected") == "3", 10)
     pub.publish(_weights_msg(4, agent, spec))                         # a good one is taken again
     assert ros_context.spin_until(lambda: diag.get("weights_version") == "4", 10)
+    # weights that read the base's image features, to a node given no base_artifact to compute them
+    on_features = ResidualAgent(AgentConfig(), 58, 29, [], 84, 16, agent.normaliser)
+    pub.publish(_weights_msg(5, on_features, PolicySpec.of_agent(on_features, "a1b2c3d4e5f60718")))
+    assert ros_context.spin_until(lambda: diag.get("weights_rejected") == "4", 10)
+    assert diag["weights_version"] == "4" and diag.get("rejected/weights_no_base") == "1", diag
     log = open(proc.log_path).read()
     assert "non-finite" in log or "NaN" in log or "finite" in log, log
+    assert "set base_artifact to the frozen base" in log, log
 
 
 def test_pacing_survives_a_restarted_learner_that_missed_our_first_step_records(ros_context, spawn, tmp_path):

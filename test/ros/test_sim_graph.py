@@ -245,3 +245,66 @@ def assert_lockstep_aligned(ep, steps: int = 1000, tol: float = 0.05) -> None:
         positions = np.r_[np.arange(ep.dof), 2 * ep.dof + np.arange(len(obs.extra))]      # not the velocities
         diff = np.abs(obs.state_vector() - states[ep.step_obs_index[t + 1]])[positions].max()
         assert diff < tol, f"step {t + 1} acted on an observation {diff:.3f} away from the state after step {t}"
+
+
+@pytest.fixture(scope="module")
+def tiny_image_base(tmp_path_factory):
+    """Two image demos recorded as a robot observes (no task state) and an image base on joint
+    positions + head camera trained for a few steps: `main-job --cameras`'s data, small."""
+    from resfit_ros.jobs.main_job import observation_flags
+
+    root = tmp_path_factory.mktemp("image_base")
+    demos, base = root / "demos", root / "base.safetensors"
+    demo_flags, bc_flags = observation_flags(cameras=True)
+    for args in (["demos", "--task", "g1_pick_lift", "--episodes", "2", "--out", str(demos), "--seed", "0",
+                  *demo_flags, "--no-progress"],
+                 ["train-bc", "--demos", str(demos), "--out", str(base), *bc_flags, "--steps", "20", "--chunk", "10",
+                  "--batch-size", "16", "--no-progress"]):
+        proc = subprocess.run([sys.executable, "-m", "resfit_ros.cli", *args], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    return demos, base
+
+
+def test_train_sim_graph_on_the_camera_through_the_base_encoders_features(ros_context, ros_domain, tmp_path,
+                                                                         tiny_image_base):
+    """`main-job --cameras`' graph (config/sim_cameras.yaml over sim.yaml): the learner's weights read
+    the frozen image base's encoder features and name that base; the residual node computes the
+    features of each tick's camera image with its own copy of the base and the actor acts on them
+    (a residual on every trained tick, no tick left to the base for want of its inputs)."""
+    import yaml
+
+    from resfit_ros.core.policy_spec import PolicySpec
+    from resfit_ros.jobs.main_job import camera_config
+    from resfit_ros.learning.from_bags import file_digest
+    from resfit_ros.policy import load_base_policy
+
+    demos, base = tiny_image_base
+    config = yaml.safe_load(camera_config(tmp_path).read_text())
+    config["/**/learner"]["ros__parameters"].update(random_warmup_steps=20, critic_warmup_updates=30)
+    config_file = tmp_path / "sim_cameras_short.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    robot = RobotDescription.load(config_dir() / "robots" / "g1_sim.yaml")
+    seen = _watch(ros_context, robot)
+    log = tmp_path / "launch.log"
+    graph = _launch(ros_domain, log, "train_sim", f"base_artifact:={base}", f"demos_dir:={demos}",
+                    f"output_dir:={out}", "episodes:=3", "max_steps:=25", f"config:={config_file}")
+    try:
+        _spin_until_exit(ros_context, graph, timeout_s=300)
+        text = log.read_text(errors="replace")
+        assert graph.poll() == 0, f"graph did not stop by itself with code 0:\n{text[-4000:]}"
+    finally:
+        stop_process(graph)
+    # (lockstep alignment is the state graph's test: its replay matches states with the object pose)
+    assert_trained_and_recorded(out, seen, robot, text, lockstep_aligned=False)
+    width = load_base_policy(base).feature_dim
+    specs = {w.spec for w in seen["weights"]}
+    assert len(specs) == 1, specs
+    spec = PolicySpec.from_json(specs.pop())
+    assert (spec.feature_dim, spec.camera_names, spec.state_dim) == (width, (), 58) and width > 0
+    assert spec.base_digest == file_digest(base)
+    trained = [s for s in seen["steps"] if s.exploration and s.training_steps > 20 and s.weights_version >= 1]
+    assert trained, [(s.training_steps, s.weights_version) for s in seen["steps"]][-10:]
+    assert all(np.any(np.asarray(s.residual) != 0.0) for s in trained)
+    assert "residual not computed" not in text and "rejected policy weights" not in text, text[-3000:]
+    assert f"read as the base encoder's {width} features" in text, text[-3000:]
