@@ -35,6 +35,21 @@ def build_tiny_robot_base(root) -> tuple:
     return demos, base
 
 
+def build_tiny_image_base(root) -> tuple:
+    """Two image demos recorded as a robot observes (no task state) and an image base on joint
+    positions + head camera trained for a few steps: `main-job --cameras`' data, small. (demos, base)"""
+    from resfit_ros.jobs.main_job import observation_flags
+
+    demos, base = root / "demos", root / "base.safetensors"
+    demo_flags, bc_flags = observation_flags(cameras=True)
+    subprocess.run([sys.executable, "-m", "resfit_ros.cli", "demos", "--task", "g1_pick_lift", "--episodes", "2",
+                    "--out", str(demos), "--seed", "0", *demo_flags, "--no-progress"], check=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "resfit_ros.cli", "train-bc", "--demos", str(demos), "--out", str(base),
+                    *bc_flags, "--steps", "20", "--chunk", "10", "--batch-size", "16", "--no-progress"],
+                   check=True, timeout=300)
+    return demos, base
+
+
 def fastdds_segment_locks(pid: int | str = "self") -> list[Path]:
     """/dev/shm lock files (`fastdds_<hex>_el`) of the Fast DDS segments process `pid` holds open."""
     paths = []

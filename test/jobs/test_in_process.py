@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from test.jobs.test_jobs_smoke import cli
+from test.support import build_tiny_image_base
 
 
 @pytest.fixture(scope="module")
@@ -219,17 +220,7 @@ def test_a_success_detector_labels_the_training_episodes_and_the_simulator_still
 @pytest.fixture(scope="module")
 def camera_data(tmp_path_factory):
     """Image demos recorded as a robot observes (no task state) and an image base on joint positions."""
-    from resfit_ros.jobs.main_job import observation_flags
-
-    root = tmp_path_factory.mktemp("in_process_cameras")
-    demos, base = root / "demos", root / "base.safetensors"
-    demo_flags, bc_flags = observation_flags(cameras=True)     # the main job's and the bench's camera data
-    proc = cli("demos", "--task", "g1_pick_lift", "--episodes", "2", "--out", str(demos), "--seed", "0", *demo_flags)
-    assert proc.returncode == 0, proc.stderr
-    proc = cli("train-bc", "--demos", str(demos), "--out", str(base), *bc_flags, "--steps", "20",
-               "--chunk", "10", "--batch-size", "16")
-    assert proc.returncode == 0, proc.stderr
-    return demos, base
+    return build_tiny_image_base(tmp_path_factory.mktemp("in_process_cameras"))
 
 
 def record_ticks(run):

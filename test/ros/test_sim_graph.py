@@ -16,7 +16,7 @@ import pytest
 
 from resfit_ros import names
 from resfit_ros.robot import RobotDescription, config_dir
-from test.support import build_tiny_base, stop_process
+from test.support import build_tiny_base, build_tiny_image_base, stop_process
 
 pytestmark = pytest.mark.ros
 
@@ -249,20 +249,7 @@ def assert_lockstep_aligned(ep, steps: int = 1000, tol: float = 0.05) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_image_base(tmp_path_factory):
-    """Two image demos recorded as a robot observes (no task state) and an image base on joint
-    positions + head camera trained for a few steps: `main-job --cameras`'s data, small."""
-    from resfit_ros.jobs.main_job import observation_flags
-
-    root = tmp_path_factory.mktemp("image_base")
-    demos, base = root / "demos", root / "base.safetensors"
-    demo_flags, bc_flags = observation_flags(cameras=True)
-    for args in (["demos", "--task", "g1_pick_lift", "--episodes", "2", "--out", str(demos), "--seed", "0",
-                  *demo_flags, "--no-progress"],
-                 ["train-bc", "--demos", str(demos), "--out", str(base), *bc_flags, "--steps", "20", "--chunk", "10",
-                  "--batch-size", "16", "--no-progress"]):
-        proc = subprocess.run([sys.executable, "-m", "resfit_ros.cli", *args], capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr
-    return demos, base
+    return build_tiny_image_base(tmp_path_factory.mktemp("image_base"))
 
 
 def test_train_sim_graph_on_the_camera_through_the_base_encoders_features(ros_context, ros_domain, tmp_path,
