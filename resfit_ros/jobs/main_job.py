@@ -1,6 +1,6 @@
 """`resfit-ros main-job` (README command 1): residual RL on the simulated humanoid, end to end.
 
-1. demonstrations: scripted expert, state-only episode bags (made once, reused);
+1. demonstrations: scripted expert, episode bags (made once, reused);
 2. the frozen BC base: trained on them (made once, reused);
 3. the base's success rate on a fixed evaluation set (in-process, same safety layer as the node);
 4. training: the real `train_sim` node graph over DDS (sim robot, synchronizer, base chunk server,
@@ -9,11 +9,12 @@
 5. the combined policy (base + the learner's final residual) on the same evaluation set, and with
    --snapshot-every the learner's checkpoint of every such interval too: the gain against wall time;
 6. a learning-curve PNG and a summary with the episode counts and standard errors.
-Observations are STATE-based (joint positions, velocities, and the simulator's object pose).
-With --cameras they are the head camera (84x84) + joint states and nothing carries the object pose:
-image demos recorded without task state, an image base (joint positions + camera), the graph on
-config/sim.yaml with config/sim_cameras.yaml over it (the learner's use_cameras, no task-state
-topic in the synchronizer); its data live in outputs/main_job_data_cameras.
+Observations are what a real robot has: the head camera (84x84) + joint states, nothing carries
+the object pose. Image demos recorded without task state, an image base (joint positions + camera),
+the graph on config/sim.yaml with config/sim_cameras.yaml over it (no task-state topic in the
+synchronizer; the learner reads the frozen image base's encoder features); data in
+outputs/main_job_data_cameras. With --state: joint states + the simulator's object pose, state
+demos and a state-only base (outputs/main_job_data), config/sim.yaml alone.
 """
 from __future__ import annotations
 
@@ -40,11 +41,11 @@ BASE_DEFAULTS = {"state": (5, 2000), "cameras": (2, 60)}
 def add_base_arguments(parser: argparse.ArgumentParser) -> None:
     """--base-demos / --bc-steps of the BC base (None: the observation's default, base_settings)."""
     parser.add_argument("--base-demos", type=positive_int, default=None,
-                        help=f"of which the BC base is trained on the first N (default {BASE_DEFAULTS['state'][0]}: "
-                             f"a weak base; {BASE_DEFAULTS['cameras'][0]} with --cameras)")
+                        help=f"of which the BC base is trained on the first N (a weak base: default "
+                             f"{BASE_DEFAULTS['cameras'][0]} from the camera, {BASE_DEFAULTS['state'][0]} from the state)")
     parser.add_argument("--bc-steps", type=positive_int, default=None,
-                        help=f"BC training steps (default {BASE_DEFAULTS['state'][1]}; "
-                             f"{BASE_DEFAULTS['cameras'][1]} with --cameras)")
+                        help=f"BC training steps (default {BASE_DEFAULTS['cameras'][1]} from the camera, "
+                             f"{BASE_DEFAULTS['state'][1]} from the state)")
 
 
 def base_settings(args: argparse.Namespace) -> None:
@@ -73,9 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demos", type=positive_int, default=30,
                         help="scripted demonstrations in the replay buffer (default 30)")
     add_base_arguments(parser)
-    parser.add_argument("--cameras", action="store_true",
-                        help="learn from the head camera + joint states, without the object pose (image demos, "
-                             "an image base, config/sim_cameras.yaml over config/sim.yaml)")
+    seen = parser.add_mutually_exclusive_group()
+    seen.add_argument("--cameras", dest="cameras", action="store_true", default=True,
+                      help="(the default) learn from the head camera + joint states, without the object pose, as "
+                           "on a real robot: image demos, an image base, config/sim_cameras.yaml over config/sim.yaml")
+    seen.add_argument("--state", dest="cameras", action="store_false",
+                      help="learn from the joint states + the simulator's object pose instead (state demos, a "
+                           "state base, config/sim.yaml)")
     parser.add_argument("--max-steps", type=positive_int, default=120,
                         help="episode step limit for training and evaluation (default 120 = 6 s)")
     parser.add_argument("--eval-episodes", type=positive_int, default=400,

@@ -284,6 +284,26 @@ def test_main_job_cameras_runs_the_graph_on_the_camera_without_the_object_pose(t
         overlaid_parameters(stock, typo)
 
 
+def test_main_job_learns_from_the_camera_unless_told_state():
+    """`make run` (main-job without flags) is the camera job a real robot can run: image data, the image
+    base's defaults; --state switches observation, data directory and base defaults together."""
+    import argparse
+
+    from resfit_ros.jobs import main_job
+
+    parser = argparse.ArgumentParser()
+    main_job.add_arguments(parser)
+    for argv, cameras, data, base in (([], True, "outputs/main_job_data_cameras", main_job.BASE_DEFAULTS["cameras"]),
+                                      (["--state"], False, "outputs/main_job_data", main_job.BASE_DEFAULTS["state"])):
+        args = parser.parse_args(argv)
+        main_job.base_settings(args)
+        assert (args.cameras, str(main_job.data_dir(args.cameras)), (args.base_demos, args.bc_steps)) == \
+            (cameras, data, base)
+    assert parser.parse_args(["--state", "--bc-steps", "7"]).bc_steps == 7
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--state", "--cameras"])      # one observation per run
+
+
 def test_main_job_gain_is_paired_over_the_same_seeds():
     from resfit_ros.jobs.main_job import paired_gain
 
