@@ -90,9 +90,11 @@ class AgentConfig:
     """Strides of the conv layers (same length as encoder_channels)."""
     camera_feature_dim: int = 64
     """Features per camera after the encoder trunk (Linear -> LayerNorm -> tanh)."""
-    feature_projection_dim: int = 128
-    """Width of the trainable projection of precomputed features (obs key 'features'); 0 feeds
-    the precomputed features to actor and critic unchanged."""
+    feature_projection_dim: int = 0
+    """Width of a projection of precomputed features (obs key 'features'), trained by the critic
+    loss; 0 (default) feeds those frozen features to actor and critic unchanged.
+    Why 0: the actor reads the projection's output but learns 100x slower than the critic trains
+    it, so a projection moves the actor's input under it and the residual drifts with the critic."""
     augment_pad: int = 4
     """Random-shift augmentation: replicate-pad by this many pixels, random crop (0 disables)."""
     # --- optimisation --------------------------------------------------------------------------

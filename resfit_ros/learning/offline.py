@@ -60,6 +60,7 @@ class OfflineSettings:
     use_cameras: bool = False                 # learn from the episode's camera images (else state only)
     # 7x the critic updates per CPU-second of an encoder of the residual's own, trained by the critic
     base_features: bool = False               # with use_cameras: the residual reads the frozen base's image-encoder features (the base's cameras), not the images
+    feature_projection_dim: int = _AGENT.feature_projection_dim  # with base_features: width of the critic-trained projection of those features (0: actor and critic read them unchanged)
     seed: int = 0                             # agent, replay sampling
     device: str = "cpu"                       # where the agent trains: cpu or cuda (refused when no GPU is there)
     utd: int = 4                              # critic updates per decision (per environment step when action_repeat is 1)
@@ -133,7 +134,8 @@ class OfflineSettings:
                            critic_hidden_dims=(self.hidden_dim, self.hidden_dim),
                            num_critic_heads=self.num_critic_heads, critic_layer_norm=self.critic_layer_norm,
                            critic_sees_base=self.critic_sees_base,
-                           critic_warmup_updates=self.critic_warmup_updates, batch_size=self.batch_size)
+                           critic_warmup_updates=self.critic_warmup_updates, batch_size=self.batch_size,
+                           feature_projection_dim=self.feature_projection_dim)
 
     def residual_gain_vector(self, joint_names: list[str]) -> np.ndarray:
         """(A,) per-joint residual gain (Normaliser.from_demonstrations): the gain of the FIRST

@@ -405,3 +405,21 @@ def test_intervention_bc_pulls_the_residual_toward_the_operators_correction_on_o
     without, without_demos, stats0 = errors(0.0)
     assert LOSS_INTERVENTION_BC in stats and LOSS_INTERVENTION_BC not in stats0 and LOSS_DEMO_BC not in stats
     assert on_operator < 0.5 * without, (on_operator, without)
+
+
+def test_by_default_the_actor_reads_the_frozen_features_as_they_are_so_critic_updates_never_move_its_input():
+    # A projection trained by the critic (at critic speed) would change what the slow actor sees.
+    from resfit_ros.learning import AgentConfig
+    agent = make_agent(cameras=False, features=True, feature_projection_dim=AgentConfig().feature_projection_dim)
+    buffer = filled_buffer(cameras=False, features=True)
+    batch = buffer.sample(8)
+    with torch.no_grad():
+        before = agent.encoder(batch.obs, augment=False).clone()
+    for _ in range(5):
+        agent.update(buffer.sample(8), update_actor=True)
+    with torch.no_grad():
+        after = agent.encoder(batch.obs, augment=False)
+    assert list(agent.encoder.parameters()) == []
+    assert torch.equal(before, after)
+    from resfit_ros.learning.networks import FEATURE_CLIP
+    assert torch.equal(after, batch.obs["features"].clamp(-FEATURE_CLIP, FEATURE_CLIP))
