@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from resfit_ros.learning import ResidualPolicy
-from resfit_ros.learning.networks import CriticEnsemble
+from resfit_ros.learning import AgentConfig, ResidualPolicy
+from resfit_ros.learning.networks import FEATURE_CLIP, CriticEnsemble
 from test.learning.conftest import (ACTION_DIM, CAMERAS, FEATURE_DIM, IMAGE, STATE_DIM, filled_buffer,
                                     make_agent, tiny_config)
 
@@ -409,7 +409,6 @@ def test_intervention_bc_pulls_the_residual_toward_the_operators_correction_on_o
 
 def test_by_default_the_actor_reads_the_frozen_features_as_they_are_so_critic_updates_never_move_its_input():
     # A projection trained by the critic (at critic speed) would change what the slow actor sees.
-    from resfit_ros.learning import AgentConfig
     agent = make_agent(cameras=False, features=True, feature_projection_dim=AgentConfig().feature_projection_dim)
     buffer = filled_buffer(cameras=False, features=True)
     batch = buffer.sample(8)
@@ -421,5 +420,4 @@ def test_by_default_the_actor_reads_the_frozen_features_as_they_are_so_critic_up
         after = agent.encoder(batch.obs, augment=False)
     assert list(agent.encoder.parameters()) == []
     assert torch.equal(before, after)
-    from resfit_ros.learning.networks import FEATURE_CLIP
     assert torch.equal(after, batch.obs["features"].clamp(-FEATURE_CLIP, FEATURE_CLIP))
