@@ -193,7 +193,9 @@ class Monitor:
         self.aborted: dict[int, tuple[float, str]] = {}
         self.status = None
         self.learner_steps: list[tuple[float, int]] = []   # (time, learner_step) on every change
-        self.learner_statuses: list[tuple[float, object]] = []   # (time received, LearnerStatus)
+        # (time sent, LearnerStatus): the sender's clock, as a status of the killed learner can be
+        # received (its callback run) after the kill
+        self.learner_statuses: list[tuple[float, object]] = []
         self.presence: dict[str, list[tuple[float, int]]] = {n: [] for n in watched}
         self.alive: dict[str, int] = {n: 0 for n in watched}
         # deep queues: a monitor lagging on a loaded machine must not drop a command (a gap would look
@@ -211,7 +213,8 @@ class Monitor:
         self.node.create_subscription(Bool, names.ESTOP, self.on_estop, LATCHED)
         self.node.create_subscription(LearnerMetrics, names.LEARNER_METRICS, self.on_metrics, STREAM)
         self.node.create_subscription(LearnerStatus, names.LEARNER_STATUS,
-                                      lambda m: self.learner_statuses.append((time.time(), m)), LATCHED)
+                                      lambda m, info: self.learner_statuses.append(
+                                          (int(info["source_timestamp"]) / 1e9, m)), LATCHED)
         for n in watched:
             self.node.create_subscription(
                 Empty, names.ALIVE_TOPIC.format(node=n), lambda _m: None, PRESENCE,
