@@ -68,8 +68,8 @@ def data_dir(cameras: bool) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=20.0,
-                        help="training wall time (default 20; README, The main job: the runs behind it)")
+    parser.add_argument("--minutes", type=float, default=30.0,
+                        help="training wall time (default 30; README, The main job: the runs behind it)")
     parser.add_argument("--out", default="outputs/main_job", help="run directory (default outputs/main_job)")
     parser.add_argument("--demos", type=positive_int, default=30,
                         help="scripted demonstrations in the replay buffer (default 30)")
