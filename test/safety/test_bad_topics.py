@@ -47,6 +47,19 @@ def _assert_all_rejected(report, entries):
     assert sorted(report.rejected) == sorted(e.name for e in entries), detail
 
 
+def _throttled(lines: list[str], period_s: float) -> bool:
+    """True if no rejection reason has two log lines closer than period_s (the nodes' throttle;
+    ROS log lines carry their wall time: "[WARN] [<seconds>] [<node>]: rejected (<reason>): ...")."""
+    last: dict[str, float] = {}
+    for line in lines:
+        stamp = float(line.split("] [", 1)[1].split("]", 1)[0])
+        reason = line.split("rejected (", 1)[1].split(")", 1)[0]
+        if reason in last and stamp - last[reason] < period_s * 0.95:
+            return False
+        last[reason] = stamp
+    return True
+
+
 def test_synchronizer_and_episode_manager_reject_bad_joint_states_images_and_task_state(ros_context, spawn):
     from sensor_msgs.msg import Image, JointState
 
@@ -116,7 +129,8 @@ def test_synchronizer_and_episode_manager_reject_bad_joint_states_images_and_tas
                               warmup_s=0.5)
             ros_context.spin_until(lambda: rejected_lines(), 10)
         lines = rejected_lines()
-        assert 1 <= len(lines) < len(entries), f"{proc.log_path.name}: {lines}\n{_log(proc)[-2000:]}"
+        assert lines, f"{proc.log_path.name}: no rejection logged\n{_log(proc)[-2000:]}"
+        assert _throttled(lines, period_s=2.0), f"{proc.log_path.name}: a reason logged twice within 2 s: {lines}"
 
 
 def test_residual_policy_and_base_server_reject_bad_observations_weights_and_status(ros_context, spawn, tmp_path):
