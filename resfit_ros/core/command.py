@@ -24,13 +24,18 @@ from resfit_ros.names import (SAFETY_BASE_ONLY, SAFETY_HOLD, SAFETY_NONFINITE_IN
 NS_PER_S = 1_000_000_000
 
 
+# |residual| per joint, rad, unless a config says otherwise: the residual node clips at it and the
+# learner bounds its actor by it (learning/normaliser.py); a config gives both the same value.
+DEFAULT_RESIDUAL_BOUND = 0.2
+
+
 @dataclass
 class CommandConfig:
     """Residual policy node's safety layer: residual bound, rate limit, watchdog, homing."""
 
     control_rate_hz: float = 20.0
     """Commands per second; the per-step change limit is each joint's max_velocity / this."""
-    residual_bound: list[float] = field(default_factory=lambda: [0.2])
+    residual_bound: list[float] = field(default_factory=lambda: [DEFAULT_RESIDUAL_BOUND])
     """Largest |residual| per joint, rad: one value for all joints or one per joint (robot order).
     A safety bound in joint space, independent of the actor's own tanh * action_scale."""
     watchdog_timeout_s: float = 0.1
@@ -397,3 +402,11 @@ class Watchdog:
         if self.mode == WATCHDOG_BASE_ONLY and age <= self.timeout_ns + self.base_only_max_ns:
             return WatchdogDecision(WatchdogAction.BASE_ONLY, age_s, SAFETY_BASE_ONLY, stale + ": base only")
         return WatchdogDecision(WatchdogAction.HOLD, age_s, SAFETY_HOLD, stale + ": holding")
+
+
+def reach_beyond_bound(reach: np.ndarray, residual_bound: np.ndarray) -> list[int]:
+    """Joints whose residual reach (rad, the policy's) exceeds residual_bound (rad) by more than float32
+    rounding: where the node would clip what the actor was trained to ask for."""
+    reach = np.asarray(reach, dtype=np.float64)
+    bound = np.asarray(residual_bound, dtype=np.float64)
+    return np.flatnonzero(reach > bound * (1 + 1e-5) + 1e-7).tolist()

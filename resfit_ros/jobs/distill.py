@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from resfit_ros.core.command import DEFAULT_RESIDUAL_BOUND
 from resfit_ros.jobs.sim_episodes import (
     PURPOSE_EVAL, ArgumentError, check_task, episode_seed, fail, nonnegative_int, positive_int)
 
@@ -37,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="simulated rollouts of base + residual (needs --residual and --task; default 0)")
     parser.add_argument("--task", default=None, help="simulated task of the rollouts (g1_pick_lift, g1_handover)")
     parser.add_argument("--max-steps", type=positive_int, default=None, help="rollout step limit (default: the task's)")
-    parser.add_argument("--residual-bound", type=float, default=0.3, help="|residual| limit per joint in the rollouts")
+    parser.add_argument("--residual-bound", type=float, default=DEFAULT_RESIDUAL_BOUND,
+                        help=f"|residual| limit per joint in the rollouts, rad (default {DEFAULT_RESIDUAL_BOUND}, the residual node's)")
     parser.add_argument("--no-exploration", action="store_true",
                         help="leave out recorded episodes that ran with exploration noise")
     parser.add_argument("--steps", type=positive_int, default=None, help="gradient steps (default: the base's own)")

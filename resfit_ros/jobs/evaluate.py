@@ -25,6 +25,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from resfit_ros.core.command import DEFAULT_RESIDUAL_BOUND
 from resfit_ros.jobs.sim_episodes import (
     PURPOSE_EVAL, ArgumentError, check_task, episode_seed, fail, positive_int)
 
@@ -47,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--control-hz", type=float, default=20.0, help="control rate (default 20)")
     parser.add_argument("--max-steps", type=positive_int, default=None,
                         help="episode step limit (default: the task's, 200 for the lift)")
-    parser.add_argument("--residual-bound", type=float, default=0.3,
-                        help="|residual| limit per joint, rad, as in the residual node (default 0.3)")
+    parser.add_argument("--residual-bound", type=float, default=DEFAULT_RESIDUAL_BOUND,
+                        help=f"|residual| limit per joint, rad, as in the residual node (default {DEFAULT_RESIDUAL_BOUND})")
     parser.add_argument("--no-task-state", action="store_true",
                         help="base and residual observe joint states and images only, without the simulator's "
                              "task state (object pose), as the robot graphs and camera-trained residuals do")
@@ -99,7 +100,7 @@ def combined_action(base, residual, obs, control: ControlStep, explore: bool = F
     return result.command, base_action, None if residual is None else result.residual
 
 
-def policy_in_sim(task: str, base, residual, control_hz: float = 20.0, residual_bound: float = 0.3, seed: int = 0,
+def policy_in_sim(task: str, base, residual, control_hz: float = 20.0, residual_bound: float = DEFAULT_RESIDUAL_BOUND, seed: int = 0,
                   execute_steps: int | None = None, task_state: bool = True):
     """(env, act, on_reset) for run_episode: the task's simulator with the base's cameras and
     `act` = base (+ residual) through the live node's ControlStep, or the scripted expert when

@@ -26,7 +26,7 @@ VERB = "train-offline"
 # flags named as OfflineSettings fields (dashes for underscores); unset ones keep its defaults
 SETTINGS_FLAGS = ("utd", "batch_size", "demo_fraction", "nstep", "gamma", "online_capacity", "demo_capacity",
                   "action_scale", "residual_penalty", "exploration_std", "actor_lr", "critic_lr", "hidden_dim",
-                  "num_critic_heads", "critic_warmup_updates", "seed", "action_repeat", "device")
+                  "num_critic_heads", "critic_warmup_updates", "seed", "action_repeat", "device", "residual_bound")
 
 
 def _float(text: str) -> float:
@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--residual-gains", nargs="*", default=[], metavar="PREFIX=GAIN",
                         help="per-joint residual reach: the first entry whose prefix starts a joint's name sets its "
                              "gain (0-10, 0 = no residual), 1 elsewhere; e.g. right_hand_=10 right_=0.25")
+    parser.add_argument("--residual-bound", type=_float, nargs="+", default=argparse.SUPPRESS, metavar="RAD",
+                        help="the residual node's residual_bound (1 or one per joint): the actor never asks for "
+                             "more (default: the learner's)")
     parser.add_argument("--residual-penalty", type=_float, default=argparse.SUPPRESS,
                         help="actor loss weight of sum_j (residual_j / bound_j)^2 (default: the learner's)")
     parser.add_argument("--exploration-std", type=_float, default=argparse.SUPPRESS,

@@ -16,6 +16,13 @@ Per-joint residual gain (optional, 1 by default): joint j's residual is bounded 
 action_scale * residual_gain[j] (normalised units) instead of action_scale. A gain of 0 keeps the
 residual off that joint.
 
+Residual limit (joint units, optional): the residual node clips every residual to its
+`residual_bound` before the robot moves, so the learner bounds the actor by the same value: joint j's
+bound is min(action_scale * gain[j], residual_limit[j] / half_range[j]). Without it the actor could
+ask for more than the robot executes; the critic only ever sees executed actions, so the actor
+would be optimised where the critic extrapolates (measured: fingers asking -0.31 rad, getting -0.2,
+their sign swinging between checkpoints; docs/experiments.md).
+
 States: z-score with a minimum std. The demos alone are a poor sample of the states the critic
 trains on: a scripted or teleoperated demo moves smoothly and never knocks the object, while the
 base's own episodes do both (joint velocities and the object's tilt spread orders of magnitude
@@ -47,7 +54,9 @@ ACTION_HIGH = "normaliser.action_high"        # (A,) widened demo maximum, joint
 ACTION_SCALE = "normaliser.action_scale"      # (1,) the action_scale the range was widened with
 STATE_CLIP = "normaliser.state_clip"          # (1,)
 RESIDUAL_GAIN = "normaliser.residual_gain"    # (A,) per-joint multiplier of action_scale (absent: all 1)
-ARRAY_NAMES = (STATE_MEAN, STATE_STD, ACTION_LOW, ACTION_HIGH, ACTION_SCALE, STATE_CLIP, RESIDUAL_GAIN)
+RESIDUAL_LIMIT = "normaliser.residual_limit"  # (A,) joint units: the residual node's residual_bound (absent: none)
+ARRAY_NAMES = (STATE_MEAN, STATE_STD, ACTION_LOW, ACTION_HIGH, ACTION_SCALE, STATE_CLIP, RESIDUAL_GAIN,
+               RESIDUAL_LIMIT)
 MAX_RESIDUAL_GAIN = 10.0
 MAX_RESIDUAL_BOUND = 0.5   # action_scale * gain: the widened range is the demos' / (1 - bound)
 
@@ -77,7 +86,7 @@ class Normaliser:
 
     def __init__(self, state_mean: np.ndarray, state_std: np.ndarray, action_low: np.ndarray,
                  action_high: np.ndarray, action_scale: float, state_clip: float = 10.0,
-                 residual_gain: np.ndarray | None = None):
+                 residual_gain: np.ndarray | None = None, residual_limit: np.ndarray | None = None):
         self.state_mean = np.asarray(state_mean, dtype=np.float32).reshape(-1)
         self.state_std = np.asarray(state_std, dtype=np.float32).reshape(-1)
         self.action_low = np.asarray(action_low, dtype=np.float32).reshape(-1)
@@ -106,6 +115,10 @@ class Normaliser:
         # Affine action map in float64: the policy composes commands in joint units with it.
         self.action_center = (self.action_low.astype(np.float64) + self.action_high) / 2  # (A,)
         self.action_half_range = (self.action_high.astype(np.float64) - self.action_low) / 2  # (A,)
+        # No limit given: the gain's own reach (so the limit never binds), kept finite for the weights.
+        natural = self.action_scale * self.residual_gain.astype(np.float64) * self.action_half_range
+        self.residual_limit = (natural.astype(np.float32) if residual_limit is None
+                               else residual_limit_vector(residual_limit, self.action_dim))
 
     @property
     def state_dim(self) -> int:
@@ -118,7 +131,8 @@ class Normaliser:
     @classmethod
     def from_demonstrations(cls, states: np.ndarray, actions: np.ndarray, action_scale: float,
                             config: NormaliserConfig | None = None,
-                            residual_gain: np.ndarray | None = None) -> "Normaliser":
+                            residual_gain: np.ndarray | None = None,
+                            residual_limit: np.ndarray | None = None) -> "Normaliser":
         """Statistics of demo `states` (N, S) and demo `actions` (N, A), in joint units.
 
         Pass every action the critic will see as 'executed' in the demos: the demo commands and the
@@ -127,7 +141,8 @@ class Normaliser:
         `residual_gain` (A,), optional (see the module doc): joint j's residual reaches
         action_scale * residual_gain[j]. Why: one bound for all 29 joints does not fit this robot:
         a residual that moves the arm by a few millimetres is already too much noise for a grasp,
-        while the fingers need ~0.2 rad more closure to hold what slips (docs/experiments.md)."""
+        while the fingers need ~0.2 rad more closure to hold what slips (docs/experiments.md).
+        `residual_limit` (1 or A values, joint units): the residual node's residual_bound (module doc)."""
         config = config or NormaliserConfig()
         states = np.asarray(states, dtype=np.float64)
         actions = np.asarray(actions, dtype=np.float64)
@@ -145,7 +160,7 @@ class Normaliser:
         # Widen so that a demo extreme maps to 1 - bound: the residual's whole bound stays reachable there.
         half = np.maximum((high - low) / 2, config.action_min_half_range) / (1.0 - action_scale * gain)
         return cls(states.mean(axis=0), state_std, center - half, center + half, action_scale,
-                   config.state_clip, gain)
+                   config.state_clip, gain, residual_limit)
 
     def with_state_statistics(self, states: np.ndarray, state_min_std: float) -> "Normaliser":
         """A copy whose state mean/std come from `states` (N, S) (std floored at state_min_std);
@@ -158,7 +173,8 @@ class Normaliser:
         if not state_min_std > 0:
             raise ValueError(f"state_min_std must be > 0, got {state_min_std}")
         return Normaliser(states.mean(axis=0), np.maximum(states.std(axis=0), state_min_std), self.action_low,
-                          self.action_high, self.action_scale, self.state_clip, self.residual_gain)
+                          self.action_high, self.action_scale, self.state_clip, self.residual_gain,
+                          self.residual_limit)
 
     # --- numpy maps (the policy node's side) ---------------------------------------------------
     def normalise_state(self, state: np.ndarray) -> np.ndarray:
@@ -186,23 +202,42 @@ class Normaliser:
             ACTION_SCALE: np.array([self.action_scale], dtype=np.float32),
             STATE_CLIP: np.array([self.state_clip], dtype=np.float32),
             RESIDUAL_GAIN: self.residual_gain.copy(),
+            RESIDUAL_LIMIT: self.residual_limit.copy(),
         }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Normaliser":
-        # checkpoints written before the per-joint gain existed have no RESIDUAL_GAIN: gain 1
-        missing = [n for n in ARRAY_NAMES if n not in arrays and n != RESIDUAL_GAIN]
+        # checkpoints written before the per-joint gain (limit) existed have no RESIDUAL_GAIN (LIMIT):
+        # gain 1 (no limit)
+        missing = [n for n in ARRAY_NAMES if n not in arrays and n not in (RESIDUAL_GAIN, RESIDUAL_LIMIT)]
         if missing:
             raise ValueError(f"normaliser arrays missing: {missing}")
         return cls(arrays[STATE_MEAN], arrays[STATE_STD], arrays[ACTION_LOW], arrays[ACTION_HIGH],
                    float(np.asarray(arrays[ACTION_SCALE]).reshape(-1)[0]),
-                   float(np.asarray(arrays[STATE_CLIP]).reshape(-1)[0]), arrays.get(RESIDUAL_GAIN))
+                   float(np.asarray(arrays[STATE_CLIP]).reshape(-1)[0]), arrays.get(RESIDUAL_GAIN),
+                   arrays.get(RESIDUAL_LIMIT))
 
 
 def residual_bounds(action_scale: float, normaliser: "Normaliser") -> np.ndarray:
-    """(A,) float64 bound of the residual per joint, normalised units: action_scale * gain. Pass
-    the config's action_scale (exact), not the normaliser's float32 copy of it."""
-    return float(action_scale) * normaliser.residual_gain.astype(np.float64)
+    """(A,) float64 bound of the residual per joint, normalised units: action_scale * gain, never
+    past the residual limit (the robot's residual_bound). Pass the config's action_scale (exact),
+    not the normaliser's float32 copy of it."""
+    reach = float(action_scale) * normaliser.residual_gain.astype(np.float64)
+    limit = normaliser.residual_limit.astype(np.float64) / normaliser.action_half_range
+    # a limit that does not bind (stored in float32) must not shave the reach by a rounding error
+    return np.where(limit < reach * (1 - 1e-6), limit, reach)
+
+
+def residual_limit_vector(values, action_dim: int) -> np.ndarray:
+    """(A,) float32 residual limit in joint units from 1 value (every joint) or A values;
+    ValueError unless finite and >= 0."""
+    limit = np.asarray(values, dtype=np.float64).reshape(-1)
+    if limit.shape[0] == 1:
+        limit = np.full(action_dim, limit[0])
+    if limit.shape != (action_dim,) or not np.all(np.isfinite(limit)) or np.any(limit < 0):
+        raise ValueError(f"residual_limit must be 1 or {action_dim} finite values >= 0 (joint units), "
+                         f"got {np.asarray(values).tolist()}")
+    return limit.astype(np.float32)
 
 
 def check_residual_gain(gain: np.ndarray, action_dim: int, action_scale: float) -> None:

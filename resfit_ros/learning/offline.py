@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 
 from resfit_ros.config import ConfigError, require
+from resfit_ros.core.command import DEFAULT_RESIDUAL_BOUND
 from resfit_ros.learning.config import AgentConfig
 from resfit_ros.learning.normaliser import MAX_RESIDUAL_BOUND, NormaliserConfig
 
@@ -69,6 +70,7 @@ class OfflineSettings:
     # per-joint residual reach: "PREFIX=GAIN" entries, the first whose prefix starts a joint's name
     # wins, 1 elsewhere (0 = no residual on that joint); e.g. ["right_hand_=10", "right_=0.25"]
     residual_gains: list[str] = field(default_factory=list)
+    residual_bound: list[float] = field(default_factory=lambda: [DEFAULT_RESIDUAL_BOUND])  # rad (1 or dof values): the residual node's residual_bound, which the actor never exceeds (the robot would not execute it)
     residual_penalty: float = _AGENT.residual_penalty  # actor loss weight of |residual / bound|^2
     demo_bc_weight: float = _AGENT.demo_bc_weight  # actor loss weight of its regression onto the demos' residual
     intervention_bc_weight: float = _AGENT.intervention_bc_weight  # ... onto the operator's correction (interventions)
@@ -108,6 +110,9 @@ class OfflineSettings:
         self.random_warmup_joints = [str(prefix) for prefix in self.random_warmup_joints]
         require(all(self.random_warmup_joints), "random_warmup_joints entries must be non-empty joint-name prefixes")
         require(self.state_min_std > 0, f"state_min_std must be > 0, got {self.state_min_std}")
+        require(len(self.residual_bound) >= 1 and all(np.isfinite(b) and b >= 0 for b in self.residual_bound),
+                f"residual_bound must be one or more finite values >= 0 (rad), got {self.residual_bound!r}")
+        self.residual_bound = [float(b) for b in self.residual_bound]
         self._gain_rules = parse_residual_gains(self.residual_gains, self.action_scale)
         self.agent_config()   # validates the agent fields (ConfigError)
         self.replay_config()  # validates the replay fields
@@ -144,6 +149,12 @@ class OfflineSettings:
         if unmatched:
             raise SetupError(f"residual_gains: {unmatched} match none of the joints {list(joint_names)}")
         return np.array([next((g for prefix, g in self._gain_rules if n.startswith(prefix)), 1.0) for n in joint_names])
+
+    def residual_limit_vector(self, joint_names: list[str]) -> np.ndarray:
+        """(A,) residual_bound per joint (Normaliser.from_demonstrations' residual_limit)."""
+        if len(self.residual_bound) not in (1, len(joint_names)):
+            raise SetupError(f"residual_bound has {len(self.residual_bound)} values for {len(joint_names)} joints")
+        return np.broadcast_to(np.asarray(self.residual_bound, dtype=np.float64), (len(joint_names),)).copy()
 
     def replay_config(self):
         from resfit_ros.learning.replay import ReplayConfig
@@ -184,7 +195,8 @@ def demo_normaliser(states: np.ndarray, commands: np.ndarray, base_actions: np.n
     actions = np.concatenate([np.asarray(commands, dtype=np.float64), np.asarray(base_actions, dtype=np.float64)])
     return Normaliser.from_demonstrations(states, actions, settings.action_scale,
                                           NormaliserConfig(state_min_std=settings.state_min_std),
-                                          residual_gain=settings.residual_gain_vector(joint_names))
+                                          residual_gain=settings.residual_gain_vector(joint_names),
+                                          residual_limit=settings.residual_limit_vector(joint_names))
 
 
 def refit_state_statistics_if_due(agent, buffer, settings) -> bool:

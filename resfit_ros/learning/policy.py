@@ -20,7 +20,7 @@ import torch
 
 from resfit_ros.learning.config import AgentConfig
 from resfit_ros.learning.networks import FEATURE_CLIP, ObservationEncoder, ResidualActor
-from resfit_ros.learning.normaliser import ACTION_SCALE, RESIDUAL_GAIN, Normaliser, residual_bounds
+from resfit_ros.learning.normaliser import ACTION_SCALE, RESIDUAL_GAIN, RESIDUAL_LIMIT, Normaliser, residual_bounds
 
 ACTOR_PREFIX = "actor."
 ENCODER_PREFIX = "encoder."
@@ -74,11 +74,14 @@ def validate_weights(weights: dict[str, np.ndarray], expected: dict[str, tuple[i
     Returns the normaliser it carries. Touches nothing: the caller loads only after this passed."""
     if not isinstance(weights, dict):
         raise ValueError(f"weights must be a dict of name -> float32 array, got {type(weights).__name__}")
-    missing = sorted(set(expected) - set(weights))
+    # weights exported before the residual limit existed lack it: no limit (Normaliser.from_arrays)
+    missing = sorted(set(expected) - set(weights) - {RESIDUAL_LIMIT})
     unexpected = sorted(set(weights) - set(expected))
     if missing or unexpected:
         raise ValueError(f"weights rejected: missing tensors {missing[:8]}, unexpected tensors {unexpected[:8]}")
     for name, shape in expected.items():
+        if name not in weights:
+            continue
         value = weights[name]
         if not isinstance(value, np.ndarray):
             raise ValueError(f"weights rejected: '{name}' is a {type(value).__name__}, not a numpy array")
@@ -106,7 +109,7 @@ def expected_weight_shapes(encoder: ObservationEncoder, actor: ResidualActor, st
     shapes.update({"normaliser.state_mean": (state_dim,), "normaliser.state_std": (state_dim,),
                    "normaliser.action_low": (action_dim,), "normaliser.action_high": (action_dim,),
                    "normaliser.action_scale": (1,), "normaliser.state_clip": (1,),
-                   RESIDUAL_GAIN: (action_dim,)})
+                   RESIDUAL_GAIN: (action_dim,), RESIDUAL_LIMIT: (action_dim,)})
     return shapes
 
 
@@ -154,6 +157,12 @@ class ResidualPolicy:
         self.bounds = residual_bounds(self.config.action_scale, normaliser)                  # (A,)
         self.actor.set_residual_scale(self.bounds)
         self.normaliser = normaliser
+
+    def reach(self) -> np.ndarray:
+        """(A,) float64 largest |residual| per joint in joint units: what the actor was trained to ask."""
+        if self.normaliser is None:
+            raise RuntimeError("ResidualPolicy has no weights yet: call load_weights first")
+        return self.bounds * self.normaliser.action_half_range
 
     def get_weights(self) -> dict[str, np.ndarray]:
         if self.normaliser is None:

@@ -33,7 +33,8 @@ from std_msgs.msg import Bool
 from resfit_ros import names
 from resfit_ros.config import ConfigError, require
 from resfit_ros.core.chunks import ChunkScheduler
-from resfit_ros.core.command import CommandLimits, Watchdog, WatchdogAction
+from resfit_ros.core.command import (DEFAULT_RESIDUAL_BOUND, CommandLimits, Watchdog, WatchdogAction,
+                                    reach_beyond_bound)
 from resfit_ros.core.intervention import OperatorInput
 from resfit_ros.core.joint_states import JointStateError
 from resfit_ros.core.policy_gate import EpisodeGate, LearnerPacer
@@ -53,7 +54,7 @@ from resfit_ros.srv import GetActionChunk
 class ResidualPolicyConfig:
     robot_description: str = "robots/g1_sim.yaml"  # robot YAML (joints, limits, controllers)
     control_rate_hz: float = 20.0        # per-step change limit = max_velocity / control_rate_hz
-    residual_bound: list[float] = field(default_factory=lambda: [0.2])  # |residual| <= this, rad (1 or dof values)
+    residual_bound: list[float] = field(default_factory=lambda: [DEFAULT_RESIDUAL_BOUND])  # |residual| <= this, rad (1 or dof values); the learner bounds its actor by the same value
     command_interface: str = "forward"   # forward (Float64MultiArray per group) or trajectory
     explore: bool = True                 # exploration allowed at all (false in the eval graph)
     exploration_hold_steps: int = 1      # each noise draw (warm-up and Gaussian) is held this many decisions (= steps when action_repeat is 1)
@@ -100,6 +101,7 @@ class ResidualPolicyNode:
         torch.set_num_threads(cfg.num_threads)
         self.robot = RobotDescription.load(cfg.robot_description)
         self.limits = CommandLimits.from_robot(self.robot, cfg.control_rate_hz, cfg.residual_bound)
+        self.reach_warned: tuple[int, ...] = ()
         self.watchdog = Watchdog(cfg.watchdog_timeout_s, cfg.watchdog_mode, cfg.base_only_max_s)
         self.output = ControllerOutput(self.node, self.robot, cfg.command_interface, cfg.control_rate_hz)
         self.chunks = ChunkScheduler(cfg.chunk_length, cfg.prefetch_steps)
@@ -184,6 +186,20 @@ class ResidualPolicyNode:
             self.policy, self.spec = policy, spec
         self.weights_version = version
         self.counts["weights_loaded"] += 1
+        self.warn_if_reach_beyond_bound()
+
+    def warn_if_reach_beyond_bound(self) -> None:
+        """Once per set of joints: the actor may ask past this node's residual_bound (the learner was
+        given a wider one), so the robot executes less than the critic is asked about."""
+        beyond = reach_beyond_bound(self.policy.reach(), self.limits.residual_bound)
+        if beyond and tuple(beyond) != self.reach_warned:
+            self.reach_warned = tuple(beyond)
+            joints = ", ".join(f"{self.robot.joint_names[j]} ({self.policy.reach()[j]:.3f} > "
+                               f"{self.limits.residual_bound[j]:.3f} rad)" for j in beyond[:6])
+            self.node.get_logger().warning(
+                f"the residual's reach exceeds residual_bound on {len(beyond)} joint(s): {joints}; they are "
+                "clipped here, and the learner values actions the robot never executes: give the learner "
+                "the same residual_bound as this node")
 
     def on_weights(self, msg: PolicyWeights) -> None:
         try:

@@ -134,3 +134,24 @@ def test_state_statistics_refit_on_demos_and_online_states_keeps_online_states_o
         n.with_state_statistics(np.full((3, 2), np.nan), 0.01)
     with pytest.raises(ValueError, match="shape"):
         n.with_state_statistics(np.zeros((3, 5)), 0.01)
+
+
+def test_the_residual_limit_caps_each_joints_reach_in_joint_units():
+    from resfit_ros.learning.normaliser import RESIDUAL_LIMIT
+
+    states = np.random.default_rng(0).normal(size=(4, 2))
+    actions = np.array([[-1.0, -0.1, 0.0], [1.0, 0.1, 0.0], [0.0, 0.0, 0.0], [0.5, 0.05, 0.0]])
+    gain = np.array([3.0, 3.0, 1.0])
+    n = Normaliser.from_demonstrations(states, actions, 0.1, residual_gain=gain, residual_limit=[0.2])
+    reach = residual_bounds(0.1, n) * n.action_half_range                          # joint units
+    # joint 0: the gain's reach 0.3 * 1/0.7 = 0.43 rad, capped at 0.2; joints 1, 2: the gain's own
+    np.testing.assert_allclose(reach, [0.2, 0.3 * 0.1 / 0.7, 0.1 * 0.05 / 0.9], rtol=1e-5)
+    again = Normaliser.from_arrays(n.to_arrays())
+    np.testing.assert_allclose(residual_bounds(0.1, again), residual_bounds(0.1, n), rtol=1e-6)
+    older = {k: v for k, v in n.to_arrays().items() if k != RESIDUAL_LIMIT}       # before the limit existed
+    np.testing.assert_allclose(residual_bounds(0.1, Normaliser.from_arrays(older)), 0.1 * gain, rtol=1e-6)
+    unlimited = Normaliser.from_demonstrations(states, actions, 0.1, residual_gain=gain)
+    np.testing.assert_allclose(residual_bounds(0.1, unlimited), 0.1 * gain, rtol=1e-6)   # never shaved
+    for bad in ([-0.1], [0.1, 0.2], [float("nan")]):
+        with pytest.raises(ValueError, match="residual_limit"):
+            Normaliser.from_demonstrations(states, actions, 0.1, residual_limit=bad)

@@ -209,3 +209,35 @@ def test_an_operator_takes_over_through_the_safety_layer_and_hands_back_smoothly
         lambda: not records[-1].safety_flags & SAFETY_OPERATOR and abs(records[-1].command[joint] - robot.home[joint]) < 1e-6, 20)
     back = [r.command[joint] for r in records[first + 40:]]
     assert np.all(np.abs(np.diff(back)) <= max_step + 1e-9)
+
+
+def test_weights_that_reach_past_the_nodes_residual_bound_are_used_with_a_warning(ros_context, spawn):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from resfit_ros.core.policy_spec import PolicySpec
+    from resfit_ros.learning import AgentConfig, Normaliser, ResidualAgent
+    from resfit_ros.msg import PolicyWeights
+    from resfit_ros.nodes.common import LATCHED
+
+    proc = spawn(node_argv("residual_policy", "-p", f"robot_description:={config_dir() / 'robots' / 'g1_sim.yaml'}",
+                           "-p", "residual_bound:=[0.2]", "-p", "diagnostics_period_s:=0.2"), name="residual")
+    rng = np.random.default_rng(0)
+    states, actions = rng.normal(size=(20, 58)), np.tile([[-3.0], [3.0]], (10, 29))  # reach 0.1 * 3 / 0.9 rad
+    within = ResidualAgent(AgentConfig(), 58, 29, [], 84, 0,
+                           Normaliser.from_demonstrations(states, actions, 0.1, residual_limit=[0.2]))
+    beyond = ResidualAgent(AgentConfig(), 58, 29, [], 84, 0, Normaliser.from_demonstrations(states, actions, 0.1))
+    spec = PolicySpec(agent_config=dict(vars(within.config)), state_dim=58, action_dim=29, camera_names=(),
+                      image_size=(84, 84), feature_dim=0)
+    diag = {}
+    ros_context.node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, lambda m: [diag.update(
+        {kv.key: kv.value for kv in s.values}) for s in m.status if s.name.endswith("residual_policy")], 10)
+    pub = ros_context.node.create_publisher(PolicyWeights, names.POLICY_WEIGHTS, LATCHED)
+    pub.publish(_weights_msg(1, within, spec))
+    assert ros_context.spin_until(lambda: diag.get("weights_version") == "1", 30), open(proc.log_path).read()
+    ros_context.spin_until(lambda: False, 0.5)
+    assert "exceeds residual_bound" not in open(proc.log_path).read()
+    pub.publish(_weights_msg(2, beyond, spec))
+    assert ros_context.spin_until(lambda: diag.get("weights_version") == "2", 10)
+    assert ros_context.spin_until(lambda: "exceeds residual_bound" in open(proc.log_path).read(), 5)
+    log = open(proc.log_path).read()
+    assert "exceeds residual_bound on 29 joint(s): waist_yaw_joint (" in log, log

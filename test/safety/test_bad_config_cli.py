@@ -168,6 +168,8 @@ CLI_CASES = [
      ["demo_fraction", "2"]),
     (["train-offline", "--demos", "{tmp}", "--base", "{file}", "--out", "{tmp}/o", "--gamma", "nan"], ["gamma", "nan"]),
     (["train-offline", "--demos", "{tmp}", "--base", "{file}", "--out", "{tmp}/o", "--steps", "0"], ["--steps", "0"]),
+    (["train-offline", "--demos", "{tmp}", "--base", "{file}", "--out", "{tmp}/o", "--residual-bound", "0.1", "-0.2"],
+     ["residual_bound", "-0.2"]),
     (["bags", "{tmp}/missing"], ["not a directory", "missing"]),
     (["bags", "summary", "{tmp}", "--window", "0"], ["--window", "0"]),
     (["operator", "--timeout", "0"], ["--timeout", "0"]),
