@@ -6,6 +6,11 @@ exploration = training episode, eval = no exploration noise), weights version an
 the success rate over consecutive windows of N labelled episodes (all, exploration, eval), so the
 learning curve of a run can be read from its bags. Bad episodes are reported, never fatal.
 
+`bags summary` also says where the residual acts: per window of N evaluation episodes (training
+episodes when there are none), the joints with the largest mean |residual| (rad; the residual as the
+policy asked it), its signed mean and the share of steps the residual node clipped it (a residual
+at the node's bound, or changing sign from window to window, shows here first).
+
 `resfit-ros bags import-raw SRC [SRC ...] --out DIR [--base FILE]`: convert bags recorded with
 plain `ros2 bag record` from the robot's raw topics (cameras, joint states, task state, controller
 commands, /resfit/episode_status) into episode bags under DIR: observations replayed through the
@@ -21,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+import numpy as np
 
 from resfit_ros.jobs.sim_episodes import fail
 
@@ -129,10 +136,41 @@ def summarise(root: str | Path, window: int = 10) -> dict:
             rows.append({"name": path.name, "steps": int(item.num_steps), "label": label, "kind": kind,
                          "success": bool(item.success), "aborted": bool(item.aborted),
                          "weights": (int(versions.min()), int(versions.max())) if versions.size else None,
-                         "task": item.metadata.get("task", "?")})
+                         "task": item.metadata.get("task", "?"), **residual_statistics(item)})
         except Exception as exc:  # noqa: BLE001  one odd episode never stops the summary
             problems.append((path.name, f"unreadable episode fields: {type(exc).__name__}: {exc}"))
     return {"rows": rows, "problems": problems, "windows": _windows(rows, window)}
+
+
+def residual_statistics(ep) -> dict:
+    """An episode's residual per joint: sum of |r| and of r over its steps (rad), its step count and
+    how many steps the residual node clipped the residual; {} for a demo (no residual recorded)."""
+    from resfit_ros.names import SAFETY_RESIDUAL_CLIPPED
+
+    if ep.residual.shape[0] == 0 or not np.all(np.isfinite(ep.residual)):
+        return {}
+    return {"joint_names": list(ep.joint_names), "residual_abs_sum": np.abs(ep.residual).sum(axis=0),
+            "residual_sum": ep.residual.sum(axis=0), "residual_steps": int(ep.residual.shape[0]),
+            "clipped_steps": int(np.count_nonzero(ep.safety_flags & SAFETY_RESIDUAL_CLIPPED))}
+
+
+def residual_windows(rows: list[dict], window: int, top: int = 3) -> tuple[str, list[dict]]:
+    """Per window of `window` evaluation episodes (training ones when there are none): the `top`
+    joints by mean |residual| with (name, mean |r|, mean r) in rad, and the share of clipped steps."""
+    with_residual = [r for r in rows if r.get("residual_steps")]
+    kind = "eval" if any(r["kind"] == "eval" for r in with_residual) else "explore"
+    chosen = [r for r in with_residual if r["kind"] == kind]
+    out = []
+    for i in range(0, len(chosen), window):
+        part = chosen[i:i + window]
+        steps = sum(r["residual_steps"] for r in part)
+        mean_abs = sum(r["residual_abs_sum"] for r in part) / steps          # (dof,)
+        mean = sum(r["residual_sum"] for r in part) / steps                  # (dof,)
+        order = np.argsort(-mean_abs)[:top]
+        out.append({"first": i + 1, "last": i + len(part),
+                    "joints": [(part[0]["joint_names"][j], float(mean_abs[j]), float(mean[j])) for j in order],
+                    "clipped": sum(r["clipped_steps"] for r in part) / steps})
+    return kind, out
 
 
 def _windows(rows: list[dict], window: int) -> dict:
@@ -219,6 +257,13 @@ def _print_summary(d: str, s: dict, window: int, quiet: bool) -> int:
     for name, wins in s["windows"].items():
         text = "  ".join(f"{a}-{b}: {rate:.2f}" for a, b, rate in wins)
         print(f"  success rate per {window} {name} episodes: {text}")
+    kind, residuals = residual_windows(rows, window)
+    if residuals:
+        print(f"  residual per {window} {kind} episodes (largest mean |r| in rad, signed mean; share of steps "
+              "the residual node clipped):")
+    for w in residuals:
+        joints = ", ".join(f"{name} {mag:.3f} ({mean:+.3f})" for name, mag, mean in w["joints"])
+        print(f"    {w['first']}-{w['last']}: {joints}; clipped {w['clipped']:.0%}")
     return len(problems)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from resfit_ros.learning.from_bags import BagIngest
 from resfit_ros.learning.replay import ReplayBuffer, ReplayConfig, nstep_targets
-from test.offline.synth import DOF, EXTRA, add_bad_episodes, write_online
+from test.offline.synth import DOF, EXTRA, JOINTS, add_bad_episodes, write_online
 
 STATE = 2 * DOF + EXTRA
 
@@ -93,8 +93,26 @@ def test_bags_summary_reports_problems_and_windows(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "PROBLEM" in out and "truncated" in out and "missing metadata.yaml" in out
     assert "unknown message type" in out and "empty episode" in out and "success 3/5 = 0.60" in out
+    assert "residual per 2 eval episodes" in out and "1-1: " in out        # where the residual acts
     assert main(["bags", str(tmp_path), "--quiet"]) == 1     # the old form still works
     assert "3 success, 2 failure, 0 aborted, 4 unreadable" in capsys.readouterr().out
+
+
+def test_bags_summary_says_which_joints_carry_the_residual_and_how_often_it_was_clipped(tmp_path):
+    from resfit_ros.bags.reader import read_episode
+    from resfit_ros.jobs.bags import residual_windows, summarise
+    from resfit_ros.names import SAFETY_RESIDUAL_CLIPPED
+
+    paths = [write_online(tmp_path, i + 1, 4, seed=i, explore=True,
+                          safety_flags=[SAFETY_RESIDUAL_CLIPPED, 0, 0, 0] if i == 0 else None)[0] for i in range(3)]
+    residuals = [read_episode(p, images=False).residual for p in paths]
+    kind, windows = residual_windows(summarise(tmp_path)["rows"], window=2, top=2)
+    assert kind == "explore" and [(w["first"], w["last"]) for w in windows] == [(1, 2), (3, 3)]
+    first = np.concatenate(residuals[:2])                                       # (8, dof)
+    j = int(np.argmax(np.abs(first).mean(axis=0)))
+    assert windows[0]["joints"][0][0] == JOINTS[j]
+    np.testing.assert_allclose(windows[0]["joints"][0][1:], (np.abs(first[:, j]).mean(), first[:, j].mean()))
+    assert windows[0]["clipped"] == 1 / 8 and windows[1]["clipped"] == 0.0
 
 
 def test_an_episode_with_another_state_size_is_refused_with_the_fix(tmp_path):
