@@ -22,13 +22,22 @@ def _weights_msg(version, agent, spec, corrupt=False):
     return msg
 
 
-def test_bad_weights_are_rejected_and_the_old_ones_stay(ros_context, spawn):
+def _diagnostics_and_weights_publisher(ros_context):
+    """The residual node's diagnostics (key -> value, kept up to date) and a latched weights publisher."""
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from resfit_ros.core.policy_spec import PolicySpec
-    from resfit_ros.learning import AgentConfig, Normaliser, ResidualAgent
     from resfit_ros.msg import PolicyWeights
     from resfit_ros.nodes.common import LATCHED
+
+    diag = {}
+    ros_context.node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, lambda m: [diag.update(
+        {kv.key: kv.value for kv in s.values}) for s in m.status if s.name.endswith("residual_policy")], 10)
+    return diag, ros_context.node.create_publisher(PolicyWeights, names.POLICY_WEIGHTS, LATCHED)
+
+
+def test_bad_weights_are_rejected_and_the_old_ones_stay(ros_context, spawn):
+    from resfit_ros.core.policy_spec import PolicySpec
+    from resfit_ros.learning import AgentConfig, Normaliser, ResidualAgent
 
     proc = spawn(node_argv("residual_policy", "-p", f"robot_description:={config_dir() / 'robots' / 'g1_sim.yaml'}",
                            "-p", "diagnostics_period_s:=0.2"), name="residual")
@@ -37,10 +46,7 @@ def test_bad_weights_are_rejected_and_the_old_ones_stay(ros_context, spawn):
                           Normaliser.from_demonstrations(rng.normal(size=(20, 58)), rng.normal(size=(20, 29)), 0.1))
     spec = PolicySpec(agent_config=dict(vars(agent.config)), state_dim=58, action_dim=29, camera_names=(),
                       image_size=(84, 84), feature_dim=0)
-    diag = {}
-    ros_context.node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, lambda m: [diag.update(
-        {kv.key: kv.value for kv in s.values}) for s in m.status if s.name.endswith("residual_policy")], 10)
-    pub = ros_context.node.create_publisher(PolicyWeights, names.POLICY_WEIGHTS, LATCHED)
+    diag, pub = _diagnostics_and_weights_publisher(ros_context)
 
     pub.publish(_weights_msg(1, agent, spec))
     assert ros_context.spin_until(lambda: diag.get("weights_version") == "1", 30), open(proc.log_path).read()
@@ -212,12 +218,8 @@ def test_an_operator_takes_over_through_the_safety_layer_and_hands_back_smoothly
 
 
 def test_weights_that_reach_past_the_nodes_residual_bound_are_used_with_a_warning(ros_context, spawn):
-    from diagnostic_msgs.msg import DiagnosticArray
-
     from resfit_ros.core.policy_spec import PolicySpec
     from resfit_ros.learning import AgentConfig, Normaliser, ResidualAgent
-    from resfit_ros.msg import PolicyWeights
-    from resfit_ros.nodes.common import LATCHED
 
     proc = spawn(node_argv("residual_policy", "-p", f"robot_description:={config_dir() / 'robots' / 'g1_sim.yaml'}",
                            "-p", "residual_bound:=[0.2]", "-p", "diagnostics_period_s:=0.2"), name="residual")
@@ -228,10 +230,7 @@ def test_weights_that_reach_past_the_nodes_residual_bound_are_used_with_a_warnin
     beyond = ResidualAgent(AgentConfig(), 58, 29, [], 84, 0, Normaliser.from_demonstrations(states, actions, 0.1))
     spec = PolicySpec(agent_config=dict(vars(within.config)), state_dim=58, action_dim=29, camera_names=(),
                       image_size=(84, 84), feature_dim=0)
-    diag = {}
-    ros_context.node.create_subscription(DiagnosticArray, names.DIAGNOSTICS, lambda m: [diag.update(
-        {kv.key: kv.value for kv in s.values}) for s in m.status if s.name.endswith("residual_policy")], 10)
-    pub = ros_context.node.create_publisher(PolicyWeights, names.POLICY_WEIGHTS, LATCHED)
+    diag, pub = _diagnostics_and_weights_publisher(ros_context)
     pub.publish(_weights_msg(1, within, spec))
     assert ros_context.spin_until(lambda: diag.get("weights_version") == "1", 30), open(proc.log_path).read()
     ros_context.spin_until(lambda: False, 0.5)
