@@ -74,19 +74,26 @@ def parse_overrides(entries: list[str]) -> dict[str, dict]:
 def load_recipe(config: str | Path | None = None, overrides: dict[str, dict] | None = None) -> Recipe:
     """The train_sim graph's learner and residual_policy configs (config/sim.yaml), overridden;
     the scripted operator's (InterventionConfig) from the overrides alone."""
-    from resfit_ros.config import component_values, config_from_dict, read_parameters
+    from resfit_ros.config import ConfigError, component_values, config_from_dict, read_parameters
     from resfit_ros.nodes.learner import LearnerConfig
     from resfit_ros.nodes.residual_policy import ResidualPolicyConfig
     from resfit_ros.robot import config_dir
     from resfit_ros.sim.intervener import InterventionConfig
 
     path = Path(config) if config else config_dir() / "sim.yaml"
-    overrides = overrides or {}
+    overrides = {section: dict(values) for section, values in (overrides or {}).items()}
+    # one residual bound: overriding it in either section overrides it in both
+    for given, other in (("learner", "residual_policy"), ("residual_policy", "learner")):
+        if "residual_bound" in overrides.get(given, {}) and "residual_bound" not in overrides.get(other, {}):
+            overrides.setdefault(other, {})["residual_bound"] = overrides[given]["residual_bound"]
     sections = {}
     for section, cls in (("learner", LearnerConfig), ("residual_policy", ResidualPolicyConfig)):
         values = component_values(cls, read_parameters(path, section))
         values.update(overrides.get(section, {}))
         sections[section] = config_from_dict(cls, values, source=f"{path} [{section}] + overrides")
+    if sections["learner"].residual_bound != sections["residual_policy"].residual_bound:
+        raise ConfigError(f"{path}: the learner's residual_bound {sections['learner'].residual_bound} differs from "
+                          f"the residual node's {sections['residual_policy'].residual_bound}: give both the same value")
     intervention = config_from_dict(InterventionConfig, overrides.get("intervention", {}), source="intervention overrides")
     return Recipe(sections["learner"], sections["residual_policy"], intervention=intervention)
 

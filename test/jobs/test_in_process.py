@@ -358,3 +358,21 @@ def test_state_only_mode_still_observes_the_object_pose_and_renders_nothing(stat
     run.train(env_steps=50)
     assert all(state.shape == (67,) and images is None and features is None for state, images, features in ticks)
     assert set(run.buffer.sample(16).obs) == {"state"}
+
+
+def test_the_recipe_has_one_residual_bound(tmp_path):
+    from resfit_ros.config import ConfigError
+    from resfit_ros.jobs.in_process import load_recipe
+    from resfit_ros.robot import config_dir
+
+    recipe = load_recipe(overrides={"residual_policy": {"residual_bound": [0.15]}})
+    assert recipe.learner.residual_bound == recipe.policy.residual_bound == [0.15]   # one override, both
+    recipe = load_recipe(overrides={"learner": {"residual_bound": [0.1]}})
+    assert recipe.policy.residual_bound == [0.1]
+    text = (config_dir() / "sim.yaml").read_text()
+    at = text.index("/**/learner:")
+    text = text[:at] + text[at:].replace("residual_bound: [0.2]", "residual_bound: [0.3]", 1)
+    mismatched = tmp_path / "sim.yaml"
+    mismatched.write_text(text)
+    with pytest.raises(ConfigError, match=r"learner's residual_bound \[0.3\] differs from the residual node's \[0.2\]"):
+        load_recipe(mismatched)
