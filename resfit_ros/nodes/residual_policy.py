@@ -191,10 +191,11 @@ class ResidualPolicyNode:
     def warn_if_reach_beyond_bound(self) -> None:
         """Once per set of joints: the actor may ask past this node's residual_bound (the learner was
         given a wider one), so the robot executes less than the critic is asked about."""
-        beyond = reach_beyond_bound(self.policy.reach(), self.limits.residual_bound)
+        reach = self.policy.reach()                                               # (A,) rad
+        beyond = reach_beyond_bound(reach, self.limits.residual_bound)
         if beyond and tuple(beyond) != self.reach_warned:
             self.reach_warned = tuple(beyond)
-            joints = ", ".join(f"{self.robot.joint_names[j]} ({self.policy.reach()[j]:.3f} > "
+            joints = ", ".join(f"{self.robot.joint_names[j]} ({reach[j]:.3f} > "
                                f"{self.limits.residual_bound[j]:.3f} rad)" for j in beyond[:6])
             self.node.get_logger().warning(
                 f"the residual's reach exceeds residual_bound on {len(beyond)} joint(s): {joints}; they are "
