@@ -1,7 +1,9 @@
 """The paper's ablations on g1_pick_lift, in process: the full recipe against the recipe without one part.
 
-Variants (each a set of overrides of config/sim.yaml's recipe):
-  full            the recipe as it is (config/sim.yaml)
+On the main job's observation (the head camera + joint states, the residual reading the image base's
+frozen features: residual_gain.py --cameras --camera-path features); --state: joint states + object pose.
+Variants (each a set of overrides of the main job's recipe):
+  full            the recipe as it is (config/sim.yaml, with config/sim_cameras.yaml over it)
   no_layernorm    no LayerNorm in the critic (ResFiT: Q collapses without it on high-DoF tasks)
   layernorm       LayerNorm in the critic (the reference's; the recipe has none since it measured better)
   no_demos        no demonstrations in the replay batches (demo_fraction 0; the normaliser still comes from them)
@@ -11,9 +13,10 @@ Every run: the same env-step budget, the success of base + residual on the first
 the main job's evaluation scenes every --curve-every steps (paired with the base on the same scenes).
 Runs go --jobs at a time (one per core); every run is reported, with the env steps and minutes.
 A run whose <out>/<variant>_seed<seed>.json exists is not run again (an interrupted bench resumes; a
-residual_gain.py result of the same recipe, seed and budget can stand in for it).
+residual_gain.py result of the same recipe, observation, seed and budget can stand in for it). The plot's
+last point of each run is its final evaluation on the same first --curve-episodes scenes.
 
-    python bench/ablations.py --env-steps 30000 --seeds 0 1 --out outputs/ablations
+    python bench/ablations.py --env-steps 30000 --seeds 0 1 --out outputs/ablations [--state]
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from resfit_ros.jobs.main_job import paired_gain
 
 VARIANTS = {
     "full": [],
@@ -45,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                    choices=list(VARIANTS))
     p.add_argument("--curve-every", type=int, default=10000)
     p.add_argument("--curve-episodes", type=int, default=100)
-    p.add_argument("--eval-episodes", type=int, default=200, help="final evaluation scenes")
+    p.add_argument("--eval-episodes", type=int, default=400, help="final evaluation scenes (the main job's 400)")
+    p.add_argument("--state", action="store_true", help="the state observation (main-job --state) instead")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default="outputs/ablations")
     args = p.parse_args(argv)
@@ -65,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                    "--seed", str(seed), "--curve-every", str(args.curve_every), "--curve-episodes",
                    str(args.curve_episodes), "--eval-episodes", str(args.eval_episodes),
                    "--json", str(out / f"{name}.json")]
+            if not args.state:
+                cmd += ["--cameras", "--camera-path", "features"]
             for entry in VARIANTS[variant]:
                 cmd += ["--set", entry]
             log = open(out / f"{name}.log", "w")
@@ -85,10 +93,17 @@ def main(argv: list[str] | None = None) -> int:
             continue
         r = json.loads(path.read_text())
         table.append((variant, seed, r))
-    print("variant        seed  env steps  train min  final success  paired gain (final scenes)")
+    full = {seed: r for variant, seed, r in table if variant == "full"}
+    print("variant        seed  env steps  train min  final success  paired gain (final scenes)  against full (same seed)")
     for variant, seed, r in table:
+        versus = ""
+        if variant != "full" and seed in full:
+            ours, theirs = r["combined_outcomes"], full[seed]["combined_outcomes"]
+            n = min(len(ours), len(theirs))  # the scenes both were evaluated on
+            d, se, _, _ = paired_gain([c == "1" for c in theirs[:n]], [c == "1" for c in ours[:n]])
+            versus = f"{d:+.3f} +- {se:.3f}"
         print(f"{variant:14s} {seed:4d}  {r['env_steps']:9d}  {r['train_minutes']:9.1f}  {r['combined_success']:13.3f}  "
-              f"{r['gain']:+.3f} +- {r['gain_stderr']:.3f}")
+              f"{r['gain']:+.3f} +- {r['gain_stderr']:.3f}{'':13s}{versus}")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,10 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colours = dict(zip(VARIANTS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    n = args.curve_episodes
     for variant, seed, r in table:
-        curve = [c for c in r["curve"] if c["episodes"] == args.curve_episodes]
-        ax.plot([0] + [c["env_steps"] for c in curve], [np.mean([int(ch) for ch in r["base_outcomes"][:args.curve_episodes]])]
-                + [c["success"] for c in curve], marker="o", color=colours[variant],
+        points = [(0, np.mean([int(ch) for ch in r["base_outcomes"][:n]]))]
+        points += [(c["env_steps"], c["success"]) for c in r["curve"] if c["episodes"] == n and c["env_steps"] < r["env_steps"]]
+        points.append((r["env_steps"], np.mean([int(ch) for ch in r["combined_outcomes"][:n]])))
+        ax.plot(*zip(*points), marker="o", color=colours[variant],
                 linestyle="-" if seed == args.seeds[0] else "--", label=f"{variant} seed {seed}")
     ax.set_xlabel("training env steps")
     ax.set_ylabel(f"success on the first {args.curve_episodes} evaluation scenes")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from resfit_ros.jobs.main_job import paired_gain
+
 DATA = Path("outputs/main_job_data")
 
 
@@ -40,8 +42,9 @@ def outcomes_of(eval_output: str) -> str:
 
 
 def paired(a: str, b: str) -> tuple[float, float]:
-    d = np.array([int(x) for x in b], float) - np.array([int(x) for x in a], float)
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+    """b's paired gain over a on the same scenes (outcome strings of '0'/'1')."""
+    gain, se, _, _ = paired_gain([c == "1" for c in a], [c == "1" for c in b])
+    return gain, se
 
 
 def residual_run(out: Path, name: str, data: Path, args) -> dict:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resfit_ros.jobs.main_job import add_base_arguments, base_settings, data_dir, observation_flags
+from resfit_ros.jobs.main_job import add_task_arguments, data_dir, observation_flags, recipe_overlays, task_defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,22 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=20.0, help="training wall-clock budget (evaluations excluded)")
     p.add_argument("--env-steps", type=int, default=0, help="stop after this many training steps (0: --minutes only)")
     p.add_argument("--seed", type=int, default=0, help="seed of agent, replay, exploration and training scenes")
-    p.add_argument("--eval-episodes", type=int, default=400, help="final evaluation scenes (the main job's, seed 1000)")
     p.add_argument("--curve-every", type=int, default=0, help="training steps between curve points (0: none)")
     p.add_argument("--curve-episodes", type=int, default=100, help="scenes per curve point (the first N)")
-    p.add_argument("--task", default="g1_pick_lift", help="simulated task (g1_pick_lift, g1_handover)")
-    p.add_argument("--max-steps", type=int, default=120, help="episode step limit (the main job's)")
+    add_task_arguments(p)    # --task, --max-steps, --eval-episodes, --base-demos, --bc-steps: the main job's
     p.add_argument("--data", default="", help="demos and base, made when missing (default: the main job's "
                                               "outputs/main_job_data for the lift, outputs/<task>_data otherwise; "
                                               "with --cameras the same names + _cameras)")
     p.add_argument("--demos", type=int, default=30)
-    add_base_arguments(p)
     p.add_argument("--cameras", action="store_true",
                    help="the head camera + joint states, no object pose (image demos and an image base)")
     p.add_argument("--camera-path", choices=("encoder", "features"), default=None,
                    help="with --cameras: the residual's own image encoder trained by the critic (default), or "
                         "the frozen image base's encoder features")
-    p.add_argument("--config", default="", help="parameter YAML (default config/sim.yaml)")
+    p.add_argument("--config", default="", help="parameter YAML (default config/sim.yaml; the task's overlay, "
+                                                "config/sim_handover.yaml for the handover, goes over it)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a learner.* or residual_policy.* parameter of the recipe (repeatable)")
     p.add_argument("--save", default="", help="save the final learner checkpoint here (and one per curve "
@@ -67,9 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def ensure_artifacts(args) -> tuple[Path, Path]:
     """The main job's demos and base (same paths and commands), made when missing."""
-    default = data_dir(args.cameras) if args.task == "g1_pick_lift" else \
-        Path(f"outputs/{args.task}_data" + ("_cameras" if args.cameras else ""))
-    data = Path(args.data) if args.data else default
+    data = Path(args.data) if args.data else data_dir(args.cameras, args.task)
     demos = data / f"demos{args.demos}"
     base = data / f"base_d{args.base_demos}_s{args.bc_steps}.safetensors"
     cli = [sys.executable, "-m", "resfit_ros.cli"]
@@ -113,13 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--camera-path needs --cameras")
     if args.cameras:
         args.camera_path = args.camera_path or "encoder"
-    base_settings(args)
+    task_defaults(args)
     from resfit_ros.jobs.in_process import InProcessRun, base_outcomes, load_recipe, parse_overrides
     from resfit_ros.jobs.main_job import paired_gain
 
     t0 = time.perf_counter()
     try:
-        recipe = load_recipe(args.config or None, parse_overrides(args.set))
+        # the task's overlay only: the camera observation is this bench's own flags, not sim_cameras.yaml's
+        recipe = load_recipe(args.config or None, parse_overrides(args.set), recipe_overlays(False, args.task))
     except ValueError as exc:
         print(f"residual-gain: error: {exc}", file=sys.stderr)
         return 2

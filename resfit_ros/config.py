@@ -68,25 +68,30 @@ def read_parameters(path: str | Path, section: str = "/**") -> dict[str, Any]:
         doc = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    return section_parameters(doc, section, str(path))
+
+
+def section_parameters(doc: Any, section: str, where: str) -> dict[str, Any]:
+    """The `ros__parameters` mapping of node `section` in a parameter document (`where` names it in errors)."""
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping of node names at the top level")
+        raise ConfigError(f"{where}: expected a mapping of node names at the top level")
     merged: dict[str, Any] = {}
     for key in section_keys(section):
         block = doc.get(key)
         if block is None:
             continue
         if not isinstance(block, dict) or not isinstance(block.get("ros__parameters", {}), dict):
-            raise ConfigError(f"{path}: '{key}' must hold a 'ros__parameters' mapping")
+            raise ConfigError(f"{where}: '{key}' must hold a 'ros__parameters' mapping")
         merged.update(block.get("ros__parameters", {}) or {})
     return merged
 
 
-def overlaid_parameters(base: str | Path, overlay: str | Path) -> dict[str, Any]:
-    """The parameter document of `base` with `overlay`'s values put over it, node section by node
-    section: a value replaces the base's, `null` removes the key (the node's default then applies:
-    rcl cannot read an empty list from a file). ConfigError for a node section `base` lacks."""
+def overlaid_parameters(base: str | Path, *overlays: str | Path) -> dict[str, Any]:
+    """The parameter document of `base` with each overlay's values put over it in turn, node section
+    by node section: a value replaces the one below, `null` removes the key (the node's default then
+    applies: rcl cannot read an empty list from a file). ConfigError for a node section `base` lacks."""
     docs = []
-    for path in (base, overlay):
+    for path in (base, *overlays):
         try:
             doc = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
@@ -94,16 +99,17 @@ def overlaid_parameters(base: str | Path, overlay: str | Path) -> dict[str, Any]
         if not isinstance(doc, dict):
             raise ConfigError(f"{path}: expected a mapping of node names at the top level")
         docs.append(doc)
-    merged, extra = docs
-    for section, block in extra.items():
-        if section not in merged:
-            raise ConfigError(f"{overlay}: node section '{section}' is not in {base}")
-        params = merged[section].setdefault("ros__parameters", {})
-        for key, value in ((block or {}).get("ros__parameters") or {}).items():
-            if value is None:
-                params.pop(key, None)
-            else:
-                params[key] = value
+    merged = docs[0]
+    for overlay, extra in zip(overlays, docs[1:]):
+        for section, block in extra.items():
+            if section not in merged:
+                raise ConfigError(f"{overlay}: node section '{section}' is not in {base}")
+            params = merged[section].setdefault("ros__parameters", {})
+            for key, value in ((block or {}).get("ros__parameters") or {}).items():
+                if value is None:
+                    params.pop(key, None)
+                else:
+                    params[key] = value
     return merged
 
 

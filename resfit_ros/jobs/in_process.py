@@ -33,7 +33,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -71,10 +71,13 @@ def parse_overrides(entries: list[str]) -> dict[str, dict]:
     return out
 
 
-def load_recipe(config: str | Path | None = None, overrides: dict[str, dict] | None = None) -> Recipe:
-    """The train_sim graph's learner and residual_policy configs (config/sim.yaml), overridden;
-    the scripted operator's (InterventionConfig) from the overrides alone."""
-    from resfit_ros.config import ConfigError, component_values, config_from_dict, read_parameters
+def load_recipe(config: str | Path | None = None, overrides: dict[str, dict] | None = None,
+                overlays: Sequence[str | Path] = ()) -> Recipe:
+    """The train_sim graph's learner and residual_policy configs (config/sim.yaml, with `overlays`
+    over it as the main job puts them), overridden; the scripted operator's (InterventionConfig)
+    from the overrides alone."""
+    from resfit_ros.config import (ConfigError, component_values, config_from_dict, overlaid_parameters,
+                                   section_parameters)
     from resfit_ros.nodes.learner import LearnerConfig
     from resfit_ros.nodes.residual_policy import ResidualPolicyConfig
     from resfit_ros.robot import config_dir
@@ -86,11 +89,13 @@ def load_recipe(config: str | Path | None = None, overrides: dict[str, dict] | N
     for given, other in (("learner", "residual_policy"), ("residual_policy", "learner")):
         if "residual_bound" in overrides.get(given, {}) and "residual_bound" not in overrides.get(other, {}):
             overrides.setdefault(other, {})["residual_bound"] = overrides[given]["residual_bound"]
+    doc = overlaid_parameters(path, *overlays)
+    where = " + ".join(str(p) for p in (path, *overlays))
     sections = {}
     for section, cls in (("learner", LearnerConfig), ("residual_policy", ResidualPolicyConfig)):
-        values = component_values(cls, read_parameters(path, section))
+        values = component_values(cls, section_parameters(doc, section, where))
         values.update(overrides.get(section, {}))
-        sections[section] = config_from_dict(cls, values, source=f"{path} [{section}] + overrides")
+        sections[section] = config_from_dict(cls, values, source=f"{where} [{section}] + overrides")
     if sections["learner"].residual_bound != sections["residual_policy"].residual_bound:
         raise ConfigError(f"{path}: the learner's residual_bound {sections['learner'].residual_bound} differs from "
                           f"the residual node's {sections['residual_policy'].residual_bound}: give both the same value")

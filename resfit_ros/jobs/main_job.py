@@ -14,7 +14,9 @@ the object pose. Image demos recorded without task state, an image base (joint p
 the graph on config/sim.yaml with config/sim_cameras.yaml over it (no task-state topic in the
 synchronizer; the learner reads the frozen image base's encoder features); data in
 outputs/main_job_data_cameras. With --state: joint states + the simulator's object pose, state
-demos and a state-only base (outputs/main_job_data), config/sim.yaml alone.
+demos and a state-only base (outputs/main_job_data), config/sim.yaml alone. The task is g1_pick_lift
+unless --task says g1_handover (TASKS: its episode limit, evaluation scenes, base and recipe overlay).
+The graph's parameters are written into the run directory as recipe.yaml.
 """
 from __future__ import annotations
 
@@ -26,32 +28,60 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from resfit_ros.jobs.sim_episodes import positive_int
 
-TASK = "g1_pick_lift"
-# (demos, BC steps) of the frozen base: deliberately weak, so the residual has failures to fix
-# (their success on the evaluation scenes: docs/experiments.md)
-BASE_DEFAULTS = {"state": (5, 2000), "cameras": (2, 60)}
+@dataclass(frozen=True)
+class Task:
+    """What the main job needs to know of a simulated task beside its name."""
+    max_steps: int                          # episode step limit, training and evaluation
+    eval_episodes: int                      # fixed evaluation scenes (paired standard error ~0.02-0.035)
+    # (demos, BC steps) of the frozen base per observation: deliberately weak, so the residual has
+    # failures to fix (their success on the evaluation scenes: docs/experiments.md)
+    base: dict[str, tuple[int, int]]
+    recipe_overlay: str | None = None       # config/<file> put over config/sim.yaml for this task
 
 
-def add_base_arguments(parser: argparse.ArgumentParser) -> None:
-    """--base-demos / --bc-steps of the BC base (None: the observation's default, base_settings)."""
+TASKS = {
+    "g1_pick_lift": Task(max_steps=120, eval_episodes=400, base={"state": (5, 2000), "cameras": (2, 60)}),
+    # a handover succeeds after ~250 control steps: longer episodes, fewer of them per env step
+    "g1_handover": Task(max_steps=400, eval_episodes=200, base={"state": (10, 2000), "cameras": (3, 750)},
+                        recipe_overlay="sim_handover.yaml"),
+}
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """--task, --max-steps, --eval-episodes, --base-demos, --bc-steps (None: the task's default, task_defaults)."""
+    parser.add_argument("--task", choices=sorted(TASKS), default="g1_pick_lift",
+                        help="simulated task (default g1_pick_lift; g1_handover: the bimanual handover, with "
+                             "config/sim_handover.yaml over the recipe)")
+    parser.add_argument("--max-steps", type=positive_int, default=None,
+                        help="episode step limit for training and evaluation (default: the task's, "
+                             + ", ".join(f"{name} {t.max_steps}" for name, t in TASKS.items()) + "; 20 per second)")
+    parser.add_argument("--eval-episodes", type=positive_int, default=None,
+                        help="fixed evaluation scenes for base and combined policy (default: the task's, "
+                             + ", ".join(f"{name} {t.eval_episodes}" for name, t in TASKS.items()) + ")")
     parser.add_argument("--base-demos", type=positive_int, default=None,
-                        help=f"of which the BC base is trained on the first N (a weak base: default "
-                             f"{BASE_DEFAULTS['cameras'][0]} from the camera, {BASE_DEFAULTS['state'][0]} from the state)")
+                        help="of which the BC base is trained on the first N (a weak base; default: the task's, "
+                             + ", ".join(f"{name} {t.base['cameras'][0]} from the camera, {t.base['state'][0]} from "
+                                         f"the state" for name, t in TASKS.items()) + ")")
     parser.add_argument("--bc-steps", type=positive_int, default=None,
-                        help=f"BC training steps (default {BASE_DEFAULTS['cameras'][1]} from the camera, "
-                             f"{BASE_DEFAULTS['state'][1]} from the state)")
+                        help="BC training steps (default: the task's, "
+                             + ", ".join(f"{name} {t.base['cameras'][1]} from the camera, {t.base['state'][1]} from "
+                                         f"the state" for name, t in TASKS.items()) + ")")
 
 
-def base_settings(args: argparse.Namespace) -> None:
-    """Fill --base-demos / --bc-steps left unset with the defaults of the observation (--cameras or not)."""
-    default_demos, default_steps = BASE_DEFAULTS["cameras" if args.cameras else "state"]
+def task_defaults(args: argparse.Namespace) -> Task:
+    """Fill the task arguments left unset with the task's defaults for the observation (--cameras or not)."""
+    task = TASKS[args.task]
+    default_demos, default_steps = task.base["cameras" if args.cameras else "state"]
     args.base_demos, args.bc_steps = args.base_demos or default_demos, args.bc_steps or default_steps
+    args.max_steps, args.eval_episodes = args.max_steps or task.max_steps, args.eval_episodes or task.eval_episodes
+    return task
 
 
 def observation_flags(cameras: bool) -> tuple[list[str], list[str]]:
@@ -62,9 +92,34 @@ def observation_flags(cameras: bool) -> tuple[list[str], list[str]]:
     return ["--no-images"], ["--state-only"]
 
 
-def data_dir(cameras: bool) -> Path:
-    """Where the main job keeps its demos and bases (one directory per observation)."""
-    return Path("outputs/main_job_data_cameras" if cameras else "outputs/main_job_data")
+def data_dir(cameras: bool, task: str = "g1_pick_lift") -> Path:
+    """Where the main job keeps its demos and bases (one directory per task and observation)."""
+    name = "main_job_data" if task == "g1_pick_lift" else f"{task}_data"
+    return Path("outputs") / (name + ("_cameras" if cameras else ""))
+
+
+def recipe_overlays(cameras: bool, task: str) -> list[Path]:
+    """The files put over config/sim.yaml: the camera observation's, then the task's."""
+    from resfit_ros.robot import config_dir
+
+    names = (["sim_cameras.yaml"] if cameras else []) + ([TASKS[task].recipe_overlay] if TASKS[task].recipe_overlay else [])
+    return [config_dir() / name for name in names]
+
+
+def recipe_config(out: Path, cameras: bool, task: str) -> Path:
+    """config/sim.yaml with the overlays of the observation and the task over it, written into the run
+    directory as recipe.yaml (the graph's config:=)."""
+    import yaml
+
+    from resfit_ros.config import overlaid_parameters
+    from resfit_ros.robot import config_dir
+
+    overlays = recipe_overlays(cameras, task)
+    path = out / "recipe.yaml"
+    doc = overlaid_parameters(config_dir() / "sim.yaml", *overlays)
+    path.write_text("# written by resfit-ros main-job: config/sim.yaml" + "".join(f" + config/{o.name}" for o in overlays)
+                    + "\n" + yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +128,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/main_job", help="run directory (default outputs/main_job)")
     parser.add_argument("--demos", type=positive_int, default=30,
                         help="scripted demonstrations in the replay buffer (default 30)")
-    add_base_arguments(parser)
+    add_task_arguments(parser)
     seen = parser.add_mutually_exclusive_group()
     seen.add_argument("--cameras", dest="cameras", action="store_true", default=True,
                       help="(the default) learn from the head camera + joint states, without the object pose, as "
@@ -81,11 +136,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     seen.add_argument("--state", dest="cameras", action="store_false",
                       help="learn from the joint states + the simulator's object pose instead (state demos, a "
                            "state base, config/sim.yaml)")
-    parser.add_argument("--max-steps", type=positive_int, default=120,
-                        help="episode step limit for training and evaluation (default 120 = 6 s)")
-    parser.add_argument("--eval-episodes", type=positive_int, default=400,
-                        help="evaluation episodes for base and combined policy (default 400: a paired "
-                             "standard error of about 0.02 on the gain)")
     parser.add_argument("--eval-every", type=int, default=5, help="every N-th training-run episode is an evaluation one")
     parser.add_argument("--window", type=positive_int, default=10, help="episodes per printed success window")
     parser.add_argument("--operator-share", type=float, default=0.0,
@@ -107,27 +157,25 @@ def _cli(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def _eval(base: Path, episodes: int, max_steps: int, residual: Path | None = None,
-          task_state: bool = True) -> list[bool]:
+def _eval(task: str, base: Path, episodes: int, max_steps: int, residual: Path | None = None,
+          task_state: bool = True, residual_bound: float = 0.0) -> list[bool]:
     """Success of each of the fixed evaluation episodes (seed 1000), in seed order."""
-    cmd = [sys.executable, "-m", "resfit_ros.cli", "eval", "--task", TASK, "--base", str(base),
+    cmd = [sys.executable, "-m", "resfit_ros.cli", "eval", "--task", task, "--base", str(base),
            "--episodes", str(episodes), "--seed", "1000", "--max-steps", str(max_steps), "--no-progress"]
     if not task_state:
         cmd.append("--no-task-state")
     if residual is not None:
-        cmd += ["--residual", str(residual), "--residual-bound", str(_residual_bound())]
+        cmd += ["--residual", str(residual), "--residual-bound", str(residual_bound)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     line = [ln for ln in out.splitlines() if ln.startswith("outcomes=")][-1]
     return [c == "1" for c in line.split("=", 1)[1].strip()]
 
 
-def _residual_bound() -> float:
+def _residual_bound(config: Path) -> float:
     """The residual node's bound in the graph's config (the evaluation applies the same one)."""
     from resfit_ros.config import read_parameters
-    from resfit_ros.robot import config_dir
 
-    params = read_parameters(config_dir() / "sim.yaml", "residual_policy")
-    return float(min(params["residual_bound"]))
+    return float(min(read_parameters(config, "residual_policy")["residual_bound"]))
 
 
 def _stderr(p: float, n: int) -> float:
@@ -173,22 +221,8 @@ def _episodes(root: Path, seen: dict | None = None) -> list[tuple[str, bool, boo
     return out
 
 
-def camera_config(out: Path) -> Path:
-    """config/sim.yaml with config/sim_cameras.yaml over it, written into the run directory."""
-    import yaml
-
-    from resfit_ros.config import overlaid_parameters
-    from resfit_ros.robot import config_dir
-
-    path = out / "sim_cameras.yaml"
-    doc = overlaid_parameters(config_dir() / "sim.yaml", config_dir() / "sim_cameras.yaml")
-    path.write_text("# written by resfit-ros main-job --cameras: config/sim.yaml + config/sim_cameras.yaml\n"
-                    + yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
 def run(args: argparse.Namespace) -> int:
-    base_settings(args)
+    task_defaults(args)
     # argument checks first: one message, exit 2, nothing computed or written (nan fails too)
     problem = ("" if args.minutes > 0 else f"--minutes must be > 0, got {args.minutes}") or (
         "" if args.eval_every >= 0 else f"--eval-every must be >= 0, got {args.eval_every}") or (
@@ -201,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"resfit-ros main-job: error: {problem}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    data = data_dir(args.cameras)
+    data = data_dir(args.cameras, args.task)
     demo_flags, bc_flags = observation_flags(args.cameras)
     demos = data / f"demos{args.demos}"
     base = data / f"base_d{args.base_demos}_s{args.bc_steps}.safetensors"
@@ -218,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
                   + (f"; problems: {problems}" if problems else "") + f"; moved to {stale}", flush=True)
             demos.rename(stale)
     if not demos.is_dir():
-        _cli("demos", "--task", TASK, "--episodes", str(args.demos), "--out", str(demos), "--seed", "0",
+        _cli("demos", "--task", args.task, "--episodes", str(args.demos), "--out", str(demos), "--seed", "0",
              *demo_flags, "--no-progress")
     from resfit_ros.bags.reader import is_episode_dir
 
@@ -236,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     base_outcomes = [c == "1" for c in cached.get("outcomes", "")]
     if len(base_outcomes) != args.eval_episodes:
         print(f"evaluating the base on {args.eval_episodes} fixed episodes ...", flush=True)
-        base_outcomes = _eval(base, args.eval_episodes, args.max_steps, task_state=not args.cameras)
+        base_outcomes = _eval(args.task, base, args.eval_episodes, args.max_steps, task_state=not args.cameras)
         base_cache.write_text(json.dumps({"success_rate": float(np.mean(base_outcomes)),
                                           "outcomes": "".join("1" if s else "0" for s in base_outcomes)}))
     base_rate = float(np.mean(base_outcomes))
@@ -255,10 +289,10 @@ def run(args: argparse.Namespace) -> int:
     env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 100)))
     graph_args = {
         "base_artifact": str(base), "demos_dir": str(demos), "output_dir": str(out),
-        "eval_every": str(args.eval_every), "task": TASK, "max_steps": str(args.max_steps),
+        "eval_every": str(args.eval_every), "task": args.task, "max_steps": str(args.max_steps),
         "namespace": args.namespace, "operator_share": str(args.operator_share), "robots": str(args.robots)}
-    if args.cameras:
-        graph_args["config"] = str(camera_config(out))
+    config = recipe_config(out, args.cameras, args.task)
+    graph_args["config"] = str(config)
     log = open(out / "graph.log", "a")
     runner = GraphRunner(GRAPHS["train_sim"], graph_args, env=env, output=log)
     print(f"training through the train_sim node graph for {args.minutes:g} min (node output: {out / 'graph.log'})",
@@ -312,9 +346,10 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1)) as pool:
-        task_state = not args.cameras
-        runs = [pool.submit(_eval, base, n, args.max_steps, copy, task_state) for *_, copy in snapshots]
-        combined_outcomes = _eval(base, n, args.max_steps, residual=ckpt, task_state=task_state)
+        task_state, bound = not args.cameras, _residual_bound(config)
+        runs = [pool.submit(_eval, args.task, base, n, args.max_steps, copy, task_state, bound) for *_, copy in snapshots]
+        combined_outcomes = _eval(args.task, base, n, args.max_steps, residual=ckpt, task_state=task_state,
+                                  residual_bound=bound)
         snapshot_outcomes = [r.result() for r in runs]
     combined = float(np.mean(combined_outcomes))
     gain, se, won, lost = paired_gain(base_outcomes, combined_outcomes)
@@ -329,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  after {row['minutes']:5g} min ({row['env_steps']:6d} env steps, {row['episodes']:4d} episodes): "
                   f"combined {row['combined_success']:.2f}, gain {row['gain']:+.2f} +- {row['gain_stderr_paired']:.2f}"
                   f" ({'clear' if row['gain'] > 2 * row['gain_stderr_paired'] else 'not clear'})")
-    _plot(eps, base_rate, combined, args.window, out / "learning_curve.png", over_time)
+    _plot(eps, base_rate, combined, args.window, out / "learning_curve.png", over_time, args.task)
     print(f"training-run episodes: {len(eps)} ({sum(e for _, _, e, _ in eps)} with exploration)")
     print(f"base success      {base_rate:.2f} +- {_stderr(base_rate, n):.2f}  ({n} episodes)")
     print(f"combined success  {combined:.2f} +- {_stderr(combined, n):.2f}  ({n} episodes, same seeds)")
@@ -337,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
           f"residual, {lost} only by the base ({'clear' if gain > 2 * se else 'NOT clear'}: 2 standard errors = {2 * se:.2f})")
     print(f"learning curve    {out / 'learning_curve.png'}")
     (out / "result.json").write_text(json.dumps({
-        "minutes": round(trained_min, 1), "robots": args.robots, "cameras": args.cameras, "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e, _ in eps)),
+        "task": args.task, "minutes": round(trained_min, 1), "robots": args.robots, "cameras": args.cameras, "episodes": len(eps), "exploration_episodes": int(sum(e for _, _, e, _ in eps)),
         "env_steps": int(sum(n for *_, n in eps)),
         "base_success": base_rate, "combined_success": combined, "gain": gain, "gain_stderr_paired": se,
         "solved_only_with_residual": won, "solved_only_by_base": lost, "eval_episodes": n,
@@ -373,7 +408,8 @@ def _snapshot(checkpoints: Path, dest: Path) -> Path | None:
     return dest
 
 
-def _plot(eps, base_rate: float, combined: float, window: int, path: Path, over_time: list[dict] | None = None) -> None:
+def _plot(eps, base_rate: float, combined: float, window: int, path: Path, over_time: list[dict] | None = None,
+          task: str = "g1_pick_lift") -> None:
     """Success per training-run episode (moving means); with snapshots, a second panel: the
     combined policy on the fixed evaluation set against training minutes (paired standard errors)."""
     import matplotlib
@@ -396,7 +432,7 @@ def _plot(eps, base_rate: float, combined: float, window: int, path: Path, over_
     ax.set_xlabel("episode of the training run")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"{TASK}: residual RL through the ROS 2 graph")
+    ax.set_title(f"{task}: residual RL through the ROS 2 graph")
     ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
     if panels == 2:
         ax = axes[0][1]

@@ -264,7 +264,7 @@ def test_main_job_cameras_runs_the_graph_on_the_camera_without_the_object_pose(t
     from resfit_ros.robot import config_dir
 
     stock = config_dir() / "sim.yaml"
-    path = main_job.camera_config(tmp_path)
+    path = main_job.recipe_config(tmp_path, cameras=True, task="g1_pick_lift")
     synchronizer = load_config(SynchronizerConfig, path, "synchronizer")
     assert synchronizer.extra_state_topics == [] and synchronizer.use_cameras
     learner = load_config(LearnerConfig, path, "learner")
@@ -286,22 +286,61 @@ def test_main_job_cameras_runs_the_graph_on_the_camera_without_the_object_pose(t
 
 def test_main_job_learns_from_the_camera_unless_told_state():
     """`make run` (main-job without flags) is the camera job a real robot can run: image data, the image
-    base's defaults; --state switches observation, data directory and base defaults together."""
+    base's defaults; --state switches observation, data directory and base defaults together; --task
+    switches the task's episode limit, evaluation scenes, base and data directory."""
     import argparse
 
     from resfit_ros.jobs import main_job
 
     parser = argparse.ArgumentParser()
     main_job.add_arguments(parser)
-    for argv, cameras, data, base in (([], True, "outputs/main_job_data_cameras", main_job.BASE_DEFAULTS["cameras"]),
-                                      (["--state"], False, "outputs/main_job_data", main_job.BASE_DEFAULTS["state"])):
+    lift, handover = main_job.TASKS["g1_pick_lift"], main_job.TASKS["g1_handover"]
+    for argv, cameras, data, base, limits in (
+            ([], True, "outputs/main_job_data_cameras", lift.base["cameras"], (120, 400)),
+            (["--state"], False, "outputs/main_job_data", lift.base["state"], (120, 400)),
+            (["--task", "g1_handover"], True, "outputs/g1_handover_data_cameras", handover.base["cameras"], (400, 200)),
+            (["--task", "g1_handover", "--max-steps", "300"], True, "outputs/g1_handover_data_cameras",
+             handover.base["cameras"], (300, 200))):
         args = parser.parse_args(argv)
-        main_job.base_settings(args)
-        assert (args.cameras, str(main_job.data_dir(args.cameras)), (args.base_demos, args.bc_steps)) == \
-            (cameras, data, base)
+        main_job.task_defaults(args)
+        assert (args.cameras, str(main_job.data_dir(args.cameras, args.task)), (args.base_demos, args.bc_steps),
+                (args.max_steps, args.eval_episodes)) == (cameras, data, base, limits)
     assert parser.parse_args(["--state", "--bc-steps", "7"]).bc_steps == 7
     with pytest.raises(SystemExit):
         parser.parse_args(["--state", "--cameras"])      # one observation per run
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--task", "g1_pick_place"])   # not a simulated task
+
+
+def test_main_job_handover_recipe_is_the_lifts_with_the_handover_overlay(tmp_path):
+    """--task g1_handover: the graph's parameters are sim.yaml + sim_cameras.yaml + sim_handover.yaml, and
+    the in-process recipe of the same task (bench residual-gain) is the same learner and residual node."""
+    import yaml
+
+    from resfit_ros.config import load_config
+    from resfit_ros.jobs import main_job
+    from resfit_ros.jobs.in_process import load_recipe
+    from resfit_ros.nodes.learner import LearnerConfig
+    from resfit_ros.nodes.recorder import RecorderConfig
+    from resfit_ros.nodes.residual_policy import ResidualPolicyConfig
+
+    lift = main_job.recipe_config(tmp_path, cameras=True, task="g1_pick_lift")
+    lift_doc = yaml.safe_load(lift.read_text())
+    (tmp_path / "h").mkdir()
+    path = main_job.recipe_config(tmp_path / "h", cameras=True, task="g1_handover")
+    doc = yaml.safe_load(path.read_text())
+    changed = {(section, key) for section in lift_doc
+               for key in set(lift_doc[section]["ros__parameters"]) | set(doc[section]["ros__parameters"])
+               if lift_doc[section]["ros__parameters"].get(key) != doc[section]["ros__parameters"].get(key)}
+    assert changed == {("/**/recorder", "task"), ("/**/learner", "residual_gains"),
+                       ("/**/learner", "random_warmup_fraction"), ("/**/learner", "gamma")}
+    learner = load_config(LearnerConfig, path, "learner")
+    assert learner.use_cameras and learner.gamma == 0.995 and learner.random_warmup_fraction == 0.2
+    assert load_config(RecorderConfig, path, "recorder").task == "g1_handover"
+    recipe = load_recipe(overlays=main_job.recipe_overlays(False, "g1_handover"))
+    assert (recipe.learner.gamma, recipe.learner.residual_gains) == (learner.gamma, learner.residual_gains)
+    assert recipe.policy == load_config(ResidualPolicyConfig, path, "residual_policy")
+    assert load_recipe().learner.gamma == 0.99        # the lift's recipe is sim.yaml's
 
 
 def test_main_job_gain_is_paired_over_the_same_seeds():

@@ -261,12 +261,12 @@ def test_train_sim_graph_on_the_camera_through_the_base_encoders_features(ros_co
     import yaml
 
     from resfit_ros.core.policy_spec import PolicySpec
-    from resfit_ros.jobs.main_job import camera_config
+    from resfit_ros.jobs.main_job import recipe_config
     from resfit_ros.learning.from_bags import file_digest
     from resfit_ros.policy import load_base_policy
 
     demos, base = tiny_image_base
-    config = yaml.safe_load(camera_config(tmp_path).read_text())
+    config = yaml.safe_load(recipe_config(tmp_path, cameras=True, task="g1_pick_lift").read_text())
     config["/**/learner"]["ros__parameters"].update(random_warmup_steps=20, critic_warmup_updates=30)
     config_file = tmp_path / "sim_cameras_short.yaml"
     config_file.write_text(yaml.safe_dump(config))
