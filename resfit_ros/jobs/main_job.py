@@ -337,7 +337,15 @@ def run(args: argparse.Namespace) -> int:
     eps = _episodes(out / "episodes", seen)
     ckpt = out / "checkpoints"
     if not ckpt.is_dir():
-        print("error: the learner wrote no checkpoint; see", out / "graph.log", file=sys.stderr)
+        from resfit_ros.config import read_parameters
+
+        learner = read_parameters(config, "learner")
+        warmup = int(learner.get("random_warmup_steps", 0))
+        steps = int(sum(n_ for *_, n_ in eps))
+        why = (f": its {steps} env steps in {trained_min:.1f} min ended inside the random warm-up "
+               f"(random_warmup_steps {warmup}, no update before it is over); train longer (--minutes)"
+               if steps <= warmup else "")
+        print(f"error: the learner wrote no checkpoint{why}; see {out / 'graph.log'}", file=sys.stderr)
         return 1
     n = args.eval_episodes
     print(f"evaluating base + residual on the same {n} episodes ({len(snapshots) + 1} checkpoints) ...", flush=True)
