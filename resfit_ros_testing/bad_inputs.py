@@ -754,9 +754,15 @@ def inject_bad_inputs(node, spin: Callable[[float], None], robot, *, sim: bool =
                 if pub is None:
                     qos = LATCHED if e.target in LATCHED_TOPICS else STREAM
                     pub = created_pubs[e.target] = node.create_publisher(_msg_type(e, robot), e.target, qos)
-                    deadline = time.monotonic() + 3.0
-                    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+                    # a new writer: wait until it has matched every reader the graph knows of, not just the
+                    # first (a consumer that matches later loses a volatile burst), then let the readers'
+                    # side of the match settle
+                    deadline = time.monotonic() + 5.0
+                    while time.monotonic() < deadline and (
+                            pub.get_subscription_count() == 0
+                            or pub.get_subscription_count() < node.count_subscribers(e.target)):
                         spin(0.05)
+                    spin(0.2)
                 if pub.get_subscription_count() == 0:
                     results[e.name] = EntryResult(e.name, "skipped", f"nobody subscribes to {e.target}")
                     continue
@@ -788,16 +794,17 @@ def inject_bad_inputs(node, spin: Callable[[float], None], robot, *, sim: bool =
             spin(0.05)
         # A message can be lost on the way without being accepted: latched topics keep one message
         # per subscriber, and the graph's own traffic (the status on every step) may overwrite
-        # ours before the node takes it. Send an uncounted topic entry once more.
-        again = [e for e in sent if e.kind == "topic" and not counted(e)]
-        for e in again:
-            item = e.build(ctx)
-            own.setdefault(e.target, set()).add(repr(deserialize_message(serialize_message(item), type(item))))
-            created_pubs[e.target].publish(item)
-            spin(0.01)
-        deadline = time.monotonic() + (round_timeout_s if again else 0.0)
-        while time.monotonic() < deadline and not all(counted(e) for e in again):
-            spin(0.05)
+        # ours before the node takes it. Send an uncounted topic entry again (at most twice).
+        for _attempt in range(2):
+            again = [e for e in sent if e.kind == "topic" and not counted(e)]
+            for e in again:
+                item = e.build(ctx)
+                own.setdefault(e.target, set()).add(repr(deserialize_message(serialize_message(item), type(item))))
+                created_pubs[e.target].publish(item)
+                spin(0.01)
+            deadline = time.monotonic() + (round_timeout_s if again else 0.0)
+            while time.monotonic() < deadline and not all(counted(e) for e in again):
+                spin(0.05)
         for e in sent:
             problems = []
             if e.name in futures:
