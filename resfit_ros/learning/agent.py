@@ -212,7 +212,7 @@ class ResidualAgent:
                  TARGET_MEAN: target.mean().item(), CRITIC_GRAD_NORM: critic_grad_norm.item(),
                  CRITIC_UPDATES: float(self.critic_updates)}
 
-        # ---- actor: maximise the mean over ALL heads of Q(s, clamp(base + residual)) ----
+        # ---- actor: maximise the mean over ALL heads of Q(s, clamp(base + residual)), less their spread ----
         if update_actor and self.critic_updates > cfg.critic_warmup_updates:
             detached = features.detach()          # the actor never trains the encoder
             residual = self.actor(torch.cat([detached, state, base.clamp(-1.0, 1.0)], dim=1))  # (B, A)
@@ -220,7 +220,8 @@ class ResidualAgent:
             q_pi = self.critic(self._critic_input(detached, state, base, combined))  # (N, B)
             # maximise Q; optionally pay for leaving the base (AgentConfig.residual_penalty)
             fraction_of_bound = residual * self._inverse_residual_scale                 # (B, A) in [-1, 1]
-            actor_loss = -q_pi.mean() + cfg.residual_penalty * fraction_of_bound.pow(2).sum(dim=1).mean()
+            actor_loss = (-actor_objective(q_pi, cfg.actor_pessimism).mean()
+                          + cfg.residual_penalty * fraction_of_bound.pow(2).sum(dim=1).mean())
             bc_loss = operator_loss = None
             none = torch.zeros(residual.shape[0], dtype=torch.bool)
             operator = batch.intervention if batch.intervention is not None else none    # (B,) operator's steps
@@ -362,6 +363,15 @@ class ResidualAgent:
             raise CheckpointError(f"checkpoint {directory}: cannot rebuild the agent ({exc})") from None
         agent.load_state_dict(state)
         return agent
+
+
+def actor_objective(q: torch.Tensor, pessimism: float) -> torch.Tensor:
+    """What the actor maximises per transition: q (N heads, B) -> mean over heads - pessimism * std (B,).
+    With one head there is no spread to measure: the mean."""
+    value = q.mean(dim=0)
+    if pessimism > 0 and q.shape[0] > 1:
+        value = value - pessimism * q.std(dim=0)
+    return value
 
 
 def check_device(device: str) -> str:

@@ -34,6 +34,11 @@ class AgentConfig:
     each batch: mean over them of sum_j ((r_j - target_j) / bound_j)^2 (0: plain TD3, as ResFiT).
     Why: the demos show where the base departs from the expert (here: 30 demos against a base
     trained on 5); the critic alone sees that only through the few successes it causes."""
+    actor_pessimism: float = 0.0
+    """The actor maximises, per transition, the mean over the critic heads minus this many of their
+    standard deviations (0: the mean, as ResFiT). Why: where the heads disagree the critic is
+    guessing; a pessimistic actor moves only where they agree, and cannot follow a few heads'
+    slope into actions the buffer has not shown them."""
     intervention_bc_weight: float = 0.0
     """Weight of the actor's regression onto what an operator did beyond the base, (operator
     command - base action) in normalised units clamped to each joint's bound, on the intervention
@@ -125,6 +130,7 @@ class AgentConfig:
         require(self.exploration_std >= 0, f"exploration_std must be >= 0, got {self.exploration_std}")
         require(self.residual_penalty >= 0, f"residual_penalty must be >= 0, got {self.residual_penalty}")
         require(self.demo_bc_weight >= 0, f"demo_bc_weight must be >= 0, got {self.demo_bc_weight}")
+        require(self.actor_pessimism >= 0, f"actor_pessimism must be >= 0, got {self.actor_pessimism}")
         require(self.intervention_bc_weight >= 0,
                 f"intervention_bc_weight must be >= 0, got {self.intervention_bc_weight}")
         require(isinstance(self.action_repeat, int) and self.action_repeat >= 1,

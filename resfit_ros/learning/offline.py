@@ -73,6 +73,7 @@ class OfflineSettings:
     residual_bound: list[float] = field(default_factory=lambda: [DEFAULT_RESIDUAL_BOUND])  # rad (1 or dof values): the residual node's residual_bound, which the actor never exceeds (the robot would not execute it)
     residual_penalty: float = _AGENT.residual_penalty  # actor loss weight of |residual / bound|^2
     demo_bc_weight: float = _AGENT.demo_bc_weight  # actor loss weight of its regression onto the demos' residual
+    actor_pessimism: float = _AGENT.actor_pessimism  # the actor maximises the heads' mean Q less this many of their std (0: the mean)
     intervention_bc_weight: float = _AGENT.intervention_bc_weight  # ... onto the operator's correction (interventions)
     exploration_std: float = _AGENT.exploration_std  # Gaussian exploration (and target smoothing) std, normalised units
     random_warmup_steps: int = _AGENT.random_warmup_steps  # first N training steps: random residual, no update (then the critic warm-up)
@@ -130,6 +131,7 @@ class OfflineSettings:
             mask = tuple(float(any(n.startswith(p) for p in self.random_warmup_joints)) for n in joint_names)
         return AgentConfig(action_scale=self.action_scale, exploration_std=self.exploration_std,
                            residual_penalty=self.residual_penalty, demo_bc_weight=self.demo_bc_weight,
+                           actor_pessimism=self.actor_pessimism,
                            intervention_bc_weight=self.intervention_bc_weight,
                            random_warmup_steps=self.random_warmup_steps,
                            random_warmup_fraction=self.random_warmup_fraction, random_warmup_mask=mask,

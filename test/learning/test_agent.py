@@ -421,3 +421,25 @@ def test_by_default_the_actor_reads_the_frozen_features_as_they_are_so_critic_up
     assert list(agent.encoder.parameters()) == []
     assert torch.equal(before, after)
     assert torch.equal(after, batch.obs["features"].clamp(-FEATURE_CLIP, FEATURE_CLIP))
+
+
+def test_a_pessimistic_actor_prefers_actions_its_critic_heads_agree_on():
+    from resfit_ros.learning.agent import LOSS_ACTOR, actor_objective
+    from resfit_ros.learning.offline import OfflineSettings
+
+    q = torch.tensor([[0.5, 0.9],      # (N=2 heads, B=2): the same mean 0.5; the second transition's heads disagree
+                      [0.5, 0.1]])
+    assert torch.equal(actor_objective(q, 0.0), torch.tensor([0.5, 0.5]))
+    pessimistic = actor_objective(q, 1.0)
+    assert pessimistic[0] == pytest.approx(0.5) and pessimistic[1] < 0.5 - 0.5   # std of (0.9, 0.1) is 0.57
+    assert torch.equal(actor_objective(q[:1], 1.0), q[0])                          # one head: no spread to measure
+    # the setting reaches the agent from the learner's parameters, and a negative one is refused
+    assert OfflineSettings(actor_pessimism=0.5).agent_config().actor_pessimism == 0.5
+    from resfit_ros.config import ConfigError
+    with pytest.raises(ConfigError, match="actor_pessimism must be >= 0, got -1"):
+        AgentConfig(actor_pessimism=-1.0)
+    agent = make_agent(cameras=False, features=False, actor_pessimism=1.0, critic_warmup_updates=0)
+    before = [p.detach().clone() for p in agent.actor.parameters()]
+    stats = agent.update(filled_buffer(cameras=False, features=False).sample(32), update_actor=True)
+    assert np.isfinite(stats[LOSS_ACTOR])
+    assert any(not torch.equal(b, p) for b, p in zip(before, agent.actor.parameters()))
