@@ -16,9 +16,11 @@ limit), with noise on one joint group at a time:
                 recipe in config/sim.yaml (x --expert-scale), on all joints / the right arm / the
                 right hand: what a residual within those bounds could reach, and where
 
+--cameras: the main job's image base (outputs/main_job_data_cameras; the base sees the head camera and
+the joint states, the expert the simulator's state) and the recipe with config/sim_cameras.yaml over it.
 One line per case: `case=<name> std=<s> success=<rate> episodes=<n> outcomes=<0/1 per scene>`.
 
-    resfit-ros bench exploration-cost [--episodes 50] [--std 0.03 0.01 0.003]
+    resfit-ros bench exploration-cost [--episodes 50] [--std 0.03 0.01 0.003] [--cameras]
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path("outputs/main_job_data")
 GROUPS = {"all": lambda n: True, "arms": lambda n: "_hand_" not in n and "waist" not in n,
           "hands": lambda n: "_hand_" in n, "waist": lambda n: "waist" in n}
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expert-scale", type=float, nargs="*", default=[1.0],
                    help="multiples of the recipe's residual bounds for the expert cases (default 1)")
     p.add_argument("--max-steps", type=int, default=120, help="episode step limit (the main job's evaluation: 120)")
+    p.add_argument("--cameras", action="store_true", help="the main job's image base (default: its state base)")
     return p
 
 
@@ -57,21 +59,27 @@ def main(argv: list[str] | None = None) -> int:
     from resfit_ros.learning import Normaliser
     from resfit_ros.learning.from_bags import demo_base_actions, episode_arrays, file_digest
     from resfit_ros.policy import load_base_policy
+    from resfit_ros.core.observation import without_task_state
     from resfit_ros.jobs.in_process import load_recipe
+    from resfit_ros.jobs.main_job import data_dir, recipe_overlays
     from resfit_ros.learning.normaliser import residual_bounds
     from resfit_ros.learning.offline import OfflineSettings, demo_normaliser
     from resfit_ros.sim import make_env, make_expert
     from resfit_ros.sim.experts import CLOSED_HAND
 
     torch.set_num_threads(1)
-    bases = sorted(DATA.glob("base_d*_s*.safetensors"))
-    demos_dir = DATA / "demos30"
+    data = data_dir(args.cameras)
+    bases = sorted(data.glob("base_d*_s*.safetensors"))
+    demos_dir = data / "demos30"
     if not bases or not demos_dir.is_dir():
-        print(f"no base/demos in {DATA}: run `resfit-ros main-job` once first", flush=True)
+        print(f"no base/demos in {data}: run `resfit-ros main-job{'' if args.cameras else ' --state'}` once first",
+              flush=True)
         return 2
     base_path = bases[0]
     base = load_base_policy(base_path)
-    env = make_env("g1_pick_lift", cameras=(), render=False, control_hz=20.0, seed=0, max_steps=args.max_steps)
+    cameras = tuple(base.camera_names) if args.cameras else ()
+    env = make_env("g1_pick_lift", cameras=cameras, render=bool(cameras), control_hz=20.0, seed=0,
+                   max_steps=args.max_steps, **(dict(image_size=base.image_size or 84) if cameras else {}))
     names = list(env.joint_names)
 
     # the learner's normaliser: demo commands and the base's actions on the demos
@@ -79,13 +87,13 @@ def main(argv: list[str] | None = None) -> int:
 
     digest = file_digest(base_path)
     arrays = [episode_arrays(ep, demo_base_actions(ep, base, digest, demos_dir / ".base_actions"))
-              for ep in load_episodes(demos_dir, success_only=True, images=False)]
+              for ep in load_episodes(demos_dir, success_only=True, images=bool(cameras))]
     normaliser = Normaliser.from_demonstrations(np.concatenate([a.states for a in arrays]),
                                                 np.concatenate([a.actions for a in arrays] + [a.base_actions for a in arrays]),
                                                 0.1)
     half = normaliser.action_half_range
     # the recipe's per-joint residual bounds, joint units (its gains, its action_scale)
-    settings = OfflineSettings.from_object(load_recipe().learner)
+    settings = OfflineSettings.from_object(load_recipe(overlays=recipe_overlays(args.cameras, "g1_pick_lift")).learner)
     recipe_normaliser = demo_normaliser(np.concatenate([a.states for a in arrays]),
                                         np.concatenate([a.actions for a in arrays]),
                                         np.concatenate([a.base_actions for a in arrays]), settings, names)
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             if episode_start[0]:      # run_episode resets before on_reset: the first observation is here
                 control.start_episode(obs.position)
                 episode_start[0] = False
-            b = base.select_action(obs, None)
+            b = base.select_action(without_task_state(obs) if cameras else obs, None)
             result = control.step(policy, obs.state_vector(), b, obs.position)
             if result.error is not None:
                 raise RuntimeError(f"residual not computed: {result.error}")
