@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="squeeze bounds to try, rad (default 0.06 0.2)")
     p.add_argument("--expert-scale", type=float, nargs="*", default=[1.0],
                    help="multiples of the recipe's residual bounds for the expert cases (default 1)")
+    p.add_argument("--expert-groups", nargs="*", default=["all", "right-arm", "right-hand"],
+                   choices=["all", "right-arm", "right-hand"], help="joints the expert cases correct")
     p.add_argument("--max-steps", type=int, default=120, help="episode step limit (the main job's evaluation: 120)")
     p.add_argument("--cameras", action="store_true", help="the main job's image base (default: its state base)")
     return p
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                      "right-arm": np.array([float("right_" in n and "_hand_" not in n) for n in names]),
                      "right-hand": np.array([float("right_hand_" in n) for n in names])}
     for scale in args.expert_scale:
-        for group, mask in expert_groups.items():
+        for group in args.expert_groups:
+            mask = expert_groups[group]
             def toward_expert(b, rng, mask=mask, scale=scale):
                 bound = scale * recipe_bounds
                 return np.clip(expert.act(None) - b, -bound, bound) * mask
