@@ -271,6 +271,10 @@ def test_two_simulated_stacks_share_one_domain_without_crosstalk(ros_context, ro
         # label once a's recorder has the steps (the manager would abort an episode it cannot keep)
         assert ros_context.spin_until(lambda: any(p.episode_id == episode and p.steps_recorded >= 15
                                                   for p in watch["a"].recorded), 30), logs["a"].read_text()[-3000:]
+        # ... and once the manager has counted them: its count at the label is the episode's length
+        # (on a loaded machine its step queue runs a few records behind the topic)
+        assert ros_context.spin_until(lambda: watch["a"].status.episode_id == episode
+                                      and watch["a"].status.steps >= 15, 30), logs["a"].read_text()[-3000:]
         label = node.create_client(LabelEpisode, watch["a"].at(names.LABEL_EPISODE))
         deadline = time.monotonic() + 30
         while True:     # "not labelled yet" while the recorder catches up, as a person presses again
