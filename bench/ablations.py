@@ -17,6 +17,7 @@ residual_gain.py result of the same recipe, observation, seed and budget can sta
 last point of each run is its final evaluation on the same first --curve-episodes scenes.
 
     python bench/ablations.py --env-steps 30000 --seeds 0 1 --out outputs/ablations [--state]
+    python bench/ablations.py --seeds 0 1 2 3 --variants full nstep1 --report-only --png seeds.png
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ VARIANTS = {
     "nstep1": ["learner.nstep=1"],
     "utd1": ["learner.utd=1"],
 }
+LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1))]     # one per seed, in --seeds order
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,14 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--state", action="store_true", help="the state observation (main-job --state) instead")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", default="outputs/ablations")
+    p.add_argument("--png", default="", help="the plot's file (default <out>/ablations.png)")
+    p.add_argument("--report-only", action="store_true",
+                   help="start no run: the table and the plot of the results already in --out")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bench = Path(__file__).with_name("residual_gain.py")
     runs = [(v, s) for s in args.seeds for v in args.variants]
-    pending = [(v, s) for v, s in runs if not (out / f"{v}_seed{s}.json").is_file()]
+    pending = [] if args.report_only else [(v, s) for v, s in runs if not (out / f"{v}_seed{s}.json").is_file()]
     for v, s in sorted(set(runs) - set(pending)):
-        print(f"{v} seed {s}: result exists, not run again")
+        if not args.report_only:
+            print(f"{v} seed {s}: result exists, not run again")
     active, t0 = [], time.monotonic()
     while pending or active:
         while pending and len(active) < args.jobs:
@@ -117,15 +123,16 @@ def main(argv: list[str] | None = None) -> int:
         points += [(c["env_steps"], c["success"]) for c in r["curve"] if c["episodes"] == n and c["env_steps"] < r["env_steps"]]
         points.append((r["env_steps"], np.mean([int(ch) for ch in r["combined_outcomes"][:n]])))
         ax.plot(*zip(*points), marker="o", color=colours[variant],
-                linestyle="-" if seed == args.seeds[0] else "--", label=f"{variant} seed {seed}")
+                linestyle=LINESTYLES[args.seeds.index(seed) % len(LINESTYLES)], label=f"{variant} seed {seed}")
     ax.set_xlabel("training env steps")
     ax.set_ylabel(f"success on the first {args.curve_episodes} evaluation scenes")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("g1_pick_lift: ResFiT ablations (in process)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(out / "ablations.png", dpi=120)
-    print(f"plot: {out / 'ablations.png'}")
+    png = Path(args.png) if args.png else out / "ablations.png"
+    fig.savefig(png, dpi=120)
+    print(f"plot: {png}")
     return 0
 
 
