@@ -220,7 +220,9 @@ def assert_trained_and_recorded(out, seen, robot, text: str, lockstep_aligned: b
     # recorded commands in a fresh simulator reproduces the recorded observations); a step that
     # nobody commanded would leave the policy one observation late for the whole episode
     for e in labelled if lockstep_aligned else ():
-        assert_lockstep_aligned(e)
+        # the first 60 steps: one step late shows at once (~0.2 off); further on, contacts amplify the
+        # replay's start difference past the tolerance (0.055 at step 106 of a 120-step episode)
+        assert_lockstep_aligned(e, steps=60)
     # clean shutdown: the learner saved a checkpoint on the way out
     assert (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()), text[-3000:]
     assert "Traceback" not in text, text[-4000:]
