@@ -65,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Path(__file__).with_name("residual_gain.py")
     runs = [(v, s) for s in args.seeds for v in args.variants]
     pending = [] if args.report_only else [(v, s) for v, s in runs if not (out / f"{v}_seed{s}.json").is_file()]
-    for v, s in sorted(set(runs) - set(pending)):
-        if not args.report_only:
-            print(f"{v} seed {s}: result exists, not run again")
+    for v, s in [] if args.report_only else sorted(set(runs) - set(pending)):
+        print(f"{v} seed {s}: result exists, not run again")
     active, t0 = [], time.monotonic()
     while pending or active:
         while pending and len(active) < args.jobs:
